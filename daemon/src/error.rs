@@ -1,0 +1,196 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+/// Everything that can go wrong in kmemlab userspace.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No UIO device carries the expected name.
+    #[error("no uio device named {name:?} in {}", root.display())]
+    UioNotFound {
+        /// The name looked for.
+        name: String,
+        /// The sysfs folder searched.
+        root: PathBuf,
+    },
+    /// A sysfs attribute could not be read or parsed.
+    #[error("failed to read {}", path.display())]
+    Sysfs {
+        /// The attribute file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A device or file could not be opened.
+    #[error("failed to open {}", path.display())]
+    Open {
+        /// What was opened.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the UIO interrupt count failed.
+    #[error("failed to read the interrupt count from {}", path.display())]
+    IrqRead {
+        /// The UIO device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing 1 to re-enable the UIO interrupt failed.
+    #[error("failed to re-enable the interrupt on {}", path.display())]
+    IrqEnable {
+        /// The UIO device.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An ioctl on `/dev/kmemlab` failed; `cmd` names the command.
+    #[error("ioctl {cmd} failed")]
+    Ioctl {
+        /// The command, e.g. `KMEMLAB_INFO`.
+        cmd: &'static str,
+        /// The errno the kernel returned.
+        #[source]
+        source: Errno,
+    },
+    /// The module speaks another ABI version.
+    #[error("module abi version {found} does not match ours ({expected})")]
+    AbiMismatch {
+        /// The version the module reported.
+        found: u32,
+        /// [`kmemlab_uapi::ABI_VERSION`].
+        expected: u32,
+    },
+    /// Mapping a UIO region failed.
+    #[error("failed to map {what}")]
+    Map {
+        /// Which mapping, e.g. `/dev/uio0 map 0`.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Blocking signals or creating the signalfd failed.
+    #[error("failed to set up signal handling")]
+    Signals {
+        /// The cause.
+        #[source]
+        source: Errno,
+    },
+    /// Creating, registering or waiting on the `mio::Poll` failed.
+    #[error("failed to poll for events")]
+    Poll {
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing an event line failed.
+    #[error("failed to write an event line")]
+    Output {
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Serializing an event or report failed.
+    #[error("failed to serialize json")]
+    Json {
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The errno that best describes this error, for the `error` field of JSON reports.
+    pub fn errno(&self) -> Errno {
+        let io_errno = |e: &io::Error| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
+        match self {
+            Error::UioNotFound { .. } => Errno::ENODEV,
+            Error::Sysfs { source, .. }
+            | Error::Open { source, .. }
+            | Error::IrqRead { source, .. }
+            | Error::IrqEnable { source, .. }
+            | Error::Map { source, .. }
+            | Error::Poll { source }
+            | Error::Output { source } => io_errno(source),
+            Error::Ioctl { source, .. } | Error::Signals { source } => *source,
+            Error::AbiMismatch { .. } => Errno::EPROTO,
+            Error::Json { .. } => Errno::EINVAL,
+        }
+    }
+
+    /// The errno's symbolic name, e.g. `"ENOENT"`.
+    pub fn errno_name(&self) -> String {
+        errno_name(self.errno())
+    }
+
+    /// The message with all its causes, joined by `": "`.
+    pub fn report(&self) -> String {
+        let mut msg = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            msg.push_str(": ");
+            msg.push_str(&c.to_string());
+            cause = c.source();
+        }
+        msg
+    }
+}
+
+/// The symbolic name of an errno, e.g. `"ENOENT"`.
+pub fn errno_name(errno: Errno) -> String {
+    format!("{errno:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names_and_reports() {
+        let e = Error::Open {
+            path: "/dev/kmemlab".into(),
+            source: io::Error::from_raw_os_error(libc_enoent()),
+        };
+        assert_eq!(e.errno_name(), "ENOENT");
+        assert!(e.report().starts_with("failed to open /dev/kmemlab: "));
+
+        let e = Error::Ioctl {
+            cmd: "KMEMLAB_INFO",
+            source: Errno::ENOTTY,
+        };
+        assert_eq!(e.errno_name(), "ENOTTY");
+        assert!(e.report().starts_with("ioctl KMEMLAB_INFO failed: ENOTTY"));
+
+        let e = Error::UioNotFound {
+            name: "kmemlab".into(),
+            root: "/sys/class/uio".into(),
+        };
+        assert_eq!(e.errno_name(), "ENODEV");
+        assert_eq!(
+            e.report(),
+            "no uio device named \"kmemlab\" in /sys/class/uio"
+        );
+
+        let e = Error::Output {
+            source: io::Error::other("boom"),
+        };
+        assert_eq!(e.errno_name(), "EIO");
+    }
+
+    fn libc_enoent() -> i32 {
+        Errno::ENOENT as i32
+    }
+}

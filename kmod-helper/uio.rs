@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! UIO device registration, through the C glue in `uio_glue.c`.
+//!
+//! Linux 7.3 has no Rust binding for `linux/uio_driver.h`; the glue registers the device and
+//! handles its interrupt as `uio_pdrv_genirq` does (mask in the handler, userspace unmasks by
+//! writing 1 to `/dev/uioN`). This file wraps the glue's handle in [`Registration`].
+
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    device::{
+        Bound,
+        Device,
+        DeviceContext, //
+    },
+    error::from_err_ptr,
+    prelude::*,
+    types::Opaque, //
+};
+
+/// The glue's `struct kmemlab_uio`, known to Rust only by pointer.
+#[repr(C)]
+struct RawUio {
+    _private: [u8; 0],
+}
+
+// The functions of `uio_glue.h`; keep in step with it. `parent` is a `struct device *`, declared
+// as `void *` because `bindings::device` is not FFI-safe by rustc's lint (a zero-sized lockdep
+// field when lockdep is off).
+extern "C" {
+    fn kmemlab_uio_register(
+        parent: *mut c_void,
+        irq: c_uint,
+        name: *const c_char,
+        version: *const c_char,
+    ) -> *mut RawUio;
+    fn kmemlab_uio_unregister(uio: *mut RawUio);
+    fn kmemlab_uio_notify(uio: *mut RawUio);
+    fn kmemlab_uio_event_count(uio: *const RawUio) -> u32;
+    fn kmemlab_uio_irq_count(uio: *const RawUio) -> u32;
+}
+
+/// Returns the C `struct device` that `dev` wraps.
+///
+/// `Device::as_raw` is `pub(crate)` in 7.3, but the layout it relies on is public: `Device<Ctx>`
+/// is `#[repr(transparent)]` over `Opaque<bindings::device>` (its other field is a
+/// `PhantomData`), which is how `Device::from_raw` turns a `*mut bindings::device` into a
+/// `&Device`. This is the reverse cast.
+fn raw_device<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
+    // CAST: `Device<Ctx>` is a transparent wrapper of `Opaque<bindings::device>`, see above.
+    let opaque = core::ptr::from_ref(dev).cast::<Opaque<bindings::device>>();
+    Opaque::cast_into(opaque)
+}
+
+/// A UIO device for one interrupt line of a bound device.
+///
+/// # Invariants
+///
+/// `uio` was returned by a successful `kmemlab_uio_register()` and is unregistered exactly once,
+/// in [`Drop`]; until then the UIO device exists and its interrupt is requested.
+pub(crate) struct Registration {
+    uio: NonNull<RawUio>,
+}
+
+// SAFETY: The glue's functions may be called from any thread; the handle is not tied to the thread
+// that registered it.
+unsafe impl Send for Registration {}
+
+// SAFETY: `notify` and the counters only read atomics or call `uio_event_notify()`, which may run
+// concurrently from any context.
+unsafe impl Sync for Registration {}
+
+impl Registration {
+    /// Registers UIO device `name` for interrupt `irq` of `parent`.
+    ///
+    /// The interrupt is requested with the trigger type the firmware gave it. The registration
+    /// must be dropped before `parent` is unbound, as for any resource of a bound device: keep it
+    /// in the driver's bus device private data.
+    pub(crate) fn register(
+        parent: &Device<Bound>,
+        irq: u32,
+        name: &'static CStr,
+        version: &'static CStr,
+    ) -> Result<Self> {
+        // SAFETY:
+        // - `raw_device(parent)` is a valid `struct device`, bound to a driver, for the duration
+        //   of this call; `uio_register_device()` takes its own reference for the UIO device.
+        // - `name` and `version` are NUL-terminated and `'static`, so they outlive the device.
+        let uio = from_err_ptr(unsafe {
+            kmemlab_uio_register(
+                raw_device(parent).cast(),
+                irq,
+                name.as_char_ptr(),
+                version.as_char_ptr(),
+            )
+        })?;
+
+        // INVARIANT: `kmemlab_uio_register()` succeeded, so `uio` is a live handle.
+        NonNull::new(uio).map(|uio| Self { uio }).ok_or(EINVAL)
+    }
+
+    /// Raises a UIO event as the interrupt does, without touching the interrupt line.
+    #[expect(
+        dead_code,
+        reason = "used by the TRIGGER command of the next ABI version"
+    )]
+    pub(crate) fn notify(&self) {
+        // SAFETY: By the type invariants, `self.uio` is registered.
+        unsafe { kmemlab_uio_notify(self.uio.as_ptr()) };
+    }
+
+    /// The UIO event count, the value a read of `/dev/uioN` returns.
+    pub(crate) fn event_count(&self) -> u32 {
+        // SAFETY: By the type invariants, `self.uio` is registered.
+        unsafe { kmemlab_uio_event_count(self.uio.as_ptr()) }
+    }
+
+    /// The number of interrupts the handler has taken.
+    pub(crate) fn irq_count(&self) -> u32 {
+        // SAFETY: By the type invariants, `self.uio` is registered.
+        unsafe { kmemlab_uio_irq_count(self.uio.as_ptr()) }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `self.uio` is registered and this is the only place that
+        // unregisters it; drop runs in process context, as the driver's private data is dropped at
+        // unbind.
+        unsafe { kmemlab_uio_unregister(self.uio.as_ptr()) };
+    }
+}

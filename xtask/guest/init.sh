@@ -1,0 +1,58 @@
+#!/bin/sh
+# PID 1 of the kmemlab test guest (packed into the initramfs by `cargo xtask vm`).
+# It speaks to the host over the console with lines that start with "@@":
+#   @@STAGE name     where the guest is (named in the host's hang message)
+#   @@READY          module loaded (and kmemlabd started); host may press the button
+#   @@JSON line      a line of kmemlabd's log as it is written
+#   @@CMD-BEGIN / @@CMD-EXIT rc   around the output of the user's command
+#   @@LOG line       the daemon's complete log after it stopped
+#   @@DMESG line     the kernel log at the end
+#   @@DONE           about to power off
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+stage() { echo "@@STAGE $1"; }
+fail() { echo "@@FAIL $*"; poweroff -f; }
+
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t debugfs debugfs /sys/kernel/debug
+# Keep kernel messages off the console protocol; they are collected at the end.
+dmesg -n 1
+. /etc/kmemlab-vm.conf
+
+stage insmod
+insmod /lib/modules/kmemlab.ko || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"
+[ -c /dev/kmemlab ] || fail "no /dev/kmemlab after insmod: $(dmesg | tail -n 5)"
+
+LOG=/tmp/kmemlabd.log
+if [ "$DAEMON" = 1 ]; then
+    stage daemon
+    # kmemlabd logs to stdout, as under systemd; tee keeps the log, the loop
+    # shows each line to the host as it is written.
+    ( kmemlabd 2>/tmp/kmemlabd.err & echo $! > /run/kmemlabd.pid; wait ) \
+        | tee "$LOG" | while IFS= read -r line; do echo "@@JSON $line"; done &
+    FOLLOW=$!
+fi
+echo "@@READY"
+
+stage wait-go
+read -r go
+stage cmd
+echo "@@CMD-BEGIN"
+sh /cmd.sh
+rc=$?
+echo "@@CMD-EXIT $rc"
+
+stage shutdown
+if [ "$DAEMON" = 1 ]; then
+    kill -TERM "$(cat /run/kmemlabd.pid)" 2>/dev/null
+    wait "$FOLLOW"
+    while IFS= read -r line; do echo "@@LOG $line"; done < "$LOG"
+    while IFS= read -r line; do echo "@@STDERR $line"; done < /tmp/kmemlabd.err
+fi
+dmesg | while IFS= read -r line; do echo "@@DMESG $line"; done
+echo "@@DONE"
+poweroff -f

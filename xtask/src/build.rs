@@ -1,0 +1,222 @@
+//! `cargo xtask kernel`, `module` and `userspace`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::{Toolchain, KERNEL_DEB_VERSION};
+use crate::util::{jobs, output, repo_root, run, run_logged, short_hash, step};
+
+/// Bump when the way the kernel is configured or built changes.
+const KERNEL_RECIPE: &str = "tinyconfig+fragment v1";
+const CROSS_COMPILE: &str = "aarch64-linux-gnu-";
+pub const GUEST_TARGET: &str = "aarch64-unknown-linux-gnu";
+
+/// A built test kernel.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// The build folder (`O=`), usable as `KDIR` for modules.
+    pub dir: PathBuf,
+    pub image: PathBuf,
+}
+
+fn fragment_path() -> PathBuf {
+    repo_root().join("xtask/config/test-kernel.config")
+}
+
+fn make(tc: &Toolchain, dir: &Path) -> Command {
+    let mut cmd = Command::new("make");
+    tc.kernel_env(&mut cmd);
+    cmd.arg("-C")
+        .arg(&tc.kernel_src)
+        .arg(format!("O={}", dir.display()))
+        .arg("ARCH=arm64")
+        .arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
+        .arg(format!("-j{}", jobs()));
+    cmd
+}
+
+/// Builds (or finds in the cache) the arm64 test kernel.
+pub fn kernel(tc: &Toolchain) -> Result<Kernel> {
+    let fragment_file = fragment_path();
+    let fragment = fs::read_to_string(&fragment_file)
+        .with_context(|| format!("failed to read {}", fragment_file.display()))?;
+    let rustc = output(Command::new("rustc").arg("--version"))?;
+    let hash = short_hash([KERNEL_DEB_VERSION, KERNEL_RECIPE, &fragment, rustc.trim()]);
+    let dir = tc.cache.join("kernel").join(&hash);
+    let kernel = Kernel {
+        image: dir.join("arch/arm64/boot/Image"),
+        dir: dir.clone(),
+    };
+    let stamp = dir.join(".kmemlab-complete");
+    if stamp.exists() && kernel.image.exists() && dir.join("Module.symvers").exists() {
+        return Ok(kernel);
+    }
+    step(format!(
+        "building the arm64 test kernel {KERNEL_DEB_VERSION} in {} (a few minutes)",
+        dir.display()
+    ));
+    fs::create_dir_all(&dir)?;
+    let log = dir.join("build.log");
+    run_logged(make(tc, &dir).arg("tinyconfig"), &log)?;
+    run_logged(
+        Command::new(tc.kernel_src.join("scripts/kconfig/merge_config.sh"))
+            .current_dir(&tc.kernel_src)
+            .args(["-m", "-O"])
+            .arg(&dir)
+            .arg(dir.join(".config"))
+            .arg(&fragment_file),
+        &dir.join("merge.log"),
+    )?;
+    run_logged(make(tc, &dir).arg("olddefconfig"), &log)?;
+    check_config(&dir.join(".config"), &fragment)?;
+    run_logged(make(tc, &dir).args(["Image", "modules"]), &log)?;
+    fs::write(&stamp, &hash)?;
+    Ok(kernel)
+}
+
+/// Every line of the fragment must have survived Kconfig's dependency resolution.
+fn check_config(config: &Path, fragment: &str) -> Result<()> {
+    let text = fs::read_to_string(config)?;
+    let mut lost = Vec::new();
+    for line in fragment.lines().map(str::trim) {
+        if let Some(off) = line
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" is not set"))
+        {
+            if text.lines().any(|l| l.starts_with(&format!("{off}="))) {
+                lost.push(line.to_owned());
+            }
+        } else if line.starts_with("CONFIG_") && !text.lines().any(|l| l == line) {
+            lost.push(line.to_owned());
+        }
+    }
+    if !lost.is_empty() {
+        bail!(
+            "the kernel configuration dropped these fragment lines (a dependency is missing): {}",
+            lost.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds kmemlab.ko against `kdir` (the test kernel when None); returns its path.
+pub fn module(tc: &Toolchain, kdir: Option<&Path>) -> Result<PathBuf> {
+    let (kdir, tag) = match kdir {
+        Some(dir) => {
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("kernel build folder {} not found", dir.display()))?;
+            let tag = format!("custom-{}", short_hash([dir.to_string_lossy().as_bytes()]));
+            (dir, tag)
+        }
+        None => {
+            let k = kernel(tc)?;
+            let tag = k
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (k.dir, tag)
+        }
+    };
+    check_kdir(&kdir)?;
+    let src = repo_root().join("kmod-helper");
+    let out = tc.cache.join("module").join(tag);
+    fs::create_dir_all(&out)?;
+    step(format!("building kmemlab.ko against {}", kdir.display()));
+    let mut cmd = Command::new("make");
+    tc.kernel_env(&mut cmd);
+    cmd.arg("-C")
+        .arg(&kdir)
+        .arg(format!("M={}", src.display()))
+        .arg(format!("MO={}", out.display()))
+        .arg("ARCH=arm64")
+        .arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
+        .arg(format!("-j{}", jobs()))
+        .arg("modules");
+    run_logged(&mut cmd, &out.join("build.log"))?;
+    let ko = out.join("kmemlab.ko");
+    if !ko.is_file() {
+        bail!("the module build left no {}", ko.display());
+    }
+    Ok(ko)
+}
+
+/// A kernel build folder must be configured with Rust and hold its build products.
+fn check_kdir(kdir: &Path) -> Result<()> {
+    let config = fs::read_to_string(kdir.join(".config")).with_context(|| {
+        format!(
+            "{} has no .config: give the folder the kernel was built in (O=)",
+            kdir.display()
+        )
+    })?;
+    if !config.lines().any(|l| l == "CONFIG_RUST=y") {
+        bail!(
+            "{} is configured without CONFIG_RUST=y: kmemlab is a Rust module; rebuild the \
+             kernel with Rust support (make rustavailable, then CONFIG_RUST=y)",
+            kdir.display()
+        );
+    }
+    for needed in ["Module.symvers", "rust/libkernel.rmeta"] {
+        if !kdir.join(needed).exists() {
+            bail!(
+                "{} lacks {needed}: run `make modules` in the kernel build folder first",
+                kdir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The userspace binaries: static arm64 for the guest (and native for the host).
+#[derive(Clone, Debug)]
+pub struct Userspace {
+    pub kmemlabd: PathBuf,
+    pub kmemlabctl: PathBuf,
+}
+
+/// Builds kmemlabd and kmemlabctl as static arm64 binaries.
+pub fn userspace(tc: &Toolchain) -> Result<Userspace> {
+    let root = repo_root();
+    let target_dir = root.join("target/guest");
+    step("building kmemlabd and kmemlabctl for the arm64 guest");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root)
+        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args(["--target", GUEST_TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            format!("{CROSS_COMPILE}gcc"),
+        )
+        .env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        );
+    if tc.build_std {
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .arg("-Zbuild-std=std,panic_abort");
+    }
+    run(&mut cmd)?;
+    let bin = target_dir.join(GUEST_TARGET).join("release");
+    Ok(Userspace {
+        kmemlabd: bin.join("kmemlabd"),
+        kmemlabctl: bin.join("kmemlabctl"),
+    })
+}
+
+/// Builds the host binaries too (the same code, for people and host tests).
+pub fn userspace_host() -> Result<()> {
+    step("building kmemlabd and kmemlabctl for the host");
+    run(Command::new("cargo").current_dir(repo_root()).args([
+        "build",
+        "--release",
+        "--package",
+        "kmemlab",
+        "--bins",
+    ]))
+}

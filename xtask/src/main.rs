@@ -1,0 +1,212 @@
+//! kmemlab's build and test harness: `cargo xtask <command>`.
+
+mod build;
+mod initramfs;
+mod setup;
+mod util;
+mod vm;
+mod vmtests;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{repo_root, run, step};
+use crate::vm::{Artifacts, VmOptions};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                   install and fetch everything the build needs (idempotent)
+  kernel                  build the arm64 test kernel (cached)
+  module [--kdir DIR]     build kmemlab.ko against the test kernel or DIR
+  userspace               build kmemlabd and kmemlabctl (static arm64, and host)
+  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [-- CMD...]
+                          boot the board, press the button N times, run CMD
+  demo                    set up, build, boot, press 6 times, print the JSON lines
+  test [--host-only]      fmt, clippy, host tests, then the VM tests
+
+The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    let rest = &args[1..];
+    match command.as_str() {
+        "setup" => {
+            no_args(rest)?;
+            setup::setup()?;
+            step("set-up complete");
+        }
+        "kernel" => {
+            no_args(rest)?;
+            let tc = setup::setup()?;
+            let k = build::kernel(&tc)?;
+            println!("{}", k.image.display());
+        }
+        "module" => {
+            let kdir = match rest {
+                [] => None,
+                [flag, dir] if flag == "--kdir" => Some(PathBuf::from(dir)),
+                _ => bail!("usage: cargo xtask module [--kdir DIR]"),
+            };
+            let tc = setup::setup()?;
+            let ko = build::module(&tc, kdir.as_deref())?;
+            println!("{}", ko.display());
+        }
+        "userspace" => {
+            no_args(rest)?;
+            let tc = setup::setup()?;
+            let u = build::userspace(&tc)?;
+            build::userspace_host()?;
+            println!("{}\n{}", u.kmemlabd.display(), u.kmemlabctl.display());
+        }
+        "vm" => {
+            let opts = parse_vm(rest)?;
+            let art = prepare()?;
+            let outcome = vm::run_vm(&art, &opts);
+            cleanup(&art);
+            let outcome = outcome?;
+            vm::print_outcome(&outcome);
+            return Ok(ExitCode::from(
+                u8::try_from(outcome.cmd_status).unwrap_or(1),
+            ));
+        }
+        "demo" => {
+            no_args(rest)?;
+            let art = prepare()?;
+            let opts = VmOptions {
+                presses: 6,
+                ..VmOptions::default()
+            };
+            step("booting the board and pressing its button 6 times");
+            let outcome = vm::run_vm(&art, &opts);
+            cleanup(&art);
+            let outcome = outcome?;
+            vm::print_outcome(&outcome);
+            if !outcome.splats().is_empty() {
+                bail!("the kernel log shows a splat");
+            }
+        }
+        "test" => {
+            let host_only = match rest {
+                [] => false,
+                [flag] if flag == "--host-only" => true,
+                _ => bail!("usage: cargo xtask test [--host-only]"),
+            };
+            test(host_only)?;
+        }
+        "-h" | "--help" | "help" => println!("{USAGE}"),
+        other => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_args(rest: &[String]) -> Result<()> {
+    if let Some(extra) = rest.first() {
+        bail!("unexpected argument `{extra}`\n{USAGE}");
+    }
+    Ok(())
+}
+
+fn parse_vm(args: &[String]) -> Result<VmOptions> {
+    let mut opts = VmOptions::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--presses" => {
+                opts.presses = it
+                    .next()
+                    .context("--presses needs a number")?
+                    .parse()
+                    .context("--presses needs a number")?;
+            }
+            "--no-daemon" => opts.daemon = false,
+            "--verbose" | "-v" => opts.verbose = true,
+            "--timeout" => {
+                let secs: u64 = it
+                    .next()
+                    .context("--timeout needs seconds")?
+                    .parse()
+                    .context("--timeout needs seconds")?;
+                opts.cmd_timeout = Duration::from_secs(secs);
+            }
+            "--" => {
+                let cmd: Vec<&str> = it.by_ref().map(String::as_str).collect();
+                if !cmd.is_empty() {
+                    opts.cmd = cmd.join(" ");
+                }
+            }
+            other => bail!("unknown vm option `{other}`\n{USAGE}"),
+        }
+    }
+    Ok(opts)
+}
+
+/// Set-up and every build the guest needs.
+fn prepare() -> Result<Artifacts> {
+    let tc = setup::setup()?;
+    let kernel = build::kernel(&tc)?;
+    let module = build::module(&tc, None)?;
+    let user = build::userspace(&tc)?;
+    let work = tc.cache.join("run").join(std::process::id().to_string());
+    Ok(Artifacts {
+        image: kernel.image,
+        module,
+        kmemlabd: user.kmemlabd,
+        kmemlabctl: user.kmemlabctl,
+        busybox: tc.busybox,
+        work,
+    })
+}
+
+fn cleanup(art: &Artifacts) {
+    let _ = std::fs::remove_dir_all(&art.work);
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    run(Command::new("cargo").current_dir(repo_root()).args(args))
+}
+
+fn test(host_only: bool) -> Result<()> {
+    let start = Instant::now();
+    step("cargo fmt --check");
+    cargo(&["fmt", "--all", "--check"]).context("formatting differs: run `cargo fmt --all`")?;
+    step("cargo clippy --all-targets -- -D warnings");
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    step("cargo test (host)");
+    cargo(&["test", "--workspace"])?;
+    if host_only {
+        step(format!("host tests passed in {:.0?}", start.elapsed()));
+        return Ok(());
+    }
+    let art = prepare()?;
+    let result = vmtests::run_all(&art);
+    cleanup(&art);
+    result?;
+    step(format!("all tests passed in {:.0?}", start.elapsed()));
+    Ok(())
+}

@@ -1,0 +1,548 @@
+//! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel, the patched
+//! device tree and an initramfs; press the button through QMP; run a command.
+//!
+//! The guest's init (`xtask/guest/init.sh`) reports over the console with `@@` lines; the
+//! host waits for them with a bound at every stage, so a hung guest is killed with a
+//! message that names the stage and shows the console's tail.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::initramfs::Cpio;
+use crate::util::{repo_root, run, step};
+
+const QEMU: &str = "qemu-system-aarch64";
+/// The board. `-nic none`: Debian's QEMU 7.2 lacks the virtio-net option ROM the
+/// default NIC asks for, and the guest needs no network.
+const MACHINE: &[&str] = &[
+    "-M",
+    "virt",
+    "-cpu",
+    "cortex-a53",
+    "-m",
+    "256M",
+    "-smp",
+    "2",
+    "-nic",
+    "none",
+];
+const INIT: &str = include_str!("../guest/init.sh");
+const STOP_DAEMON: &str = include_str!("../guest/stop-kmemlabd");
+
+/// What goes into the guest.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub image: PathBuf,
+    pub module: PathBuf,
+    pub kmemlabd: PathBuf,
+    pub kmemlabctl: PathBuf,
+    pub busybox: PathBuf,
+    /// Scratch folder for the initramfs, device tree and QMP socket.
+    pub work: PathBuf,
+}
+
+/// How to run the guest.
+#[derive(Clone, Debug)]
+pub struct VmOptions {
+    pub presses: u32,
+    pub daemon: bool,
+    /// Shell command run in the guest after the presses.
+    pub cmd: String,
+    /// Bound on the command's run time.
+    pub cmd_timeout: Duration,
+    /// Stream the console to stderr.
+    pub verbose: bool,
+}
+
+impl Default for VmOptions {
+    fn default() -> Self {
+        Self {
+            presses: 0,
+            daemon: true,
+            cmd: "true".to_owned(),
+            cmd_timeout: Duration::from_secs(600),
+            verbose: false,
+        }
+    }
+}
+
+/// What came back from the guest.
+#[derive(Debug, Default)]
+pub struct VmOutcome {
+    /// The command's output (stdout and stderr, as on a console).
+    pub cmd_output: String,
+    pub cmd_status: i32,
+    /// kmemlabd's JSON log, one line each, after it stopped.
+    pub log: Vec<String>,
+    /// kmemlabd's stderr (tracing diagnostics).
+    pub daemon_stderr: Vec<String>,
+    /// The kernel log at the end of the run.
+    pub dmesg: Vec<String>,
+}
+
+impl VmOutcome {
+    /// Kernel log lines that show a splat (WARN, BUG, Oops, lockdep, KFENCE, kmemleak).
+    pub fn splats(&self) -> Vec<&str> {
+        const PATTERNS: &[&str] = &[
+            "WARNING:",
+            "BUG:",
+            "Oops",
+            "Call trace:",
+            "kernel BUG",
+            "possible recursive locking",
+            "sleeping function called from invalid context",
+            "KFENCE:",
+            "unreferenced object",
+            "Kernel panic",
+        ];
+        self.dmesg
+            .iter()
+            .map(String::as_str)
+            .filter(|l| PATTERNS.iter().any(|p| l.contains(p)))
+            .collect()
+    }
+}
+
+/// The board's device tree with the overlay from dts/ applied.
+fn device_tree(work: &Path) -> Result<PathBuf> {
+    let base = work.join("virt.dtb");
+    run(Command::new(QEMU)
+        .args(MACHINE)
+        .arg("-machine")
+        .arg(format!("dumpdtb={}", base.display()))
+        .args(["-display", "none"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
+    // QEMU's DTB is built without -@; give it the one symbol the overlay uses, as a
+    // board DTB compiled with -@ would have.
+    run(Command::new("fdtput")
+        .args(["-p", "-t", "s"])
+        .arg(&base)
+        .args(["/__symbols__", "gpio0", "/pl061@9030000"]))?;
+    let overlay = work.join("qemu-virt.dtbo");
+    run(Command::new("dtc")
+        .args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"])
+        .arg(&overlay)
+        .arg(repo_root().join("dts/qemu-virt.dtso")))?;
+    let patched = work.join("virt-kmemlab.dtb");
+    run(Command::new("fdtoverlay")
+        .arg("-i")
+        .arg(&base)
+        .arg("-o")
+        .arg(&patched)
+        .arg(&overlay))?;
+    Ok(patched)
+}
+
+fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
+    let mut cpio = Cpio::default();
+    for dir in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "etc",
+        "lib",
+        "lib/modules",
+    ] {
+        cpio.dir(dir, 0o755);
+    }
+    cpio.char_dev("dev/console", 0o600, 5, 1);
+    cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.file_from("bin/busybox", 0o755, &art.busybox)?;
+    cpio.symlink("bin/sh", "busybox");
+    cpio.file_from("lib/modules/kmemlab.ko", 0o644, &art.module)?;
+    cpio.file_from("usr/bin/kmemlabd", 0o755, &art.kmemlabd)?;
+    cpio.file_from("usr/bin/kmemlabctl", 0o755, &art.kmemlabctl)?;
+    cpio.file("usr/bin/stop-kmemlabd", 0o755, STOP_DAEMON.as_bytes());
+    cpio.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    );
+    cpio.file(
+        "etc/group",
+        0o644,
+        b"root:x:0:\nkmemlab:x:990:\nnogroup:x:65534:\n",
+    );
+    cpio.file(
+        "etc/kmemlab-vm.conf",
+        0o644,
+        format!("DAEMON={}\n", u8::from(opts.daemon)).as_bytes(),
+    );
+    cpio.file("cmd.sh", 0o755, format!("{}\n", opts.cmd).as_bytes());
+    let path = art.work.join("initramfs.cpio");
+    fs::write(&path, cpio.finish())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(path)
+}
+
+/// A running guest and its console.
+struct Guest {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    tail: VecDeque<String>,
+    stage: String,
+    verbose: bool,
+    qmp: Option<Qmp>,
+    qmp_path: PathBuf,
+}
+
+enum Wait<T> {
+    Found(T),
+    Continue,
+}
+
+impl Guest {
+    /// Waits for a console line that `f` accepts, at most `bound`.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        bound: Duration,
+        mut f: impl FnMut(&mut Self, &str) -> Result<Wait<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if self.verbose {
+                        eprintln!("guest| {line}");
+                    }
+                    if let Some(s) = line.strip_prefix("@@STAGE ") {
+                        self.stage = s.trim().to_owned();
+                    }
+                    if let Some(msg) = line.strip_prefix("@@FAIL ") {
+                        let msg = msg.to_owned();
+                        self.push_tail(line);
+                        bail!(
+                            "the guest failed in stage `{}`: {msg}{}",
+                            self.stage,
+                            self.tail_text()
+                        );
+                    }
+                    self.push_tail(line.clone());
+                    if let Wait::Found(v) = f(self, &line)? {
+                        return Ok(v);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "the guest hung in stage `{}`: no {what} within {bound:?}; killed it{}",
+                    self.stage,
+                    self.tail_text()
+                ),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    bail!(
+                        "QEMU exited ({}) in stage `{}` while waiting for {what}{}",
+                        status.map(|s| s.to_string()).unwrap_or_default(),
+                        self.stage,
+                        self.tail_text()
+                    )
+                }
+            }
+        }
+    }
+
+    fn push_tail(&mut self, line: String) {
+        if self.tail.len() == 40 {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
+    fn tail_text(&self) -> String {
+        let mut s = String::from("\n--- console tail ---\n");
+        for l in &self.tail {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    fn qmp(&mut self) -> Result<&mut Qmp> {
+        if self.qmp.is_none() {
+            self.qmp = Some(Qmp::connect(&self.qmp_path)?);
+        }
+        self.qmp.as_mut().context("QMP connection")
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal QMP client: enough for `system_powerdown`.
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &Path) -> Result<Self> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot connect to QMP at {}", path.display()))
+                }
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let writer = stream.try_clone()?;
+        let mut qmp = Self {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        qmp.read_until("QMP")?;
+        qmp.execute("qmp_capabilities")?;
+        Ok(qmp)
+    }
+
+    fn read_until(&mut self, key: &str) -> Result<String> {
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).context("QMP read")? == 0 {
+                bail!("QMP connection closed");
+            }
+            if line.contains("\"error\"") {
+                bail!("QMP error: {}", line.trim());
+            }
+            if line.contains(key) {
+                return Ok(line);
+            }
+        }
+    }
+
+    fn execute(&mut self, command: &str) -> Result<()> {
+        writeln!(self.writer, "{{\"execute\": \"{command}\"}}").context("QMP write")?;
+        self.read_until("\"return\"")?;
+        Ok(())
+    }
+}
+
+/// Boots the guest, presses the button, runs the command; returns what came back.
+pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
+    fs::create_dir_all(&art.work)?;
+    let dtb = device_tree(&art.work)?;
+    let initrd = initramfs(art, opts)?;
+    let qmp_path = art.work.join("qmp.sock");
+    let _ = fs::remove_file(&qmp_path);
+    let mut child = Command::new(QEMU)
+        .args(MACHINE)
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(&art.image)
+        .arg("-initrd")
+        .arg(&initrd)
+        .arg("-dtb")
+        .arg(&dtb)
+        .args([
+            "-append",
+            "console=ttyAMA0 rdinit=/init panic=-1 oops=panic",
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("failed to start {QEMU}"))?;
+    let stdout = child.stdout.take().context("QEMU stdout")?;
+    let stdin = child.stdin.take();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Drain anything left so QEMU never blocks on a full pipe.
+        let _ = reader.read_to_end(&mut Vec::new());
+    });
+    let mut guest = Guest {
+        child,
+        stdin,
+        lines: rx,
+        tail: VecDeque::new(),
+        stage: "boot".to_owned(),
+        verbose: opts.verbose,
+        qmp: None,
+        qmp_path,
+    };
+
+    // Boot, module loaded, daemon running.
+    guest.wait_for("@@READY", Duration::from_secs(120), |_, l| {
+        Ok(if l == "@@READY" {
+            Wait::Found(())
+        } else {
+            Wait::Continue
+        })
+    })?;
+    if opts.daemon {
+        guest.wait_for("kmemlabd's start line", Duration::from_secs(30), |_, l| {
+            Ok(match json_event(l) {
+                Some((event, _)) if event == "start" => Wait::Found(()),
+                _ => Wait::Continue,
+            })
+        })?;
+    }
+    guest.stage = "press".to_owned();
+    for press in 1..=opts.presses {
+        guest
+            .qmp()?
+            .execute("system_powerdown")
+            .with_context(|| format!("press {press}"))?;
+        if opts.daemon {
+            // The daemon's line for this press; it writes it after re-enabling the
+            // interrupt, so the next press cannot be lost.
+            guest.wait_for(
+                &format!("kmemlabd's line for press {press}"),
+                Duration::from_secs(30),
+                |_, l| {
+                    Ok(match json_event(l) {
+                        Some((_, v))
+                            if v.get("irq_count")
+                                .and_then(|c| c.as_u64())
+                                .is_some_and(|c| c >= u64::from(press)) =>
+                        {
+                            Wait::Found(())
+                        }
+                        _ => Wait::Continue,
+                    })
+                },
+            )?;
+        }
+    }
+
+    // Run the command.
+    if let Some(stdin) = guest.stdin.as_mut() {
+        stdin
+            .write_all(b"go\n")
+            .context("writing to the guest console")?;
+        stdin.flush()?;
+    }
+    guest.wait_for("@@CMD-BEGIN", Duration::from_secs(30), |_, l| {
+        Ok(if l == "@@CMD-BEGIN" {
+            Wait::Found(())
+        } else {
+            Wait::Continue
+        })
+    })?;
+    let mut cmd_output = String::new();
+    let cmd_status = guest.wait_for("the command's end", opts.cmd_timeout, |_, l| {
+        if let Some(rc) = l.strip_prefix("@@CMD-EXIT ") {
+            return Ok(Wait::Found(rc.trim().parse::<i32>().unwrap_or(255)));
+        }
+        if !l.starts_with("@@JSON ") && !l.starts_with("@@STAGE ") && l != "go" {
+            cmd_output.push_str(l);
+            cmd_output.push('\n');
+        }
+        Ok(Wait::Continue)
+    })?;
+
+    // Shut down: the daemon's log and the kernel log.
+    let mut outcome = VmOutcome {
+        cmd_output,
+        cmd_status,
+        ..VmOutcome::default()
+    };
+    guest.wait_for("@@DONE", Duration::from_secs(60), |_, l| {
+        if let Some(rest) = l.strip_prefix("@@LOG ") {
+            outcome.log.push(rest.to_owned());
+        } else if let Some(rest) = l.strip_prefix("@@STDERR ") {
+            outcome.daemon_stderr.push(rest.to_owned());
+        } else if let Some(rest) = l.strip_prefix("@@DMESG ") {
+            outcome.dmesg.push(rest.to_owned());
+        } else if l == "@@DONE" {
+            return Ok(Wait::Found(()));
+        }
+        Ok(Wait::Continue)
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if guest.child.try_wait()?.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the guest did not power off within 20 s after @@DONE{}",
+                guest.tail_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(outcome)
+}
+
+/// `(event, value)` of a `@@JSON` console line.
+fn json_event(line: &str) -> Option<(String, serde_json::Value)> {
+    let json = line.strip_prefix("@@JSON ")?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let event = value.get("event")?.as_str()?.to_owned();
+    Some((event, value))
+}
+
+/// Prints a finished run the way `cargo xtask vm` shows it.
+pub fn print_outcome(outcome: &VmOutcome) {
+    if !outcome.cmd_output.is_empty() {
+        print!("{}", outcome.cmd_output);
+    }
+    for line in &outcome.log {
+        println!("{line}");
+    }
+    let splats = outcome.splats();
+    if !splats.is_empty() {
+        eprintln!("kernel log shows problems:");
+        for l in splats {
+            eprintln!("  {l}");
+        }
+    }
+    step(format!(
+        "guest command exited with status {}",
+        outcome.cmd_status
+    ));
+}
