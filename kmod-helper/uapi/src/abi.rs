@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-//! kmemlab ioctl ABI. This file is compiled into the kernel module and into the
+//! kmemlab ioctl ABI v1. This file is compiled into the kernel module and into the
 //! `kmemlab-uapi` crate, so it uses `core` only.
+//!
+//! Every struct is `#[repr(C)]`, has fixed-width fields only, explicit padding (`_pad*`,
+//! must be zero) and reserved space (must be zero on input, written as zero). Commands use
+//! the generic Linux `_IOC` encoding with type [`IOC_MAGIC`]; the kernel checks that the
+//! size encoded in the command equals the struct's size (`EINVAL` otherwise) and answers
+//! unknown commands with `ENOTTY`.
 
 /// Version of this ABI; bumped on any incompatible change.
 pub const ABI_VERSION: u32 = 1;
@@ -49,13 +55,78 @@ pub const fn ioc_dir(cmd: u32) -> u32 {
     cmd >> IOC_DIRSHIFT
 }
 
-/// Command numbers (`_IOC_NR`).
-pub const NR_INFO: u32 = 0x00;
+// ---------------------------------------------------------------------------------------
+// Allocation kinds.
 
-/// Largest number of allocation kinds the ABI has room for.
+/// `kmalloc()` / `kfree()`.
+pub const KIND_KMALLOC: u32 = 0;
+/// `vmalloc()` / `vfree()`.
+pub const KIND_VMALLOC: u32 = 1;
+/// `dma_alloc_coherent()` / `dma_free_coherent()` against the device-tree device.
+pub const KIND_DMA_COHERENT: u32 = 2;
+/// `kvmalloc()` / `kvfree()`.
+pub const KIND_KVMALLOC: u32 = 3;
+/// `alloc_pages()` / `__free_pages()` of the order that covers the size.
+pub const KIND_PAGES: u32 = 4;
+/// Number of kinds this version defines.
+pub const KIND_COUNT: u32 = 5;
+/// Largest number of kinds the ABI has room for (arrays indexed by kind).
 pub const MAX_KINDS: usize = 8;
 
-/// INFO: what the module is and what it accepts. `_IOR(0xE7, 0x00, Info)`.
+// ---------------------------------------------------------------------------------------
+// Allocation flags (ABI bits, not the kernel's gfp_t bits, which are not a stable ABI).
+
+/// `GFP_KERNEL`: may sleep. Exactly one of the three base flags must be given.
+pub const FLAG_GFP_KERNEL: u32 = 1 << 0;
+/// `GFP_ATOMIC`: does not sleep, may use reserves.
+pub const FLAG_GFP_ATOMIC: u32 = 1 << 1;
+/// `GFP_NOWAIT`: does not sleep, no reserves.
+pub const FLAG_GFP_NOWAIT: u32 = 1 << 2;
+/// `__GFP_ZERO`: return zeroed memory.
+pub const FLAG_ZERO: u32 = 1 << 3;
+/// `__GFP_NORETRY`: give up early instead of retrying hard.
+pub const FLAG_NORETRY: u32 = 1 << 4;
+/// `__GFP_NOWARN`: no allocation-failure warning in the kernel log.
+pub const FLAG_NOWARN: u32 = 1 << 5;
+/// `GFP_DMA`: from ZONE_DMA (kinds that take a zone: kmalloc, pages).
+pub const FLAG_DMA: u32 = 1 << 6;
+/// `GFP_DMA32`: from ZONE_DMA32 (kinds that take a zone: pages, vmalloc).
+pub const FLAG_DMA32: u32 = 1 << 7;
+/// Not a gfp flag: the allocation belongs to the device instead of the open file.
+/// It is visible to LIST and FREE from any opener and freed at module unload.
+pub const FLAG_PERSIST: u32 = 1 << 16;
+/// The three base flags, of which exactly one is required.
+pub const FLAG_BASE_MASK: u32 = FLAG_GFP_KERNEL | FLAG_GFP_ATOMIC | FLAG_GFP_NOWAIT;
+/// Every flag this version defines.
+pub const FLAG_ALL: u32 =
+    FLAG_BASE_MASK | FLAG_ZERO | FLAG_NORETRY | FLAG_NOWARN | FLAG_DMA | FLAG_DMA32 | FLAG_PERSIST;
+
+// ---------------------------------------------------------------------------------------
+// Result bits of an allocation report (`Alloc::result`).
+
+/// The memory was zeroed (by `__GFP_ZERO`, or by an allocator that always zeroes).
+pub const RESULT_ZEROED: u32 = 1 << 0;
+/// Addresses are hidden: the opener lacks CAP_SYSLOG, so `vaddr`, `phys` and `dma` are 0.
+pub const RESULT_HIDDEN: u32 = 1 << 1;
+/// `dma` holds a DMA address (dma_coherent kind).
+pub const RESULT_DMA: u32 = 1 << 2;
+/// The allocation is device-owned (`FLAG_PERSIST`).
+pub const RESULT_PERSIST: u32 = 1 << 3;
+/// The allocation belongs to the file this report was read through.
+pub const RESULT_OWN: u32 = 1 << 4;
+
+// ---------------------------------------------------------------------------------------
+// Command numbers (`_IOC_NR`).
+
+pub const NR_INFO: u32 = 0x00;
+pub const NR_ALLOC: u32 = 0x01;
+pub const NR_FREE: u32 = 0x02;
+pub const NR_LIST: u32 = 0x03;
+pub const NR_STATS: u32 = 0x04;
+pub const NR_BENCH: u32 = 0x05;
+pub const NR_TRIGGER: u32 = 0x06;
+
+/// INFO: what the module is and what it accepts. `_IOR`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Info {
@@ -67,19 +138,248 @@ pub struct Info {
     pub heap_size: u64,
     /// Bit `1 << kind` for each kind the module supports.
     pub kinds: u32,
-    /// The allocation flags the module accepts.
+    /// The `FLAG_*` bits the module accepts.
     pub flags: u32,
     /// Largest single allocation per kind, in bytes (0 for an unsupported kind).
     pub max_size: [u64; MAX_KINDS],
     /// Most bytes outstanding at once, over all kinds and owners.
     pub max_outstanding_bytes: u64,
-    /// Most allocations outstanding at once.
+    /// Most allocations outstanding at once, over all kinds and owners.
     pub max_outstanding_count: u32,
-    /// Linux interrupt number the UIO device uses (0 when not bound).
+    /// Linux interrupt number the UIO device uses.
     pub irq: u32,
-    /// Reserved for later versions; zero.
-    pub reserved: [u64; 8],
+    /// Most iterations one BENCH call may run.
+    pub max_bench_iters: u32,
+    /// Most events one TRIGGER call may raise.
+    pub max_trigger_count: u32,
+    /// Reserved; zero.
+    pub reserved: [u64; 7],
 }
 
-/// INFO command number.
+/// One allocation: ALLOC's argument and report, and LIST's entry.
+///
+/// ALLOC reads `kind`, `flags` and `size` (all other fields must be zero) and writes the
+/// whole struct back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alloc {
+    /// `KIND_*`.
+    pub kind: u32,
+    /// `FLAG_*` as requested.
+    pub flags: u32,
+    /// Requested size in bytes (1 or more).
+    pub size: u64,
+    /// Never reused while the module is loaded; starts at 1.
+    pub handle: u64,
+    /// Kernel virtual address of the first byte (0 when hidden).
+    pub vaddr: u64,
+    /// Physical address of the first byte (0 when hidden).
+    pub phys: u64,
+    /// DMA address (dma_coherent kind; 0 otherwise or when hidden).
+    pub dma: u64,
+    /// Bytes the caller may really use: `ksize()` for kmalloc, whole pages for the
+    /// page-backed kinds.
+    pub usable_size: u64,
+    /// Time spent in the allocator call alone, in ns (`ktime_get_ns()` around it).
+    pub alloc_ns: u64,
+    /// Number of pages the allocation spans.
+    pub pages: u32,
+    /// Number of physically contiguous runs of those pages.
+    pub phys_segments: u32,
+    /// `RESULT_*` bits.
+    pub result: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Reserved; zero.
+    pub reserved: [u64; 2],
+}
+
+/// FREE: frees `handle`. `_IOWR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Free {
+    /// In: the handle from ALLOC.
+    pub handle: u64,
+    /// Out: time spent in the free call alone, in ns.
+    pub free_ns: u64,
+    /// Reserved; zero.
+    pub reserved: [u64; 2],
+}
+
+/// LIST: a page of the allocations this opener can see (its own and device-owned ones),
+/// in handle order. `_IOWR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct List {
+    /// In: list handles greater than this (0 for the first page; then the last handle).
+    pub after: u64,
+    /// In: user pointer to an array of `capacity` [`Alloc`] entries.
+    pub entries: u64,
+    /// In: room in `entries` (at most 4096 per call).
+    pub capacity: u32,
+    /// Out: entries written.
+    pub count: u32,
+    /// Out: all allocations this opener can see, on every page.
+    pub total: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+}
+
+/// Counters of one kind, over all owners.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Live allocations.
+    pub live_count: u64,
+    /// Requested bytes of the live allocations.
+    pub live_bytes: u64,
+    /// Successful allocations since load.
+    pub allocs: u64,
+    /// Frees since load (by FREE, file release or unload).
+    pub frees: u64,
+    /// Failed allocations since load (allocator failures and limit refusals).
+    pub failures: u64,
+}
+
+/// STATS: counters per kind. `_IOR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Indexed by `KIND_*`.
+    pub kinds: [KindStats; MAX_KINDS],
+    /// UIO events raised since load (button interrupts and TRIGGER).
+    pub events: u64,
+    /// Reserved; zero.
+    pub reserved: [u64; 3],
+}
+
+/// Latency figures of one side (alloc or free) of a BENCH run, in ns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub min_ns: u64,
+    pub mean_ns: u64,
+    pub max_ns: u64,
+    pub stddev_ns: u64,
+    /// Median, from a histogram with about 3% resolution.
+    pub p50_ns: u64,
+    /// 99th percentile, from the same histogram.
+    pub p99_ns: u64,
+}
+
+/// BENCH: `iters` alloc+free pairs inside the kernel. `_IOWR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bench {
+    /// In: `KIND_*`.
+    pub kind: u32,
+    /// In: `FLAG_*` (not `FLAG_PERSIST`).
+    pub flags: u32,
+    /// In: size in bytes.
+    pub size: u64,
+    /// In: number of pairs (1 to `Info::max_bench_iters`).
+    pub iters: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Out: allocation latency.
+    pub alloc: Timing,
+    /// Out: free latency.
+    pub free: Timing,
+    /// Reserved; zero.
+    pub reserved: [u64; 2],
+}
+
+/// TRIGGER: raises `count` UIO events from the kernel, as if the button were pressed.
+/// `_IOWR`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trigger {
+    /// In: number of events (1 to `Info::max_trigger_count`).
+    pub count: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Out: the UIO event count after the last one.
+    pub events: u64,
+}
+
 pub const IOCTL_INFO: u32 = ioc(IOC_READ, NR_INFO, core::mem::size_of::<Info>());
+pub const IOCTL_ALLOC: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    NR_ALLOC,
+    core::mem::size_of::<Alloc>(),
+);
+pub const IOCTL_FREE: u32 = ioc(IOC_READ | IOC_WRITE, NR_FREE, core::mem::size_of::<Free>());
+pub const IOCTL_LIST: u32 = ioc(IOC_READ | IOC_WRITE, NR_LIST, core::mem::size_of::<List>());
+pub const IOCTL_STATS: u32 = ioc(IOC_READ, NR_STATS, core::mem::size_of::<Stats>());
+pub const IOCTL_BENCH: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    NR_BENCH,
+    core::mem::size_of::<Bench>(),
+);
+pub const IOCTL_TRIGGER: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    NR_TRIGGER,
+    core::mem::size_of::<Trigger>(),
+);
+
+/// Most entries one LIST call returns.
+pub const LIST_MAX: u32 = 4096;
+
+// ---------------------------------------------------------------------------------------
+// The DMA-coherent heap (UIO map 0). Its first page holds the interrupt ring; the rest
+// is free for userspace data.
+
+/// `RingHeader::magic`: "KMLR".
+pub const RING_MAGIC: u32 = 0x4b4d_4c52;
+/// `RingHeader::version`.
+pub const RING_VERSION: u32 = 1;
+/// Records in the ring: (4096 - 64) / 32.
+pub const RING_SLOTS: u32 = 126;
+/// Offset of the first record from the start of the heap.
+pub const RING_RECORDS_OFFSET: usize = 64;
+
+/// `IrqRecord::source`: the device-tree interrupt (the button).
+pub const SOURCE_IRQ: u32 = 0;
+/// `IrqRecord::source`: the TRIGGER ioctl (software button).
+pub const SOURCE_TRIGGER: u32 = 1;
+
+/// The ring's header at offset 0 of the heap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingHeader {
+    /// [`RING_MAGIC`].
+    pub magic: u32,
+    /// [`RING_VERSION`].
+    pub version: u32,
+    /// [`RING_SLOTS`].
+    pub slots: u32,
+    /// `size_of::<IrqRecord>()`.
+    pub record_size: u32,
+    /// Sequence number of the newest record (0: none yet). The record with sequence `s`
+    /// sits in slot `(s - 1) % slots`. Written last, with release ordering.
+    pub head: u64,
+    /// Reserved; zero.
+    pub reserved: [u64; 5],
+}
+
+/// One interrupt, written by the kernel when the UIO event is raised.
+///
+/// A reader copies a record, then checks that `seq` is still the one it expected: the
+/// kernel writes `seq` as 0 first, then the fields, then the new `seq`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqRecord {
+    /// Sequence number, equal to the UIO event count after this event.
+    pub seq: u64,
+    /// `ktime_get_ns()` (CLOCK_MONOTONIC) when the event was raised.
+    pub ktime_ns: u64,
+    /// `SOURCE_*`.
+    pub source: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Reserved; zero.
+    pub reserved: u64,
+}
+
+/// Default size of the heap when the device-tree node has no `yang,heap-size`.
+pub const HEAP_DEFAULT_SIZE: u64 = 1 << 20;
