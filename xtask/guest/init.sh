@@ -21,6 +21,9 @@ mount -t tmpfs tmpfs /run
 mount -t debugfs debugfs /sys/kernel/debug
 # Keep kernel messages off the console protocol; they are collected at the end.
 dmesg -n 1
+# kptr_restrict=1: a CAP_SYSLOG reader (root here) sees real addresses in
+# /proc/vmallocinfo; with 0 they are hashed even for root.
+echo 1 > /proc/sys/kernel/kptr_restrict
 . /etc/kmemlab-vm.conf
 
 stage insmod

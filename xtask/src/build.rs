@@ -176,6 +176,8 @@ fn check_kdir(kdir: &Path) -> Result<()> {
 pub struct Userspace {
     pub kmemlabd: PathBuf,
     pub kmemlabctl: PathBuf,
+    /// The guest-side test program (xtask/guest-tools).
+    pub abi_probe: PathBuf,
 }
 
 /// Builds kmemlabd and kmemlabctl as static arm64 binaries.
@@ -186,6 +188,7 @@ pub fn userspace(tc: &Toolchain) -> Result<Userspace> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
         .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args(["--package", "kmemlab-guest-tools"])
         .args(["--target", GUEST_TARGET])
         .arg("--target-dir")
         .arg(&target_dir)
@@ -206,6 +209,7 @@ pub fn userspace(tc: &Toolchain) -> Result<Userspace> {
     Ok(Userspace {
         kmemlabd: bin.join("kmemlabd"),
         kmemlabctl: bin.join("kmemlabctl"),
+        abi_probe: bin.join("kmemlab-abi-probe"),
     })
 }
 

@@ -171,6 +171,7 @@ fn prepare() -> Result<Artifacts> {
         module,
         kmemlabd: user.kmemlabd,
         kmemlabctl: user.kmemlabctl,
+        abi_probe: user.abi_probe,
         busybox: tc.busybox,
         work,
     })

@@ -44,6 +44,7 @@ pub struct Artifacts {
     pub module: PathBuf,
     pub kmemlabd: PathBuf,
     pub kmemlabctl: PathBuf,
+    pub abi_probe: PathBuf,
     pub busybox: PathBuf,
     /// Scratch folder for the initramfs, device tree and QMP socket.
     pub work: PathBuf,
@@ -168,6 +169,7 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
     cpio.file_from("lib/modules/kmemlab.ko", 0o644, &art.module)?;
     cpio.file_from("usr/bin/kmemlabd", 0o755, &art.kmemlabd)?;
     cpio.file_from("usr/bin/kmemlabctl", 0o755, &art.kmemlabctl)?;
+    cpio.file_from("usr/bin/kmemlab-abi-probe", 0o755, &art.abi_probe)?;
     cpio.file("usr/bin/stop-kmemlabd", 0o755, STOP_DAEMON.as_bytes());
     cpio.file(
         "etc/passwd",

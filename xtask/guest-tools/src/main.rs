@@ -1,0 +1,427 @@
+//! `kmemlab-abi-probe`: sends `/dev/kmemlab` the requests that `kmemlabctl` never sends
+//! (bad sizes, unknown commands, bad pointers, foreign handles) and checks each errno.
+//! The VM tests run it in the guest.
+//!
+//! ```text
+//! kmemlab-abi-probe errnos                 every bad-input case; one JSON line each
+//! kmemlab-abi-probe hold N KIND SIZE       N allocations on one fd, then close it
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+
+use kmemlab_uapi::*;
+use serde_json::json;
+
+const DEVICE: &str = "/dev/kmemlab";
+
+/// An open `/dev/kmemlab`.
+struct Dev(File);
+
+/// The errno of a failed call, or 0.
+type Errno = i32;
+
+impl Dev {
+    fn open() -> std::io::Result<Self> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(DEVICE)
+            .map(Self)
+    }
+
+    /// Issues `cmd` with `arg` as the raw argument.
+    ///
+    /// # Safety
+    ///
+    /// The kernel may write up to `ioc_size(cmd)` bytes at `arg`: `arg` must be valid for
+    /// that many bytes, or be an address that no memory of this process is mapped at.
+    unsafe fn raw(&self, cmd: u32, arg: usize) -> Result<i32, Errno> {
+        // SAFETY: the fd is open; the caller guarantees what `arg` points at.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), cmd as _, arg) };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            Ok(rc)
+        }
+    }
+
+    /// Issues `cmd` on a buffer at least as large as the command's encoded size.
+    fn with_buf(&self, cmd: u32, buf: &mut [u8]) -> Result<i32, Errno> {
+        assert!(
+            ioc_size(cmd) <= buf.len(),
+            "buffer smaller than the command's size"
+        );
+        // SAFETY: `buf` is valid for `ioc_size(cmd)` bytes, checked above.
+        unsafe { self.raw(cmd, buf.as_mut_ptr() as usize) }
+    }
+
+    /// Issues `cmd` on a value of type `T`, whose size must match the command.
+    fn call<T: Copy>(&self, cmd: u32, value: &mut T) -> Result<i32, Errno> {
+        assert_eq!(
+            ioc_size(cmd),
+            std::mem::size_of::<T>(),
+            "command and type differ"
+        );
+        // SAFETY: `value` is valid for `size_of::<T>()` bytes, which equals the command's
+        // size; `T` is one of the ABI's plain-integer structs, valid for any bytes.
+        unsafe { self.raw(cmd, value as *mut T as usize) }
+    }
+
+    fn alloc(&self, kind: u32, flags: u32, size: u64) -> Result<Alloc, Errno> {
+        let mut a = Alloc {
+            kind,
+            flags,
+            size,
+            ..Alloc::default()
+        };
+        self.call(IOCTL_ALLOC, &mut a).map(|_| a)
+    }
+
+    fn free(&self, handle: u64) -> Result<Free, Errno> {
+        let mut f = Free {
+            handle,
+            ..Free::default()
+        };
+        self.call(IOCTL_FREE, &mut f).map(|_| f)
+    }
+
+    fn stats(&self) -> Result<Stats, Errno> {
+        let mut s = Stats::default();
+        self.call(IOCTL_STATS, &mut s).map(|_| s)
+    }
+
+    fn info(&self) -> Result<Info, Errno> {
+        let mut i = Info::default();
+        self.call(IOCTL_INFO, &mut i).map(|_| i)
+    }
+}
+
+fn errno_name(e: Errno) -> String {
+    let name = match e {
+        0 => "ok",
+        libc::EINVAL => "EINVAL",
+        libc::ENOENT => "ENOENT",
+        libc::ENOTTY => "ENOTTY",
+        libc::EFAULT => "EFAULT",
+        libc::E2BIG => "E2BIG",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOMEM => "ENOMEM",
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::ENODEV => "ENODEV",
+        libc::EINTR => "EINTR",
+        other => return format!("errno {other}"),
+    };
+    name.to_owned()
+}
+
+fn outcome<T>(r: Result<T, Errno>) -> String {
+    errno_name(r.err().unwrap_or(0))
+}
+
+/// A page mapped with `prot`, unmapped on drop.
+struct Page {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Page {
+    fn new(prot: i32) -> Self {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let len = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        // SAFETY: an anonymous private mapping at an address the kernel picks.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED, "mmap failed");
+        Self { addr, len }
+    }
+
+    /// An address where nothing is mapped: a page mapped and unmapped again.
+    fn hole() -> usize {
+        let page = Page::new(libc::PROT_NONE);
+        page.addr as usize
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: `addr`/`len` is a mapping this value owns.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
+fn live_total(s: &Stats) -> u64 {
+    s.kinds.iter().map(|k| k.live_count).sum()
+}
+
+/// Every bad-input case with the errno the ABI documents for it.
+fn errnos() -> Result<bool, String> {
+    let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let other = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let info = dev
+        .info()
+        .map_err(|e| format!("INFO failed: {}", errno_name(e)))?;
+    let live_before = live_total(&dev.stats().map_err(errno_name)?);
+    let k = FLAG_GFP_KERNEL;
+    let max_kmalloc = info.max_size[KIND_KMALLOC as usize];
+    let mut cases: Vec<(&str, &str, String)> = vec![
+        ("size 0", "EINVAL", outcome(dev.alloc(KIND_KMALLOC, k, 0))),
+        (
+            "size over the kind's limit",
+            "E2BIG",
+            outcome(dev.alloc(KIND_KMALLOC, k, max_kmalloc + 1)),
+        ),
+        ("unknown kind", "EINVAL", outcome(dev.alloc(7, k, 64))),
+        (
+            "kind past the ABI",
+            "EINVAL",
+            outcome(dev.alloc(u32::MAX, k, 64)),
+        ),
+        (
+            "unknown flag bit",
+            "EINVAL",
+            outcome(dev.alloc(KIND_KMALLOC, k | 1 << 30, 64)),
+        ),
+        (
+            "no base gfp flag",
+            "EINVAL",
+            outcome(dev.alloc(KIND_KMALLOC, FLAG_ZERO, 64)),
+        ),
+        (
+            "two base gfp flags",
+            "EINVAL",
+            outcome(dev.alloc(KIND_KMALLOC, FLAG_GFP_KERNEL | FLAG_GFP_ATOMIC, 64)),
+        ),
+    ];
+    let mut reserved = Alloc {
+        kind: KIND_KMALLOC,
+        flags: k,
+        size: 64,
+        reserved: [0, 1],
+        ..Alloc::default()
+    };
+    cases.push((
+        "nonzero reserved field",
+        "EINVAL",
+        outcome(dev.call(IOCTL_ALLOC, &mut reserved)),
+    ));
+    cases.push(("unknown handle", "ENOENT", outcome(dev.free(u64::MAX - 1))));
+    cases.push(("handle 0", "ENOENT", outcome(dev.free(0))));
+    match dev.alloc(KIND_KMALLOC, k, 64) {
+        Ok(a) => {
+            cases.push(("first free", "ok", outcome(dev.free(a.handle))));
+            cases.push(("double free", "ENOENT", outcome(dev.free(a.handle))));
+        }
+        Err(e) => cases.push(("alloc for double free", "ok", errno_name(e))),
+    }
+    match dev.alloc(KIND_KMALLOC, k, 64) {
+        Ok(a) => {
+            cases.push((
+                "free of another file's handle",
+                "ENOENT",
+                outcome(other.free(a.handle)),
+            ));
+            cases.push(("free by its owner", "ok", outcome(dev.free(a.handle))));
+        }
+        Err(e) => cases.push(("alloc for foreign free", "ok", errno_name(e))),
+    }
+    // Struct size encoded in the command differs from the struct's.
+    let mut buf = [0u8; 256];
+    let short = ioc(
+        IOC_READ | IOC_WRITE,
+        NR_ALLOC,
+        std::mem::size_of::<Alloc>() - 8,
+    );
+    cases.push((
+        "ALLOC with a short struct size",
+        "EINVAL",
+        outcome(dev.with_buf(short, &mut buf)),
+    ));
+    let long = ioc(IOC_READ, NR_INFO, std::mem::size_of::<Info>() + 8);
+    cases.push((
+        "INFO with a long struct size",
+        "EINVAL",
+        outcome(dev.with_buf(long, &mut buf)),
+    ));
+    let wrong_dir = ioc(IOC_WRITE, NR_STATS, std::mem::size_of::<Stats>());
+    cases.push((
+        "STATS with the wrong direction",
+        "EINVAL",
+        outcome(dev.with_buf(wrong_dir, &mut buf)),
+    ));
+    cases.push((
+        "unknown command number",
+        "ENOTTY",
+        outcome(dev.with_buf(ioc(IOC_READ | IOC_WRITE, 0x7f, 16), &mut buf)),
+    ));
+    let foreign_magic = IOCTL_INFO ^ (0x01 << 8);
+    cases.push((
+        "another driver's magic",
+        "ENOTTY",
+        outcome(dev.with_buf(foreign_magic, &mut buf)),
+    ));
+    // SAFETY: address 0 is never mapped in this process.
+    cases.push((
+        "NULL argument",
+        "EFAULT",
+        outcome(unsafe { dev.raw(IOCTL_ALLOC, 0) }),
+    ));
+    let hole = Page::hole();
+    // SAFETY: `hole` was unmapped and this thread maps nothing in between.
+    cases.push((
+        "unmapped argument",
+        "EFAULT",
+        outcome(unsafe { dev.raw(IOCTL_ALLOC, hole) }),
+    ));
+    // A valid request in read-only memory: the kernel allocates, cannot write the report
+    // back, and must undo the allocation.
+    let page = Page::new(libc::PROT_READ | libc::PROT_WRITE);
+    let req = Alloc {
+        kind: KIND_KMALLOC,
+        flags: k,
+        size: 64,
+        ..Alloc::default()
+    };
+    // SAFETY: the page is mapped read-write and large enough for one `Alloc`.
+    unsafe { std::ptr::write(page.addr.cast::<Alloc>(), req) };
+    // SAFETY: `page` is a mapping this function owns.
+    unsafe { libc::mprotect(page.addr, page.len, libc::PROT_READ) };
+    // SAFETY: the page is mapped; the kernel cannot write to it, so nothing changes.
+    let ro = unsafe { dev.raw(IOCTL_ALLOC, page.addr as usize) };
+    cases.push(("ALLOC into read-only memory", "EFAULT", outcome(ro)));
+    let mut list = List {
+        capacity: LIST_MAX + 1,
+        entries: buf.as_mut_ptr() as u64,
+        ..List::default()
+    };
+    cases.push((
+        "LIST over its maximum",
+        "EINVAL",
+        outcome(dev.call(IOCTL_LIST, &mut list)),
+    ));
+    let mut list = List {
+        capacity: 4,
+        entries: hole as u64,
+        ..List::default()
+    };
+    // One visible allocation, so LIST has something to write.
+    let held = dev.alloc(KIND_KMALLOC, k, 64);
+    cases.push((
+        "LIST into an unmapped array",
+        "EFAULT",
+        outcome(dev.call(IOCTL_LIST, &mut list)),
+    ));
+    if let Ok(a) = held {
+        let _ = dev.free(a.handle);
+    }
+    let mut bench = Bench {
+        kind: KIND_KMALLOC,
+        flags: k,
+        size: 64,
+        iters: 0,
+        ..Bench::default()
+    };
+    cases.push((
+        "BENCH of 0 iterations",
+        "EINVAL",
+        outcome(dev.call(IOCTL_BENCH, &mut bench)),
+    ));
+    bench.iters = 10;
+    bench.flags = k | FLAG_PERSIST;
+    cases.push((
+        "BENCH with PERSIST",
+        "EINVAL",
+        outcome(dev.call(IOCTL_BENCH, &mut bench)),
+    ));
+    bench.flags = k;
+    bench.iters = info.max_bench_iters.saturating_add(1);
+    cases.push((
+        "BENCH over its maximum",
+        "EINVAL",
+        outcome(dev.call(IOCTL_BENCH, &mut bench)),
+    ));
+    let mut trig = Trigger::default();
+    cases.push((
+        "TRIGGER of 0 events",
+        "EINVAL",
+        outcome(dev.call(IOCTL_TRIGGER, &mut trig)),
+    ));
+
+    let live_after = live_total(&dev.stats().map_err(errno_name)?);
+    cases.push((
+        "nothing left allocated",
+        "ok",
+        if live_after == live_before {
+            "ok".to_owned()
+        } else {
+            format!(
+                "{} allocations left",
+                live_after.saturating_sub(live_before)
+            )
+        },
+    ));
+
+    let mut all = true;
+    for (case, want, got) in &cases {
+        let pass = want == got;
+        all &= pass;
+        println!(
+            "{}",
+            json!({"case": case, "want": want, "got": got, "pass": pass})
+        );
+    }
+    Ok(all)
+}
+
+/// `n` allocations on one fd; STATS from a second fd before and after closing it.
+fn hold(n: u64, kind: u32, size: u64) -> Result<bool, String> {
+    let watcher = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let base = watcher.stats().map_err(errno_name)?.kinds[kind as usize].live_count;
+    let holder = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    for i in 0..n {
+        holder
+            .alloc(kind, FLAG_GFP_KERNEL, size)
+            .map_err(|e| format!("allocation {i} failed: {}", errno_name(e)))?;
+    }
+    let during = watcher.stats().map_err(errno_name)?.kinds[kind as usize].live_count - base;
+    drop(holder);
+    let stats = watcher.stats().map_err(errno_name)?;
+    let after = stats.kinds[kind as usize].live_count - base;
+    println!(
+        "{}",
+        json!({"held": n, "live_while_open": during, "live_after_close": after,
+               "frees": stats.kinds[kind as usize].frees})
+    );
+    Ok(during == n && after == 0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["errnos"] => errnos(),
+        ["hold", n, kind, size] => match (n.parse(), kind.parse(), size.parse()) {
+            (Ok(n), Ok(kind), Ok(size)) if kind < KIND_COUNT => hold(n, kind, size),
+            _ => Err("usage: kmemlab-abi-probe hold N KIND-NUMBER SIZE-BYTES".to_owned()),
+        },
+        _ => Err("usage: kmemlab-abi-probe errnos | hold N KIND-NUMBER SIZE-BYTES".to_owned()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(msg) => {
+            eprintln!("kmemlab-abi-probe: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
