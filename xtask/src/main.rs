@@ -185,6 +185,31 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new("cargo").current_dir(repo_root()).args(args))
 }
 
+/// The binding validates with dtschema; every overlay compiles and applies.
+fn device_tree_tests() -> Result<()> {
+    let tc = setup::setup()?;
+    let bin = setup::dtschema(&tc.cache)?;
+    let work = tc
+        .cache
+        .join("run")
+        .join(format!("dts-{}", std::process::id()));
+    let dts = repo_root().join("dts");
+    let result = (|| -> Result<()> {
+        step("device tree: validate the binding (dtschema)");
+        run(Command::new(dts.join("validate.sh"))
+            .arg(&tc.kernel_src)
+            .arg(work.join("validate"))
+            .arg(&bin))?;
+        step("device tree: compile and apply the overlays");
+        run(Command::new(dts.join("apply-test.sh"))
+            .arg(&tc.kernel_src)
+            .arg(work.join("apply"))
+            .arg(&bin))
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
 fn test(host_only: bool) -> Result<()> {
     let start = Instant::now();
     step("cargo fmt --check");
@@ -204,6 +229,7 @@ fn test(host_only: bool) -> Result<()> {
         step(format!("host tests passed in {:.0?}", start.elapsed()));
         return Ok(());
     }
+    device_tree_tests()?;
     let art = prepare()?;
     let result = vmtests::run_all(&art);
     cleanup(&art);

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{cache_dir, have_program, output, run, run_logged, step};
+use crate::util::{cache_dir, have_program, output, run, run_logged, short_hash, step};
 
 /// The pinned test kernel: Debian's `linux-source-7.3` package.
 pub const KERNEL_PACKAGE: &str = "linux-source-7.3";
@@ -20,6 +20,8 @@ const BACKPORTS_SUITE: &str = "trixie-backports";
 const ARM64_SUITE: &str = "bookworm";
 /// bindgen-cli version installed into the cache (Linux 7.3 needs >= 0.71.1).
 const BINDGEN_VERSION: &str = "0.73.2";
+/// dtschema (devicetree binding validation) and yamllint from PyPI, for the tests.
+const DTSCHEMA_PINS: &[&str] = &["dtschema==2026.9", "yamllint==1.38.0"];
 /// libclang wheel from PyPI (Linux 7.3's bindgen needs libclang >= 17.0.1).
 const LIBCLANG_VERSION: &str = "18.1.1";
 
@@ -38,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "xz-utils",
     "python3",
     "python3-pip",
+    "python3-venv",
+    "python3-dev",
+    "cpp",
     "qemu-system-arm",
     "device-tree-compiler",
 ];
@@ -489,5 +494,28 @@ fn busybox(cache: &Path, apt: &mut PrivateApt) -> Result<PathBuf> {
     if !bin.is_file() {
         bail!("busybox-static holds no bin/busybox");
     }
+    Ok(bin)
+}
+
+/// A virtualenv in the cache with dtschema and yamllint; returns its `bin` folder.
+pub fn dtschema(cache: &Path) -> Result<PathBuf> {
+    let venv = cache.join(format!("dtschema-{}", short_hash(DTSCHEMA_PINS)));
+    let bin = venv.join("bin");
+    if bin.join("dt-validate").is_file() && bin.join("yamllint").is_file() {
+        return Ok(bin);
+    }
+    step(format!(
+        "installing {} into {}",
+        DTSCHEMA_PINS.join(" "),
+        venv.display()
+    ));
+    let _ = fs::remove_dir_all(&venv);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_logged(
+        Command::new(bin.join("pip"))
+            .args(["install", "--quiet"])
+            .args(DTSCHEMA_PINS),
+        &cache.join("dtschema-install.log"),
+    )?;
     Ok(bin)
 }
