@@ -22,8 +22,35 @@ pub struct Kernel {
     pub image: PathBuf,
 }
 
-fn fragment_path() -> PathBuf {
-    repo_root().join("xtask/config/test-kernel.config")
+/// Which test kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// The everyday test kernel.
+    Test,
+    /// The test kernel plus lockdep, KFENCE, SLUB debugging, DMA API debugging.
+    Debug,
+}
+
+impl Flavor {
+    /// Config fragments merged on top of `tinyconfig`, in order.
+    fn fragments(self) -> Vec<PathBuf> {
+        let dir = repo_root().join("xtask/config");
+        match self {
+            Flavor::Test => vec![dir.join("test-kernel.config")],
+            Flavor::Debug => vec![
+                dir.join("test-kernel.config"),
+                dir.join("debug-kernel.config"),
+            ],
+        }
+    }
+
+    /// Extra kernel command-line arguments for the guest.
+    pub fn cmdline(self) -> &'static str {
+        match self {
+            Flavor::Test => "",
+            Flavor::Debug => "slub_debug=FZPU kfence.sample_interval=10",
+        }
+    }
 }
 
 fn make(tc: &Toolchain, dir: &Path) -> Command {
@@ -39,12 +66,18 @@ fn make(tc: &Toolchain, dir: &Path) -> Command {
 }
 
 /// Builds (or finds in the cache) the arm64 test kernel.
-pub fn kernel(tc: &Toolchain) -> Result<Kernel> {
-    let fragment_file = fragment_path();
-    let fragment = fs::read_to_string(&fragment_file)
-        .with_context(|| format!("failed to read {}", fragment_file.display()))?;
+pub fn kernel(tc: &Toolchain, flavor: Flavor) -> Result<Kernel> {
+    let mut fragments = Vec::new();
+    for path in flavor.fragments() {
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        fragments.push((path, text));
+    }
     let rustc = output(Command::new("rustc").arg("--version"))?;
-    let hash = short_hash([KERNEL_DEB_VERSION, KERNEL_RECIPE, &fragment, rustc.trim()]);
+    let mut parts: Vec<&str> = vec![KERNEL_DEB_VERSION, KERNEL_RECIPE];
+    parts.extend(fragments.iter().map(|(_, text)| text.as_str()));
+    parts.push(rustc.trim());
+    let hash = short_hash(parts);
     let dir = tc.cache.join("kernel").join(&hash);
     let kernel = Kernel {
         image: dir.join("arch/arm64/boot/Image"),
@@ -55,7 +88,7 @@ pub fn kernel(tc: &Toolchain) -> Result<Kernel> {
         return Ok(kernel);
     }
     step(format!(
-        "building the arm64 test kernel {KERNEL_DEB_VERSION} in {} (a few minutes)",
+        "building the arm64 {flavor:?} kernel {KERNEL_DEB_VERSION} in {} (a few minutes)",
         dir.display()
     ));
     fs::create_dir_all(&dir)?;
@@ -67,11 +100,13 @@ pub fn kernel(tc: &Toolchain) -> Result<Kernel> {
             .args(["-m", "-O"])
             .arg(&dir)
             .arg(dir.join(".config"))
-            .arg(&fragment_file),
+            .args(fragments.iter().map(|(path, _)| path)),
         &dir.join("merge.log"),
     )?;
     run_logged(make(tc, &dir).arg("olddefconfig"), &log)?;
-    check_config(&dir.join(".config"), &fragment)?;
+    for (_, text) in &fragments {
+        check_config(&dir.join(".config"), text)?;
+    }
     run_logged(make(tc, &dir).args(["Image", "modules"]), &log)?;
     fs::write(&stamp, &hash)?;
     Ok(kernel)
@@ -103,7 +138,7 @@ fn check_config(config: &Path, fragment: &str) -> Result<()> {
 }
 
 /// Builds kmemlab.ko against `kdir` (the test kernel when None); returns its path.
-pub fn module(tc: &Toolchain, kdir: Option<&Path>) -> Result<PathBuf> {
+pub fn module(tc: &Toolchain, kdir: Option<&Path>, flavor: Flavor) -> Result<PathBuf> {
     let (kdir, tag) = match kdir {
         Some(dir) => {
             let dir = dir
@@ -113,7 +148,7 @@ pub fn module(tc: &Toolchain, kdir: Option<&Path>) -> Result<PathBuf> {
             (dir, tag)
         }
         None => {
-            let k = kernel(tc)?;
+            let k = kernel(tc, flavor)?;
             let tag = k
                 .dir
                 .file_name()

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::build::Flavor;
 use crate::util::{repo_root, run, step};
 use crate::vm::{Artifacts, VmOptions};
 
@@ -21,11 +22,12 @@ usage: cargo xtask <command>
 
 commands:
   setup                   install and fetch everything the build needs (idempotent)
-  kernel                  build the arm64 test kernel (cached)
+  kernel [--debug]        build the arm64 test kernel, or the debug kernel (cached)
   module [--kdir DIR]     build kmemlab.ko against the test kernel or DIR
   userspace               build kmemlabd and kmemlabctl (static arm64, and host)
-  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [-- CMD...]
-                          boot the board, press the button N times, run CMD
+  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [--extra FILE]... [-- CMD...]
+                          boot the board, press the button N times, run CMD;
+                          --extra packs FILE into the guest as /usr/bin/<its name>
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, then the VM tests
 
@@ -55,9 +57,13 @@ fn real_main() -> Result<ExitCode> {
             step("set-up complete");
         }
         "kernel" => {
-            no_args(rest)?;
+            let flavor = match rest {
+                [] => Flavor::Test,
+                [flag] if flag == "--debug" => Flavor::Debug,
+                _ => bail!("usage: cargo xtask kernel [--debug]"),
+            };
             let tc = setup::setup()?;
-            let k = build::kernel(&tc)?;
+            let k = build::kernel(&tc, flavor)?;
             println!("{}", k.image.display());
         }
         "module" => {
@@ -67,7 +73,7 @@ fn real_main() -> Result<ExitCode> {
                 _ => bail!("usage: cargo xtask module [--kdir DIR]"),
             };
             let tc = setup::setup()?;
-            let ko = build::module(&tc, kdir.as_deref())?;
+            let ko = build::module(&tc, kdir.as_deref(), Flavor::Test)?;
             println!("{}", ko.display());
         }
         "userspace" => {
@@ -79,7 +85,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "vm" => {
             let opts = parse_vm(rest)?;
-            let art = prepare()?;
+            let art = prepare(Flavor::Test)?;
             let outcome = vm::run_vm(&art, &opts);
             cleanup(&art);
             let outcome = outcome?;
@@ -90,7 +96,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "demo" => {
             no_args(rest)?;
-            let art = prepare()?;
+            let art = prepare(Flavor::Test)?;
             let opts = VmOptions {
                 presses: 6,
                 ..VmOptions::default()
@@ -138,6 +144,13 @@ fn parse_vm(args: &[String]) -> Result<VmOptions> {
                     .context("--presses needs a number")?;
             }
             "--no-daemon" => opts.daemon = false,
+            "--extra" => {
+                let path = PathBuf::from(it.next().context("--extra needs a file")?);
+                if !path.is_file() {
+                    bail!("--extra {}: no such file", path.display());
+                }
+                opts.extra.push(path);
+            }
             "--verbose" | "-v" => opts.verbose = true,
             "--timeout" => {
                 let secs: u64 = it
@@ -160,10 +173,10 @@ fn parse_vm(args: &[String]) -> Result<VmOptions> {
 }
 
 /// Set-up and every build the guest needs.
-fn prepare() -> Result<Artifacts> {
+fn prepare(flavor: Flavor) -> Result<Artifacts> {
     let tc = setup::setup()?;
-    let kernel = build::kernel(&tc)?;
-    let module = build::module(&tc, None)?;
+    let kernel = build::kernel(&tc, flavor)?;
+    let module = build::module(&tc, None, flavor)?;
     let user = build::userspace(&tc)?;
     let work = tc.cache.join("run").join(std::process::id().to_string());
     Ok(Artifacts {
@@ -173,6 +186,7 @@ fn prepare() -> Result<Artifacts> {
         kmemlabctl: user.kmemlabctl,
         abi_probe: user.abi_probe,
         busybox: tc.busybox,
+        cmdline: flavor.cmdline().to_owned(),
         work,
     })
 }
@@ -230,7 +244,7 @@ fn test(host_only: bool) -> Result<()> {
         return Ok(());
     }
     device_tree_tests()?;
-    let art = prepare()?;
+    let art = prepare(Flavor::Test)?;
     let result = vmtests::run_all(&art);
     cleanup(&art);
     result?;

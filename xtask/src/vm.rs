@@ -46,6 +46,8 @@ pub struct Artifacts {
     pub kmemlabctl: PathBuf,
     pub abi_probe: PathBuf,
     pub busybox: PathBuf,
+    /// Extra kernel command-line arguments (the debug kernel's).
+    pub cmdline: String,
     /// Scratch folder for the initramfs, device tree and QMP socket.
     pub work: PathBuf,
 }
@@ -61,6 +63,8 @@ pub struct VmOptions {
     pub cmd_timeout: Duration,
     /// Stream the console to stderr.
     pub verbose: bool,
+    /// Host files packed into the guest as `/usr/bin/<file name>` (test programs).
+    pub extra: Vec<PathBuf>,
 }
 
 impl Default for VmOptions {
@@ -71,6 +75,7 @@ impl Default for VmOptions {
             cmd: "true".to_owned(),
             cmd_timeout: Duration::from_secs(600),
             verbose: false,
+            extra: Vec::new(),
         }
     }
 }
@@ -171,6 +176,12 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
     cpio.file_from("usr/bin/kmemlabctl", 0o755, &art.kmemlabctl)?;
     cpio.file_from("usr/bin/kmemlab-abi-probe", 0o755, &art.abi_probe)?;
     cpio.file("usr/bin/stop-kmemlabd", 0o755, STOP_DAEMON.as_bytes());
+    for path in &opts.extra {
+        let name = path
+            .file_name()
+            .with_context(|| format!("--extra {} has no file name", path.display()))?;
+        cpio.file_from(&format!("usr/bin/{}", name.to_string_lossy()), 0o755, path)?;
+    }
     cpio.file(
         "etc/passwd",
         0o644,
@@ -371,10 +382,11 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         .arg(&initrd)
         .arg("-dtb")
         .arg(&dtb)
-        .args([
-            "-append",
-            "console=ttyAMA0 rdinit=/init panic=-1 oops=panic",
-        ])
+        .arg("-append")
+        .arg(format!(
+            "console=ttyAMA0 rdinit=/init panic=-1 oops=panic {}",
+            art.cmdline
+        ))
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
         .stdin(Stdio::piped())
