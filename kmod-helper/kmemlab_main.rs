@@ -2,16 +2,20 @@
 
 //! kmemlab: a platform driver for the `yang,mydevice` device-tree node.
 //!
-//! On probe it takes the node's interrupt (the board's button), hands it to userspace as UIO
-//! device `kmemlab` (the handler masks the line, a write of 1 to `/dev/uioN` unmasks it), and
-//! registers the misc device `/dev/kmemlab`, whose ioctls are defined in `uapi/src/abi.rs`.
+//! On probe it allocates the DMA-coherent heap (size from `yang,heap-size`), takes the node's
+//! interrupt (the board's button), hands both to userspace as UIO device `kmemlab` (the handler
+//! masks the line and writes an interrupt-ring record into the heap, a write of 1 to `/dev/uioN`
+//! unmasks it, the heap is map 0), and registers the misc device `/dev/kmemlab`, whose ioctls are
+//! defined in `uapi/src/abi.rs`, and the debugfs file `kmemlab/pfns`.
 
 use core::ptr;
 use kernel::{
+    debugfs,
     device::{
         Bound,
         Core, //
     },
+    dma::Coherent,
     fs::File,
     miscdevice::{
         MiscDevice,
@@ -19,25 +23,31 @@ use kernel::{
         MiscDeviceRegistration, //
     },
     of,
-    page::PAGE_SIZE,
     platform,
     prelude::*,
     sync::{
-        aref::ARef,
         atomic::{
             Acquire,
             Atomic,
+            Relaxed,
             Release, //
         },
         Arc, //
     },
-    transmute::AsBytes,
+    transmute::{
+        AsBytes,
+        FromBytes, //
+    },
     uaccess::{
         UserSlice,
+        UserSliceReader,
         UserSliceWriter, //
-    },
+    }, //
 };
 
+mod bench;
+mod mem;
+mod state;
 mod uio;
 
 /// The ioctl ABI, shared with userspace through the `kmemlab-uapi` crate.
@@ -49,21 +59,61 @@ mod uio;
 )]
 mod uapi;
 
+use state::{
+    Owner,
+    Shared, //
+};
+
 /// UIO device name; kmemlabd finds its device by this name in `/sys/class/uio`.
 const UIO_NAME: &CStr = c"kmemlab";
 /// UIO device version (`/sys/class/uio/uioN/version`).
-const UIO_VERSION: &CStr = c"0.1";
+const UIO_VERSION: &CStr = c"1";
 /// Misc device name: `/dev/kmemlab`.
 const MISC_NAME: &CStr = c"kmemlab";
+/// Device-tree property with the heap size in bytes (u32).
+const HEAP_SIZE_PROP: &CStr = c"yang,heap-size";
+/// Largest heap size accepted from the device tree.
+const HEAP_MAX_SIZE: u64 = 64 << 20;
 
-// SAFETY: `Info` is `#[repr(C)]` with fixed-width integer fields only, laid out without padding
-// (checked below), so all of its bytes are initialized; it has no interior mutability.
-unsafe impl AsBytes for uapi::Info {}
-
-// `Info` has no padding: its size is the sum of its fields.
+// The ABI structs carry no padding the compiler added: each size is the sum of its fields.
 static_assert!(
-    size_of::<uapi::Info>()
-        == 4 + 4 + 8 + 4 + 4 + 8 * uapi::MAX_KINDS + 8 + 4 + 4 + size_of::<[u64; 8]>()
+    size_of::<uapi::Info>() == 4 + 4 + 8 + 4 + 4 + 8 * uapi::MAX_KINDS + 8 + 4 + 4 + 4 + 4 + 8 * 7
+);
+static_assert!(size_of::<uapi::Alloc>() == 4 + 4 + 8 * 7 + 4 * 4 + 8 * 2);
+static_assert!(size_of::<uapi::Free>() == 8 * 4);
+static_assert!(size_of::<uapi::List>() == 8 + 8 + 4 * 4);
+static_assert!(size_of::<uapi::KindStats>() == 8 * 5);
+static_assert!(size_of::<uapi::Stats>() == 40 * uapi::MAX_KINDS + 8 + 8 * 3);
+static_assert!(size_of::<uapi::Timing>() == 8 * 6);
+static_assert!(size_of::<uapi::Bench>() == 4 + 4 + 8 + 4 + 4 + 48 * 2 + 8 * 2);
+static_assert!(size_of::<uapi::Trigger>() == 4 + 4 + 8);
+static_assert!(size_of::<uapi::RingHeader>() == uapi::RING_RECORDS_OFFSET);
+static_assert!(size_of::<uapi::IrqRecord>() == 32);
+static_assert!(
+    uapi::RING_RECORDS_OFFSET + uapi::RING_SLOTS as usize * size_of::<uapi::IrqRecord>()
+        <= kernel::page::PAGE_SIZE
+);
+
+/// Implements `AsBytes` and `FromBytes` for ABI structs.
+macro_rules! plain_abi_struct {
+    ($($t:ty),*) => {$(
+        // SAFETY: `$t` is `#[repr(C)]` with fixed-width integer fields (and arrays and structs of
+        // them) only and no padding (asserted above), so every byte is initialized and any bytes
+        // are a valid value; it has no interior mutability.
+        unsafe impl AsBytes for $t {}
+        // SAFETY: As above.
+        unsafe impl FromBytes for $t {}
+    )*};
+}
+plain_abi_struct!(
+    uapi::Info,
+    uapi::Alloc,
+    uapi::Free,
+    uapi::List,
+    uapi::Stats,
+    uapi::Bench,
+    uapi::Trigger,
+    uapi::RingHeader
 );
 
 kernel::of_device_table!(
@@ -78,10 +128,51 @@ kernel::module_platform_driver! {
     authors: ["kmemlab authors"],
     description: "kmemlab: kernel memory allocation lab (UIO button interrupt, ioctl interface)",
     license: "GPL v2",
+    params: {
+        max_size_kmalloc: u64 {
+            default: 4 << 20,
+            description: "Largest kmalloc allocation in bytes (at most KMALLOC_MAX_SIZE)",
+        },
+        max_size_vmalloc: u64 {
+            default: 64 << 20,
+            description: "Largest vmalloc allocation in bytes",
+        },
+        max_size_dma_coherent: u64 {
+            default: 4 << 20,
+            description: "Largest dma_coherent allocation in bytes",
+        },
+        max_size_kvmalloc: u64 {
+            default: 64 << 20,
+            description: "Largest kvmalloc allocation in bytes (at most INT_MAX)",
+        },
+        max_size_pages: u64 {
+            default: 4 << 20,
+            description: "Largest pages allocation in bytes (at most PAGE_SIZE << MAX_PAGE_ORDER)",
+        },
+        max_outstanding_bytes: u64 {
+            default: 64 << 20,
+            description: "Most bytes allocated at once, over all kinds and owners",
+        },
+        max_outstanding_count: u32 {
+            default: 65536,
+            description: "Most allocations live at once, over all kinds and owners",
+        },
+        max_bench_iters: u32 {
+            default: 1_000_000,
+            description: "Most alloc+free pairs one BENCH may run",
+        },
+        max_trigger_count: u32 {
+            default: 100_000,
+            description: "Most events one TRIGGER may raise",
+        },
+    },
 }
 
 /// Whether a `yang,mydevice` device is bound; see [`Claim`].
 static CLAIMED: Atomic<bool> = Atomic::new(false);
+
+/// Ids of open files, never reused.
+static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
 
 /// The right to be the one bound device: `/dev/kmemlab` and the UIO name exist once.
 ///
@@ -108,30 +199,63 @@ impl Drop for Claim {
     }
 }
 
-/// State of a bound device that open files share, and may keep after it is unbound.
-struct Shared {
-    /// The platform device, for messages and, later, DMA allocations.
-    pdev: ARef<platform::Device>,
-    /// Linux interrupt number of the UIO device.
-    irq: u32,
+/// Runs [`Shared::unbind`] when dropped: frees the device's and all DMA allocations and
+/// unregisters the UIO device, while the device is still bound.
+struct Unbind(Arc<Shared>);
+
+impl Drop for Unbind {
+    fn drop(&mut self) {
+        self.0.unbind();
+    }
 }
 
 /// The driver's private data for a bound `yang,mydevice` device.
 ///
 /// Fields drop in declaration order: `/dev/kmemlab` goes first, so no file can be opened on a
-/// half-removed device, then the UIO device and its interrupt.
-#[pin_data(PinnedDrop)]
+/// half-removed device, then the debugfs file, then [`Unbind`] (allocations, UIO device and its
+/// interrupt), then the heap the UIO device exposed.
+#[pin_data]
 struct KmemlabDriver {
     /// `/dev/kmemlab`. [`KmemlabFile::open`] relies on every registration of this type being
     /// this field of a `KmemlabDriver`, registered after `shared` was written.
     #[pin]
     miscdev: MiscDeviceRegistration<KmemlabFile>,
-    /// The UIO device for the button interrupt.
-    uio: uio::Registration,
+    /// `kmemlab/pfns` in debugfs.
+    #[pin]
+    pfns: debugfs::File<Arc<Shared>>,
+    /// `kmemlab/` in debugfs.
+    _debugfs: debugfs::Dir,
+    /// Frees allocations and unregisters the UIO device.
+    _unbind: Unbind,
+    /// The DMA-coherent heap (UIO map 0); freed after the UIO device is gone.
+    _heap: Coherent<[u8]>,
     /// What open files need of the device.
     shared: Arc<Shared>,
     /// Dropped last, when everything that exists once is gone.
     _claim: Claim,
+}
+
+/// Reads and checks `yang,heap-size`: absent gives [`uapi::HEAP_DEFAULT_SIZE`].
+fn heap_size(dev: &kernel::device::Device) -> Result<usize> {
+    let size = match dev.fwnode() {
+        Some(node) if node.property_present(HEAP_SIZE_PROP) => {
+            u64::from(node.property_read::<u32>(HEAP_SIZE_PROP).required_by(dev)?)
+        }
+        _ => uapi::HEAP_DEFAULT_SIZE,
+    };
+    let page = kernel::page::PAGE_SIZE as u64;
+    if size < page || size % page != 0 || size > HEAP_MAX_SIZE {
+        dev_err!(
+            dev,
+            "yang,heap-size {} is invalid: want a multiple of the page size {} from {} to {}\n",
+            size,
+            page,
+            page,
+            HEAP_MAX_SIZE
+        );
+        return Err(EINVAL);
+    }
+    Ok(usize::try_from(size)?)
 }
 
 impl platform::Driver for KmemlabDriver {
@@ -166,36 +290,73 @@ impl platform::Driver for KmemlabDriver {
                 }
             };
 
-            let uio = uio::Registration::register(bound.as_ref(), irq, UIO_NAME, UIO_VERSION)
-                .inspect_err(|e| {
+            let size = heap_size(dev)?;
+            let heap = Coherent::<u8>::zeroed_slice(bound.as_ref(), size, GFP_KERNEL).inspect_err(
+                |e| {
                     dev_err!(
                         dev,
-                        "failed to register UIO device for irq {}: error {}\n",
-                        irq,
+                        "failed to allocate the {} byte DMA-coherent heap: error {}\n",
+                        size,
                         e.to_errno()
                     );
-                })?;
-
-            let shared = Arc::new(
-                Shared {
-                    pdev: pdev.into(),
-                    irq,
                 },
-                GFP_KERNEL,
             )?;
+            let ring = uapi::RingHeader {
+                magic: uapi::RING_MAGIC,
+                version: uapi::RING_VERSION,
+                slots: uapi::RING_SLOTS,
+                record_size: size_of::<uapi::IrqRecord>() as u32,
+                ..Default::default()
+            };
+            // SAFETY: The heap is at least a page, page aligned, and not yet shared with anyone
+            // (no UIO device, no device DMA), so this write races with nothing.
+            unsafe { ptr::write_volatile(heap.as_mut_ptr().cast::<uapi::RingHeader>(), ring) };
+            let heap_desc = uio::Heap {
+                cpu: heap.as_mut_ptr().cast(),
+                // SAFETY: The heap is a live DMA-coherent allocation, mapped in the linear map or
+                // (remapped for a non-coherent device) in vmalloc space.
+                phys: unsafe { mem::phys_of(heap.as_ptr().cast()) },
+                size,
+                slots: uapi::RING_SLOTS,
+            };
+
+            // SAFETY: `heap` was allocated against this device with `dma_alloc_coherent()`; it is
+            // dropped after `_unbind`, which drops the registration, and only the glue writes it.
+            let uio = unsafe {
+                uio::Registration::register(bound.as_ref(), irq, UIO_NAME, UIO_VERSION, &heap_desc)
+            }
+            .inspect_err(|e| {
+                dev_err!(
+                    dev,
+                    "failed to register UIO device for irq {}: error {}\n",
+                    irq,
+                    e.to_errno()
+                );
+            })?;
+
+            let state = Shared::new(pdev.into(), irq, size as u64, uio)?;
+            let dir = debugfs::Dir::new(c"kmemlab");
 
             Ok(try_pin_init!(Self {
                 // `shared` is written before `miscdev` is registered, see `KmemlabFile::open`.
                 _claim: claim,
-                shared,
-                uio,
+                shared: state.clone(),
+                _heap: heap,
+                _unbind: Unbind(state.clone()),
+                pfns <- dir.read_callback_file::<Arc<Shared>, core::convert::Infallible, _>(
+                    c"pfns",
+                    state,
+                    &Shared::write_pfns,
+                ),
+                _debugfs: dir,
                 miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: MISC_NAME }),
             })
             .pin_chain(move |_| {
                 dev_info!(
                     dev,
-                    "probed: irq {}, UIO device \"{}\", /dev/{}\n",
+                    "probed: irq {}, heap {} bytes, UIO device \"{}\", /dev/{}\n",
                     irq,
+                    size,
                     UIO_NAME,
                     MISC_NAME
                 );
@@ -205,28 +366,20 @@ impl platform::Driver for KmemlabDriver {
     }
 }
 
-#[pinned_drop]
-impl PinnedDrop for KmemlabDriver {
-    fn drop(self: Pin<&mut Self>) {
-        dev_info!(
-            self.shared.pdev.as_ref(),
-            "removed: {} interrupts, {} UIO events\n",
-            self.uio.irq_count(),
-            self.uio.event_count()
-        );
-    }
-}
-
 /// An open file of `/dev/kmemlab`.
 struct KmemlabFile {
     shared: Arc<Shared>,
+    /// This file's id: the owner of its allocations.
+    id: u64,
+    /// The opener lacked CAP_SYSLOG: addresses are reported as 0.
+    hidden: bool,
 }
 
 #[vtable]
 impl MiscDevice for KmemlabFile {
     type Ptr = Pin<KBox<Self>>;
 
-    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
+    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         // The 7.3 `MiscDevice` API hands `open` only the registration; reach the driver data
         // around it as C drivers do with `container_of(file->private_data, ...)`.
         //
@@ -249,6 +402,8 @@ impl MiscDevice for KmemlabFile {
         Ok(KBox::pin(
             Self {
                 shared: shared.clone(),
+                id: NEXT_FILE_ID.fetch_add(1, Relaxed),
+                hidden: !state::file_has_syslog(file),
             },
             GFP_KERNEL,
         )?)
@@ -261,22 +416,164 @@ impl MiscDevice for KmemlabFile {
 
         match uapi::ioc_nr(cmd) {
             uapi::NR_INFO => me.cmd_info(user_arg(cmd, arg, uapi::IOCTL_INFO)?.writer()),
+            uapi::NR_ALLOC => me.cmd_alloc(user_arg(cmd, arg, uapi::IOCTL_ALLOC)?),
+            uapi::NR_FREE => me.cmd_free(user_arg(cmd, arg, uapi::IOCTL_FREE)?),
+            uapi::NR_LIST => me.cmd_list(user_arg(cmd, arg, uapi::IOCTL_LIST)?),
+            uapi::NR_STATS => me.cmd_stats(user_arg(cmd, arg, uapi::IOCTL_STATS)?.writer()),
+            uapi::NR_BENCH => me.cmd_bench(user_arg(cmd, arg, uapi::IOCTL_BENCH)?),
+            uapi::NR_TRIGGER => me.cmd_trigger(user_arg(cmd, arg, uapi::IOCTL_TRIGGER)?),
             _ => Err(ENOTTY),
         }
     }
 }
 
 impl KmemlabFile {
+    fn owner(&self) -> Owner {
+        Owner::File(self.id)
+    }
+
     /// INFO: what the module is and what it accepts.
     fn cmd_info(&self, mut writer: UserSliceWriter) -> Result<isize> {
+        let limits = state::Limits::get();
         let info = uapi::Info {
             abi_version: uapi::ABI_VERSION,
-            page_size: u32::try_from(PAGE_SIZE)?,
+            page_size: state::page_size(),
+            heap_size: self.shared.heap_size,
+            kinds: mem::Kind::ALL
+                .iter()
+                .fold(0, |k, kind| k | 1 << kind.index()),
+            flags: mem::supported_flags(),
+            max_size: limits.max_size,
+            max_outstanding_bytes: limits.max_outstanding_bytes,
+            max_outstanding_count: limits.max_outstanding_count,
             irq: self.shared.irq,
+            max_bench_iters: limits.max_bench_iters,
+            max_trigger_count: limits.max_trigger_count,
             ..Default::default()
         };
         writer.write(&info)?;
         Ok(0)
+    }
+
+    /// ALLOC: allocates as asked and reports where the memory is.
+    fn cmd_alloc(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let req: uapi::Alloc = read_in(&mut reader)?;
+        let input_only = uapi::Alloc {
+            kind: req.kind,
+            flags: req.flags,
+            size: req.size,
+            ..Default::default()
+        };
+        if req != input_only {
+            return Err(EINVAL);
+        }
+        let owner = if req.flags & uapi::FLAG_PERSIST != 0 {
+            Owner::Device
+        } else {
+            self.owner()
+        };
+        let done = self.shared.alloc(owner, &req)?;
+        let mut report = done.report;
+        report.result |= uapi::RESULT_OWN;
+        if owner == Owner::Device {
+            report.result |= uapi::RESULT_PERSIST;
+        }
+        if self.hidden {
+            state::hide(&mut report);
+        }
+        if let Err(e) = writer.write(&report) {
+            // The caller cannot learn the handle: undo the allocation.
+            let _ = self.shared.free(owner, done.handle);
+            return Err(e);
+        }
+        Ok(0)
+    }
+
+    /// FREE: frees a handle this file may see.
+    fn cmd_free(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::Free = read_in(&mut reader)?;
+        if req.free_ns != 0 || req.reserved != [0; 2] {
+            return Err(EINVAL);
+        }
+        req.free_ns = self.shared.free(self.owner(), req.handle)?;
+        writer.write(&req)?;
+        Ok(0)
+    }
+
+    /// LIST: a page of the allocations this file can see.
+    fn cmd_list(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::List = read_in(&mut reader)?;
+        if req.count != 0 || req.total != 0 || req._pad != 0 || req.capacity > uapi::LIST_MAX {
+            return Err(EINVAL);
+        }
+        let capacity = req.capacity as usize;
+        let (entries, total) = self
+            .shared
+            .list(self.owner(), self.hidden, req.after, capacity)?;
+        let array = UserSlice::new(
+            UserPtr::from_addr(usize::try_from(req.entries)?),
+            capacity * size_of::<uapi::Alloc>(),
+        );
+        let mut out = array.writer();
+        for entry in entries.iter() {
+            out.write(entry)?;
+        }
+        req.count = entries.len() as u32;
+        req.total = total;
+        writer.write(&req)?;
+        Ok(0)
+    }
+
+    /// STATS: counters per kind and the UIO event count.
+    fn cmd_stats(&self, mut writer: UserSliceWriter) -> Result<isize> {
+        writer.write(&self.shared.stats())?;
+        Ok(0)
+    }
+
+    /// BENCH: alloc+free pairs timed in the kernel.
+    fn cmd_bench(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::Bench = read_in(&mut reader)?;
+        let input_only = uapi::Bench {
+            kind: req.kind,
+            flags: req.flags,
+            size: req.size,
+            iters: req.iters,
+            ..Default::default()
+        };
+        if req != input_only {
+            return Err(EINVAL);
+        }
+        let [alloc, free] = self
+            .shared
+            .bench(req.kind, req.flags, req.size, req.iters)?;
+        req.alloc = alloc;
+        req.free = free;
+        writer.write(&req)?;
+        Ok(0)
+    }
+
+    /// TRIGGER: raises UIO events from the kernel.
+    fn cmd_trigger(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::Trigger = read_in(&mut reader)?;
+        let max = state::Limits::get().max_trigger_count;
+        if req._pad != 0 || req.events != 0 || req.count == 0 || req.count > max {
+            return Err(EINVAL);
+        }
+        req.events = self.shared.trigger(req.count)?;
+        writer.write(&req)?;
+        Ok(0)
+    }
+}
+
+impl Drop for KmemlabFile {
+    fn drop(&mut self) {
+        // A crashed client leaks nothing: its allocations go with its file.
+        self.shared.release_file(self.id);
     }
 }
 
@@ -288,4 +585,9 @@ fn user_arg(cmd: u32, arg: usize, expected: u32) -> Result<UserSlice> {
         return Err(EINVAL);
     }
     Ok(UserSlice::new(UserPtr::from_addr(arg), uapi::ioc_size(cmd)))
+}
+
+/// Reads an ioctl's input struct.
+fn read_in<T: FromBytes>(reader: &mut UserSliceReader) -> Result<T> {
+    reader.read()
 }

@@ -4,7 +4,9 @@
 //!
 //! Linux 7.3 has no Rust binding for `linux/uio_driver.h`; the glue registers the device and
 //! handles its interrupt as `uio_pdrv_genirq` does (mask in the handler, userspace unmasks by
-//! writing 1 to `/dev/uioN`). This file wraps the glue's handle in [`Registration`].
+//! writing 1 to `/dev/uioN`). It also exposes the DMA-coherent heap as map 0 and writes one
+//! interrupt-ring record (`uapi::IrqRecord`) per UIO event. This file wraps the glue's handle in
+//! [`Registration`].
 
 use core::ptr::NonNull;
 use kernel::{
@@ -34,9 +36,13 @@ extern "C" {
         irq: c_uint,
         name: *const c_char,
         version: *const c_char,
+        heap: *mut c_void,
+        heap_phys: bindings::phys_addr_t,
+        heap_size: usize,
+        slots: u32,
     ) -> *mut RawUio;
     fn kmemlab_uio_unregister(uio: *mut RawUio);
-    fn kmemlab_uio_notify(uio: *mut RawUio);
+    fn kmemlab_uio_trigger(uio: *mut RawUio);
     fn kmemlab_uio_event_count(uio: *const RawUio) -> u32;
     fn kmemlab_uio_irq_count(uio: *const RawUio) -> u32;
 }
@@ -47,18 +53,31 @@ extern "C" {
 /// is `#[repr(transparent)]` over `Opaque<bindings::device>` (its other field is a
 /// `PhantomData`), which is how `Device::from_raw` turns a `*mut bindings::device` into a
 /// `&Device`. This is the reverse cast.
-fn raw_device<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
+pub(crate) fn raw_device<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
     // CAST: `Device<Ctx>` is a transparent wrapper of `Opaque<bindings::device>`, see above.
     let opaque = core::ptr::from_ref(dev).cast::<Opaque<bindings::device>>();
     Opaque::cast_into(opaque)
 }
 
-/// A UIO device for one interrupt line of a bound device.
+/// The DMA-coherent heap that a [`Registration`] exposes as UIO map 0.
+pub(crate) struct Heap {
+    /// Kernel address of the heap; its first page holds the interrupt ring, header written.
+    pub(crate) cpu: *mut c_void,
+    /// Physical address of the heap's first byte (page aligned; the heap is contiguous).
+    pub(crate) phys: u64,
+    /// Size in bytes, a nonzero multiple of `PAGE_SIZE`.
+    pub(crate) size: usize,
+    /// Records in the ring.
+    pub(crate) slots: u32,
+}
+
+/// A UIO device for one interrupt line of a bound device, with the heap as map 0.
 ///
 /// # Invariants
 ///
 /// `uio` was returned by a successful `kmemlab_uio_register()` and is unregistered exactly once,
-/// in [`Drop`]; until then the UIO device exists and its interrupt is requested.
+/// in [`Drop`]; until then the UIO device exists, its interrupt is requested and its handler
+/// writes to the heap.
 pub(crate) struct Registration {
     uio: NonNull<RawUio>,
 }
@@ -67,32 +86,44 @@ pub(crate) struct Registration {
 // that registered it.
 unsafe impl Send for Registration {}
 
-// SAFETY: `notify` and the counters only read atomics or call `uio_event_notify()`, which may run
-// concurrently from any context.
+// SAFETY: `trigger` takes the glue's spinlock around the ring write and `uio_event_notify()`, and
+// the counters only read atomics; all may run concurrently from any context.
 unsafe impl Sync for Registration {}
 
 impl Registration {
-    /// Registers UIO device `name` for interrupt `irq` of `parent`.
+    /// Registers UIO device `name` for interrupt `irq` of `parent`, with `heap` as map 0.
     ///
     /// The interrupt is requested with the trigger type the firmware gave it. The registration
     /// must be dropped before `parent` is unbound, as for any resource of a bound device: keep it
     /// in the driver's bus device private data.
-    pub(crate) fn register(
+    ///
+    /// # Safety
+    ///
+    /// `heap` describes memory allocated against `parent` with `dma_alloc_coherent()` that stays
+    /// allocated, and is written by no one else but through this registration, until the
+    /// registration is dropped.
+    pub(crate) unsafe fn register(
         parent: &Device<Bound>,
         irq: u32,
         name: &'static CStr,
         version: &'static CStr,
+        heap: &Heap,
     ) -> Result<Self> {
         // SAFETY:
         // - `raw_device(parent)` is a valid `struct device`, bound to a driver, for the duration
         //   of this call; `uio_register_device()` takes its own reference for the UIO device.
         // - `name` and `version` are NUL-terminated and `'static`, so they outlive the device.
+        // - The heap outlives the registration, by the caller's guarantee.
         let uio = from_err_ptr(unsafe {
             kmemlab_uio_register(
                 raw_device(parent).cast(),
                 irq,
                 name.as_char_ptr(),
                 version.as_char_ptr(),
+                heap.cpu,
+                heap.phys,
+                heap.size,
+                heap.slots,
             )
         })?;
 
@@ -100,14 +131,11 @@ impl Registration {
         NonNull::new(uio).map(|uio| Self { uio }).ok_or(EINVAL)
     }
 
-    /// Raises a UIO event as the interrupt does, without touching the interrupt line.
-    #[expect(
-        dead_code,
-        reason = "used by the TRIGGER command of the next ABI version"
-    )]
-    pub(crate) fn notify(&self) {
+    /// Raises a UIO event as the interrupt does, without touching the interrupt line: writes a
+    /// `SOURCE_TRIGGER` ring record, then counts the event and wakes readers.
+    pub(crate) fn trigger(&self) {
         // SAFETY: By the type invariants, `self.uio` is registered.
-        unsafe { kmemlab_uio_notify(self.uio.as_ptr()) };
+        unsafe { kmemlab_uio_trigger(self.uio.as_ptr()) };
     }
 
     /// The UIO event count, the value a read of `/dev/uioN` returns.

@@ -88,9 +88,11 @@ pub const FLAG_ZERO: u32 = 1 << 3;
 pub const FLAG_NORETRY: u32 = 1 << 4;
 /// `__GFP_NOWARN`: no allocation-failure warning in the kernel log.
 pub const FLAG_NOWARN: u32 = 1 << 5;
-/// `GFP_DMA`: from ZONE_DMA (kinds that take a zone: kmalloc, pages).
+/// `GFP_DMA`: from ZONE_DMA. Only kmalloc and pages take it, and only on a kernel with
+/// `CONFIG_ZONE_DMA` (`Info::flags` says); elsewhere `EINVAL`.
 pub const FLAG_DMA: u32 = 1 << 6;
-/// `GFP_DMA32`: from ZONE_DMA32 (kinds that take a zone: pages, vmalloc).
+/// `GFP_DMA32`: from ZONE_DMA32. Only pages takes it, and only on a kernel with
+/// `CONFIG_ZONE_DMA32` (`Info::flags` says); elsewhere `EINVAL`.
 pub const FLAG_DMA32: u32 = 1 << 7;
 /// Not a gfp flag: the allocation belongs to the device instead of the open file.
 /// It is visible to LIST and FREE from any opener and freed at module unload.

@@ -236,7 +236,7 @@ fn errnos() -> Result<bool, String> {
         Err(e) => cases.push(("alloc for foreign free", "ok", errno_name(e))),
     }
     // Struct size encoded in the command differs from the struct's.
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 512];
     let short = ioc(
         IOC_READ | IOC_WRITE,
         NR_ALLOC,

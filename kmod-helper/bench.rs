@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Latency statistics for BENCH, in integer arithmetic (as `dma_map_benchmark` does).
+//!
+//! min, max and mean are exact. The standard deviation is `sqrt(E[x^2] - E[x]^2)` over samples
+//! capped at `u32::MAX` ns (4.3 s), with the sum of squares kept in 128 bits as two `u64` limbs
+//! (the kernel's Rust has no `u128` division). p50 and p99 come from a log-linear histogram:
+//! values below 16 ns have a bucket each; above, every power of two is split into 16 buckets,
+//! so a bucket spans at most 1/16 (6.25%) of its lower bound and the reported value, the
+//! bucket's midpoint, is within about 3% of any sample in it.
+
+use kernel::prelude::*;
+
+use crate::uapi;
+
+/// Sub-buckets per power of two.
+const SUB_BITS: u32 = 4;
+const SUB: usize = 1 << SUB_BITS;
+/// Buckets: `SUB` exact ones, then `SUB` for each power of two from `2^SUB_BITS` to `2^63`.
+pub(crate) const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
+
+/// The histogram bucket of `ns`.
+fn bucket(ns: u64) -> usize {
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros();
+    let sub = (ns >> (exp - SUB_BITS)) as usize & (SUB - 1);
+    SUB + (exp - SUB_BITS) as usize * SUB + sub
+}
+
+/// The smallest value and the width of bucket `b`.
+fn bucket_range(b: usize) -> (u64, u64) {
+    if b < SUB {
+        return (b as u64, 1);
+    }
+    let exp = ((b - SUB) / SUB) as u32 + SUB_BITS;
+    let sub = ((b - SUB) % SUB) as u64;
+    let width = 1u64 << (exp - SUB_BITS);
+    ((1u64 << exp) + sub * width, width)
+}
+
+/// A 128-bit unsigned accumulator.
+#[derive(Default, Clone, Copy)]
+struct U128 {
+    hi: u64,
+    lo: u64,
+}
+
+impl U128 {
+    fn add(&mut self, v: u64) {
+        let (lo, carry) = self.lo.overflowing_add(v);
+        self.lo = lo;
+        self.hi = self.hi.wrapping_add(u64::from(carry));
+    }
+
+    /// `self / d`, saturated to `u64::MAX`; long division in 32-bit limbs.
+    fn div(self, d: u32) -> u64 {
+        if d == 0 {
+            return 0;
+        }
+        let d = u64::from(d);
+        let limbs = [
+            self.hi >> 32,
+            self.hi & 0xffff_ffff,
+            self.lo >> 32,
+            self.lo & 0xffff_ffff,
+        ];
+        let mut rem = 0u64;
+        let mut q = [0u64; 4];
+        for (i, limb) in limbs.iter().enumerate() {
+            let cur = (rem << 32) | limb;
+            q[i] = cur / d;
+            rem = cur % d;
+        }
+        if q[0] != 0 || q[1] != 0 {
+            return u64::MAX;
+        }
+        (q[2] << 32) | q[3]
+    }
+}
+
+/// Integer square root (floor).
+fn isqrt(v: u64) -> u64 {
+    if v < 2 {
+        return v;
+    }
+    let mut x = 1u64 << (64 - v.leading_zeros()).div_ceil(2);
+    loop {
+        let y = (x + v / x) / 2;
+        if y >= x {
+            return x;
+        }
+        x = y;
+    }
+}
+
+/// Samples of one side (alloc or free).
+pub(crate) struct Series {
+    n: u32,
+    min: u64,
+    max: u64,
+    sum: u64,
+    sum_sq: U128,
+    hist: KVec<u32>,
+}
+
+impl Series {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            n: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+            sum_sq: U128::default(),
+            hist: KVec::from_elem(0u32, BUCKETS, GFP_KERNEL)?,
+        })
+    }
+
+    pub(crate) fn record(&mut self, ns: u64) {
+        self.n = self.n.saturating_add(1);
+        self.min = self.min.min(ns);
+        self.max = self.max.max(ns);
+        let capped = ns.min(u64::from(u32::MAX));
+        self.sum = self.sum.saturating_add(capped);
+        self.sum_sq.add(capped * capped);
+        if let Some(slot) = self.hist.get_mut(bucket(ns)) {
+            *slot = slot.saturating_add(1);
+        }
+    }
+
+    /// The value at or below which `per_mille`/1000 of the samples lie (bucket midpoint,
+    /// clamped to the observed range).
+    fn percentile(&self, per_mille: u64) -> u64 {
+        let target = (u64::from(self.n) * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0u64;
+        for (b, count) in self.hist.iter().enumerate() {
+            seen += u64::from(*count);
+            if seen >= target {
+                let (low, width) = bucket_range(b);
+                return (low + (width - 1) / 2).clamp(self.min, self.max);
+            }
+        }
+        self.max
+    }
+
+    pub(crate) fn timing(&self) -> uapi::Timing {
+        if self.n == 0 {
+            return uapi::Timing::default();
+        }
+        let mean = self.sum / u64::from(self.n);
+        let mean_sq = self.sum_sq.div(self.n);
+        let variance = mean_sq.saturating_sub(mean.saturating_mul(mean));
+        uapi::Timing {
+            min_ns: self.min,
+            mean_ns: mean,
+            max_ns: self.max,
+            stddev_ns: isqrt(variance),
+            p50_ns: self.percentile(500),
+            p99_ns: self.percentile(990),
+        }
+    }
+}
