@@ -25,9 +25,12 @@ commands:
   kernel [--debug]        build the arm64 test kernel, or the debug kernel (cached)
   module [--kdir DIR]     build kmemlab.ko against the test kernel or DIR
   userspace               build kmemlabd and kmemlabctl (static arm64, and host)
-  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [--extra FILE]... [-- CMD...]
+  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [--extra FILE]...
+     [--debug-kernel] [--overlay DTSO] [-- CMD...]
                           boot the board, press the button N times, run CMD;
-                          --extra packs FILE into the guest as /usr/bin/<its name>
+                          --extra packs FILE into the guest as /usr/bin/<its name>;
+                          --debug-kernel boots the debug kernel; --overlay replaces
+                          dts/qemu-virt.dtso
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, then the VM tests
 
@@ -84,8 +87,8 @@ fn real_main() -> Result<ExitCode> {
             println!("{}\n{}", u.kmemlabd.display(), u.kmemlabctl.display());
         }
         "vm" => {
-            let opts = parse_vm(rest)?;
-            let art = prepare(Flavor::Test)?;
+            let (opts, flavor) = parse_vm(rest)?;
+            let art = prepare(flavor)?;
             let outcome = vm::run_vm(&art, &opts);
             cleanup(&art);
             let outcome = outcome?;
@@ -131,8 +134,9 @@ fn no_args(rest: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_vm(args: &[String]) -> Result<VmOptions> {
+fn parse_vm(args: &[String]) -> Result<(VmOptions, Flavor)> {
     let mut opts = VmOptions::default();
+    let mut flavor = Flavor::Test;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -152,6 +156,14 @@ fn parse_vm(args: &[String]) -> Result<VmOptions> {
                 opts.extra.push(path);
             }
             "--verbose" | "-v" => opts.verbose = true,
+            "--debug-kernel" => flavor = Flavor::Debug,
+            "--overlay" => {
+                let path = PathBuf::from(it.next().context("--overlay needs a .dtso file")?);
+                if !path.is_file() {
+                    bail!("--overlay {}: no such file", path.display());
+                }
+                opts.overlay = path;
+            }
             "--timeout" => {
                 let secs: u64 = it
                     .next()
@@ -169,7 +181,7 @@ fn parse_vm(args: &[String]) -> Result<VmOptions> {
             other => bail!("unknown vm option `{other}`\n{USAGE}"),
         }
     }
-    Ok(opts)
+    Ok((opts, flavor))
 }
 
 /// Set-up and every build the guest needs.

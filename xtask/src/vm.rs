@@ -65,6 +65,8 @@ pub struct VmOptions {
     pub verbose: bool,
     /// Host files packed into the guest as `/usr/bin/<file name>` (test programs).
     pub extra: Vec<PathBuf>,
+    /// The device-tree overlay applied to the board's DTB.
+    pub overlay: PathBuf,
 }
 
 impl Default for VmOptions {
@@ -76,6 +78,7 @@ impl Default for VmOptions {
             cmd_timeout: Duration::from_secs(600),
             verbose: false,
             extra: Vec::new(),
+            overlay: repo_root().join("dts/qemu-virt.dtso"),
         }
     }
 }
@@ -118,7 +121,7 @@ impl VmOutcome {
 }
 
 /// The board's device tree with the overlay from dts/ applied.
-fn device_tree(work: &Path) -> Result<PathBuf> {
+fn device_tree(work: &Path, overlay_src: &Path) -> Result<PathBuf> {
     let base = work.join("virt.dtb");
     run(Command::new(QEMU)
         .args(MACHINE)
@@ -137,7 +140,7 @@ fn device_tree(work: &Path) -> Result<PathBuf> {
     run(Command::new("dtc")
         .args(["-@", "-q", "-I", "dts", "-O", "dtb", "-o"])
         .arg(&overlay)
-        .arg(repo_root().join("dts/qemu-virt.dtso")))?;
+        .arg(overlay_src))?;
     let patched = work.join("virt-kmemlab.dtb");
     run(Command::new("fdtoverlay")
         .arg("-i")
@@ -361,7 +364,7 @@ impl Qmp {
 /// Boots the guest, presses the button, runs the command; returns what came back.
 pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     fs::create_dir_all(&art.work)?;
-    let dtb = device_tree(&art.work)?;
+    let dtb = device_tree(&art.work, &opts.overlay)?;
     let initrd = initramfs(art, opts)?;
     let qmp_path = art.work.join("qmp.sock");
     let _ = fs::remove_file(&qmp_path);
