@@ -157,7 +157,7 @@ pub fn module(tc: &Toolchain, kdir: Option<&Path>, flavor: Flavor) -> Result<Pat
             (k.dir, tag)
         }
     };
-    check_kdir(&kdir)?;
+    let target = check_kdir(&kdir)?;
     let src = repo_root().join("kmod-helper");
     let out = tc.cache.join("module").join(tag);
     fs::create_dir_all(&out)?;
@@ -168,8 +168,7 @@ pub fn module(tc: &Toolchain, kdir: Option<&Path>, flavor: Flavor) -> Result<Pat
         .arg(&kdir)
         .arg(format!("M={}", src.display()))
         .arg(format!("MO={}", out.display()))
-        .arg("ARCH=arm64")
-        .arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
+        .args(target.make_args())
         .arg(format!("-j{}", jobs()))
         .arg("modules");
     run_logged(&mut cmd, &out.join("build.log"))?;
@@ -180,30 +179,100 @@ pub fn module(tc: &Toolchain, kdir: Option<&Path>, flavor: Flavor) -> Result<Pat
     Ok(ko)
 }
 
-/// A kernel build folder must be configured with Rust and hold its build products.
-fn check_kdir(kdir: &Path) -> Result<()> {
+/// How a kernel build folder was built: its architecture and compiler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelTarget {
+    /// `ARCH=` value.
+    pub arch: &'static str,
+    /// Built with clang (`LLVM=1`) rather than GCC.
+    pub llvm: bool,
+    /// `uname -r` of that kernel.
+    pub release: String,
+}
+
+impl KernelTarget {
+    fn make_args(&self) -> Vec<String> {
+        let mut args = vec![format!("ARCH={}", self.arch)];
+        if self.llvm {
+            args.push("LLVM=1".to_owned());
+        } else if self.arch == "arm64" && std::env::consts::ARCH != "aarch64" {
+            args.push(format!("CROSS_COMPILE={CROSS_COMPILE}"));
+        }
+        args
+    }
+}
+
+/// A kernel build folder must be configured with Rust, hold its Rust build products,
+/// and have been built with this machine's rustc. Returns how it was built.
+pub fn check_kdir(kdir: &Path) -> Result<KernelTarget> {
     let config = fs::read_to_string(kdir.join(".config")).with_context(|| {
         format!(
-            "{} has no .config: give the folder the kernel was built in (O=)",
+            "{} has no .config: give the folder the kernel was built in (its O= folder)",
             kdir.display()
         )
     })?;
-    if !config.lines().any(|l| l == "CONFIG_RUST=y") {
+    let value = |key: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    let arch = if value("CONFIG_ARM64").as_deref() == Some("y") {
+        "arm64"
+    } else if value("CONFIG_X86_64").as_deref() == Some("y") {
+        "x86_64"
+    } else {
         bail!(
-            "{} is configured without CONFIG_RUST=y: kmemlab is a Rust module; rebuild the \
-             kernel with Rust support (make rustavailable, then CONFIG_RUST=y)",
+            "{} is neither an arm64 nor an x86_64 kernel build; kmemlab builds for those",
+            kdir.display()
+        );
+    };
+    let llvm = value("CONFIG_CC_IS_CLANG").as_deref() == Some("y");
+    if value("CONFIG_RUST").as_deref() != Some("y") {
+        bail!(
+            "{} is configured without CONFIG_RUST=y: kmemlab is a Rust module. Rebuild that \
+             kernel with Rust support: install rustc, rust-src, bindgen and libclang, check \
+             with `make rustavailable`, then enable CONFIG_RUST (General setup -> Rust support)",
             kdir.display()
         );
     }
-    for needed in ["Module.symvers", "rust/libkernel.rmeta"] {
+    let wanted = value("CONFIG_RUSTC_VERSION_TEXT").unwrap_or_default();
+    let rustc = output(Command::new("rustc").arg("--version"))?;
+    if !wanted.is_empty() && wanted != rustc.trim() {
+        bail!(
+            "{} was built with `{wanted}`, but this machine's rustc is `{}`: Rust modules must \
+             be built with the kernel's own compiler (install that rustc, e.g. with \
+             `rustup toolchain install` and `rustup override set`)",
+            kdir.display(),
+            rustc.trim()
+        );
+    }
+    for (needed, how) in [
+        (
+            "Module.symvers",
+            "run `make modules` in the kernel build folder",
+        ),
+        (
+            "rust/libkernel.rmeta",
+            "run `make modules` (or `make`) with CONFIG_RUST=y",
+        ),
+        (
+            "include/config/kernel.release",
+            "build the kernel (`make`) first",
+        ),
+    ] {
         if !kdir.join(needed).exists() {
-            bail!(
-                "{} lacks {needed}: run `make modules` in the kernel build folder first",
-                kdir.display()
-            );
+            bail!("{} lacks {needed}: {how}", kdir.display());
         }
     }
-    Ok(())
+    let release = fs::read_to_string(kdir.join("include/config/kernel.release"))?
+        .trim()
+        .to_owned();
+    Ok(KernelTarget {
+        arch,
+        llvm,
+        release,
+    })
 }
 
 /// The userspace binaries: static arm64 for the guest (and native for the host).

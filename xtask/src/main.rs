@@ -1,6 +1,7 @@
 //! kmemlab's build and test harness: `cargo xtask <command>`.
 
 mod build;
+mod dist;
 mod initramfs;
 mod setup;
 mod util;
@@ -31,6 +32,7 @@ commands:
                           --extra packs FILE into the guest as /usr/bin/<its name>;
                           --debug-kernel boots the debug kernel; --overlay replaces
                           dts/qemu-virt.dtso
+  dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, then the VM tests
 
@@ -78,6 +80,16 @@ fn real_main() -> Result<ExitCode> {
             let tc = setup::setup()?;
             let ko = build::module(&tc, kdir.as_deref(), Flavor::Test)?;
             println!("{}", ko.display());
+        }
+        "dist" => {
+            let kdir = match rest {
+                [] => None,
+                [flag, dir] if flag == "--kdir" => Some(PathBuf::from(dir)),
+                _ => bail!("usage: cargo xtask dist [--kdir DIR]"),
+            };
+            let tc = setup::setup()?;
+            let pkgs = dist::dist(&tc, kdir.as_deref())?;
+            println!("{}\n{}", pkgs.tarball.display(), pkgs.deb.display());
         }
         "userspace" => {
             no_args(rest)?;
@@ -236,6 +248,20 @@ fn device_tree_tests() -> Result<()> {
     result
 }
 
+/// `cargo xtask dist` builds both packages; the .deb installs with the right modes.
+fn package_tests() -> Result<()> {
+    let tc = setup::setup()?;
+    step("packages: cargo xtask dist, then install the .deb into an arm64 root folder");
+    let pkgs = dist::dist(&tc, None)?;
+    let work = tc
+        .cache
+        .join("run")
+        .join(format!("dist-{}", std::process::id()));
+    let result = dist::install_test(&pkgs, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
 fn test(host_only: bool) -> Result<()> {
     let start = Instant::now();
     step("cargo fmt --check");
@@ -256,6 +282,7 @@ fn test(host_only: bool) -> Result<()> {
         return Ok(());
     }
     device_tree_tests()?;
+    package_tests()?;
     let art = prepare(Flavor::Test)?;
     let result = vmtests::run_all(&art);
     cleanup(&art);
