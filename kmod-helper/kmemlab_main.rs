@@ -46,6 +46,7 @@ use kernel::{
 };
 
 mod bench;
+mod gpio;
 mod mem;
 mod state;
 mod uio;
@@ -72,6 +73,10 @@ const UIO_VERSION: &CStr = c"1";
 const MISC_NAME: &CStr = c"kmemlab";
 /// Device-tree property with the heap size in bytes (u32).
 const HEAP_SIZE_PROP: &CStr = c"yang,heap-size";
+/// Device-tree property with the button's GPIO line (the consumer name is "button").
+const BUTTON_GPIOS_PROP: &CStr = c"button-gpios";
+/// Device-tree property with the button line's debounce time in ms (u32).
+const DEBOUNCE_PROP: &CStr = c"debounce-interval";
 /// Largest heap size accepted from the device tree.
 const HEAP_MAX_SIZE: u64 = 64 << 20;
 
@@ -87,6 +92,8 @@ static_assert!(size_of::<uapi::Stats>() == 40 * uapi::MAX_KINDS + 8 + 8 * 3);
 static_assert!(size_of::<uapi::Timing>() == 8 * 6);
 static_assert!(size_of::<uapi::Bench>() == 4 + 4 + 8 + 4 + 4 + 48 * 2 + 8 * 2);
 static_assert!(size_of::<uapi::Trigger>() == 4 + 4 + 8);
+static_assert!(size_of::<uapi::AllocBatch>() == 8 + 4 * 4 + 8 * 2);
+static_assert!(size_of::<uapi::FreeBatch>() == 8 + 4 * 4 + 8 * 2);
 static_assert!(size_of::<uapi::RingHeader>() == uapi::RING_RECORDS_OFFSET);
 static_assert!(size_of::<uapi::IrqRecord>() == 32);
 static_assert!(
@@ -113,6 +120,8 @@ plain_abi_struct!(
     uapi::Stats,
     uapi::Bench,
     uapi::Trigger,
+    uapi::AllocBatch,
+    uapi::FreeBatch,
     uapi::RingHeader
 );
 
@@ -213,7 +222,7 @@ impl Drop for Unbind {
 ///
 /// Fields drop in declaration order: `/dev/kmemlab` goes first, so no file can be opened on a
 /// half-removed device, then the debugfs file, then [`Unbind`] (allocations, UIO device and its
-/// interrupt), then the heap the UIO device exposed.
+/// interrupt, user mappings of the heap), then the button's GPIO line, then the heap.
 #[pin_data]
 struct KmemlabDriver {
     /// `/dev/kmemlab`. [`KmemlabFile::open`] relies on every registration of this type being
@@ -225,8 +234,11 @@ struct KmemlabDriver {
     pfns: debugfs::File<Arc<Shared>>,
     /// `kmemlab/` in debugfs.
     _debugfs: debugfs::Dir,
-    /// Frees allocations and unregisters the UIO device.
+    /// Frees allocations and unregisters the UIO device (freeing its interrupt).
     _unbind: Unbind,
+    /// The `button-gpios` line, when the button is wired that way; put after its interrupt
+    /// was freed.
+    _button: Option<gpio::Button>,
     /// The DMA-coherent heap (UIO map 0); freed after the UIO device is gone.
     _heap: Coherent<[u8]>,
     /// What open files need of the device.
@@ -235,19 +247,44 @@ struct KmemlabDriver {
     _claim: Claim,
 }
 
+/// Reads the u32 property `name`: `None` when absent. Anything but one 32-bit cell is an error,
+/// logged as one line that names the property (the OF core's own readers would silently take the
+/// first four bytes of a longer value).
+fn read_u32_prop(dev: &kernel::device::Device, name: &CStr) -> Result<Option<u32>> {
+    let Some(node) = dev.fwnode() else {
+        return Ok(None);
+    };
+    if !node.property_present(name) {
+        return Ok(None);
+    }
+    let len = node.property_count_elem::<u8>(name).unwrap_or(0);
+    if len != size_of::<u32>() {
+        dev_err!(
+            dev,
+            "{} is malformed: want one 32-bit cell (4 bytes), found {} bytes\n",
+            name,
+            len
+        );
+        return Err(EINVAL);
+    }
+    node.property_read::<u32>(name)
+        .optional()
+        .map(Some)
+        .ok_or_else(|| {
+            dev_err!(dev, "{} is malformed: cannot read it as a u32\n", name);
+            EINVAL
+        })
+}
+
 /// Reads and checks `yang,heap-size`: absent gives [`uapi::HEAP_DEFAULT_SIZE`].
 fn heap_size(dev: &kernel::device::Device) -> Result<usize> {
-    let size = match dev.fwnode() {
-        Some(node) if node.property_present(HEAP_SIZE_PROP) => {
-            u64::from(node.property_read::<u32>(HEAP_SIZE_PROP).required_by(dev)?)
-        }
-        _ => uapi::HEAP_DEFAULT_SIZE,
-    };
+    let size = read_u32_prop(dev, HEAP_SIZE_PROP)?.map_or(uapi::HEAP_DEFAULT_SIZE, u64::from);
     let page = kernel::page::PAGE_SIZE as u64;
     if size < page || size % page != 0 || size > HEAP_MAX_SIZE {
         dev_err!(
             dev,
-            "yang,heap-size {} is invalid: want a multiple of the page size {} from {} to {}\n",
+            "{} {} is invalid: want a multiple of the page size {} from {} to {}\n",
+            HEAP_SIZE_PROP,
             size,
             page,
             page,
@@ -256,6 +293,65 @@ fn heap_size(dev: &kernel::device::Device) -> Result<usize> {
         return Err(EINVAL);
     }
     Ok(usize::try_from(size)?)
+}
+
+/// How the button is wired, from the device-tree node.
+enum Wiring {
+    /// `interrupts` or `interrupts-extended`.
+    Interrupt,
+    /// `button-gpios`, with `debounce-interval` in ms (0: none).
+    Gpio { debounce_ms: u32 },
+}
+
+/// Reads and checks the button's wiring: exactly one of an interrupt and `button-gpios`, and
+/// `debounce-interval` only with `button-gpios`.
+fn wiring(dev: &kernel::device::Device) -> Result<Wiring> {
+    let present = |name: &CStr| dev.fwnode().is_some_and(|n| n.property_present(name));
+    let irq = present(c"interrupts") || present(c"interrupts-extended");
+    let gpio = present(BUTTON_GPIOS_PROP);
+    let debounce = read_u32_prop(dev, DEBOUNCE_PROP)?;
+    match (irq, gpio) {
+        (true, true) => {
+            dev_err!(
+                dev,
+                "both interrupts and {} are set: the button is wired one way, give one\n",
+                BUTTON_GPIOS_PROP
+            );
+            Err(EINVAL)
+        }
+        (false, false) => {
+            dev_err!(
+                dev,
+                "no button: the node needs interrupts, interrupts-extended or {}\n",
+                BUTTON_GPIOS_PROP
+            );
+            Err(EINVAL)
+        }
+        (true, false) if debounce.is_some() => {
+            dev_err!(
+                dev,
+                "{} needs {}: an interrupt cannot be debounced\n",
+                DEBOUNCE_PROP,
+                BUTTON_GPIOS_PROP
+            );
+            Err(EINVAL)
+        }
+        (true, false) => Ok(Wiring::Interrupt),
+        (false, true) => {
+            let debounce_ms = debounce.unwrap_or(0);
+            if debounce_ms > gpio::DEBOUNCE_MAX_MS {
+                dev_err!(
+                    dev,
+                    "{} {} ms is invalid: want at most {} ms\n",
+                    DEBOUNCE_PROP,
+                    debounce_ms,
+                    gpio::DEBOUNCE_MAX_MS
+                );
+                return Err(EINVAL);
+            }
+            Ok(Wiring::Gpio { debounce_ms })
+        }
+    }
 }
 
 impl platform::Driver for KmemlabDriver {
@@ -271,26 +367,37 @@ impl platform::Driver for KmemlabDriver {
             let bound: &platform::Device<Bound> = pdev;
             let dev = pdev.as_ref();
 
+            // The properties first: a bad node fails with one line, before anything is taken.
+            let size = heap_size(dev)?;
+            let wiring = wiring(dev)?;
+
             let claim = Claim::new().ok_or_else(|| {
                 dev_err!(dev, "only one yang,mydevice device is supported\n");
                 EBUSY
             })?;
 
-            let irq = match bound.irq_by_index(0) {
-                Ok(request) => request.irq(),
-                Err(e) => {
-                    if e != EPROBE_DEFER {
-                        dev_err!(
-                            dev,
-                            "no interrupt in the device-tree node: error {}\n",
-                            e.to_errno()
-                        );
+            let (irq, irq_flags, button) = match wiring {
+                Wiring::Interrupt => match bound.optional_irq_by_index(0) {
+                    // The trigger type is the one the interrupt specifier gave.
+                    Ok(request) => (request.irq(), 0, None),
+                    Err(e) => {
+                        if e != EPROBE_DEFER {
+                            dev_err!(
+                                dev,
+                                "cannot get the interrupt of interrupts/interrupts-extended: \
+                                 error {}\n",
+                                e.to_errno()
+                            );
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
+                },
+                Wiring::Gpio { debounce_ms } => {
+                    let button = gpio::Button::get(bound.as_ref(), debounce_ms)?;
+                    (button.irq, button.irq_flags, Some(button))
                 }
             };
 
-            let size = heap_size(dev)?;
             let heap = Coherent::<u8>::zeroed_slice(bound.as_ref(), size, GFP_KERNEL).inspect_err(
                 |e| {
                     dev_err!(
@@ -323,7 +430,14 @@ impl platform::Driver for KmemlabDriver {
             // SAFETY: `heap` was allocated against this device with `dma_alloc_coherent()`; it is
             // dropped after `_unbind`, which drops the registration, and only the glue writes it.
             let uio = unsafe {
-                uio::Registration::register(bound.as_ref(), irq, UIO_NAME, UIO_VERSION, &heap_desc)
+                uio::Registration::register(
+                    bound.as_ref(),
+                    irq,
+                    irq_flags,
+                    UIO_NAME,
+                    UIO_VERSION,
+                    &heap_desc,
+                )
             }
             .inspect_err(|e| {
                 dev_err!(
@@ -336,6 +450,7 @@ impl platform::Driver for KmemlabDriver {
 
             let state = Shared::new(pdev.into(), irq, size as u64, uio)?;
             let dir = debugfs::Dir::new(c"kmemlab");
+            let has_button = button.is_some();
 
             Ok(try_pin_init!(Self {
                 // `shared` is written before `miscdev` is registered, see `KmemlabFile::open`.
@@ -343,6 +458,7 @@ impl platform::Driver for KmemlabDriver {
                 shared: state.clone(),
                 _heap: heap,
                 _unbind: Unbind(state.clone()),
+                _button: button,
                 pfns <- dir.read_callback_file::<Arc<Shared>, core::convert::Infallible, _>(
                     c"pfns",
                     state,
@@ -354,8 +470,9 @@ impl platform::Driver for KmemlabDriver {
             .pin_chain(move |_| {
                 dev_info!(
                     dev,
-                    "probed: irq {}, heap {} bytes, UIO device \"{}\", /dev/{}\n",
+                    "probed: irq {}{}, heap {} bytes, UIO device \"{}\", /dev/{}\n",
                     irq,
+                    if has_button { " (button-gpios)" } else { "" },
                     size,
                     UIO_NAME,
                     MISC_NAME
@@ -422,6 +539,10 @@ impl MiscDevice for KmemlabFile {
             uapi::NR_STATS => me.cmd_stats(user_arg(cmd, arg, uapi::IOCTL_STATS)?.writer()),
             uapi::NR_BENCH => me.cmd_bench(user_arg(cmd, arg, uapi::IOCTL_BENCH)?),
             uapi::NR_TRIGGER => me.cmd_trigger(user_arg(cmd, arg, uapi::IOCTL_TRIGGER)?),
+            uapi::NR_ALLOC_BATCH => {
+                me.cmd_alloc_batch(user_arg(cmd, arg, uapi::IOCTL_ALLOC_BATCH)?)
+            }
+            uapi::NR_FREE_BATCH => me.cmd_free_batch(user_arg(cmd, arg, uapi::IOCTL_FREE_BATCH)?),
             _ => Err(ENOTTY),
         }
     }
@@ -458,46 +579,106 @@ impl KmemlabFile {
     /// ALLOC: allocates as asked and reports where the memory is.
     fn cmd_alloc(&self, arg: UserSlice) -> Result<isize> {
         let (mut reader, mut writer) = arg.reader_writer();
-        let req: uapi::Alloc = read_in(&mut reader)?;
-        let input_only = uapi::Alloc {
-            kind: req.kind,
-            flags: req.flags,
-            size: req.size,
-            ..Default::default()
-        };
-        if req != input_only {
-            return Err(EINVAL);
+        let mut entry: uapi::Alloc = read_in(&mut reader)?;
+        let mut slot = [state::Slot::EMPTY];
+        let out = self
+            .shared
+            .alloc(self.owner(), core::slice::from_mut(&mut entry), &mut slot);
+        if let Some(err) = out.error {
+            return Err(err);
         }
-        let owner = if req.flags & uapi::FLAG_PERSIST != 0 {
-            Owner::Device
-        } else {
-            self.owner()
-        };
-        let done = self.shared.alloc(owner, &req)?;
-        let mut report = done.report;
+        let handle = entry.handle;
+        self.finish_report(&mut entry);
+        if let Err(err) = writer.write(&entry) {
+            // The caller cannot learn the handle: undo the allocation.
+            self.undo([handle]);
+            return Err(err);
+        }
+        Ok(0)
+    }
+
+    /// ALLOC_BATCH: ALLOC for each entry of an array, in one call; see `uapi::AllocBatch`.
+    fn cmd_alloc_batch(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::AllocBatch = read_in(&mut reader)?;
+        let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
+        let (mut entries, mut slots) = batch_buffers::<uapi::Alloc>(count)?;
+        let (mut array_in, mut array_out) = batch_array::<uapi::Alloc>(req.entries, count)?;
+        array_in.read_slice(entries.as_bytes_mut())?;
+
+        let out = self.shared.alloc(self.owner(), &mut entries, &mut slots);
+        let done = &mut entries[..out.done];
+        for e in done.iter_mut() {
+            self.finish_report(e);
+        }
+        req.done = out.done as u32;
+        req.error = out.error.map_or(0, |e| -e.to_errno());
+        let written = array_out
+            .write_slice(done.as_bytes())
+            .and_then(|()| writer.write(&req));
+        if let Err(err) = written {
+            // The caller cannot learn the handles (which hiding leaves in place): undo the
+            // allocations.
+            self.undo(done.iter().map(|e| e.handle));
+            return Err(err);
+        }
+        Ok(0)
+    }
+
+    /// Adds the ownership bits to a fresh allocation report and hides its addresses from an
+    /// opener without CAP_SYSLOG.
+    fn finish_report(&self, report: &mut uapi::Alloc) {
         report.result |= uapi::RESULT_OWN;
-        if owner == Owner::Device {
+        if report.flags & uapi::FLAG_PERSIST != 0 {
             report.result |= uapi::RESULT_PERSIST;
         }
         if self.hidden {
-            state::hide(&mut report);
+            state::hide(report);
         }
-        if let Err(e) = writer.write(&report) {
-            // The caller cannot learn the handle: undo the allocation.
-            let _ = self.shared.free(owner, done.handle);
-            return Err(e);
+    }
+
+    /// Frees allocations this file just made and could not report.
+    fn undo(&self, handles: impl IntoIterator<Item = u64>) {
+        for handle in handles {
+            let mut entry = uapi::Free {
+                handle,
+                ..Default::default()
+            };
+            let mut slot = [state::Slot::EMPTY];
+            let _ = self
+                .shared
+                .free(self.owner(), core::slice::from_mut(&mut entry), &mut slot);
         }
-        Ok(0)
     }
 
     /// FREE: frees a handle this file may see.
     fn cmd_free(&self, arg: UserSlice) -> Result<isize> {
         let (mut reader, mut writer) = arg.reader_writer();
-        let mut req: uapi::Free = read_in(&mut reader)?;
-        if req.free_ns != 0 || req.reserved != [0; 2] {
-            return Err(EINVAL);
+        let mut entry: uapi::Free = read_in(&mut reader)?;
+        let mut slot = [state::Slot::EMPTY];
+        let out = self
+            .shared
+            .free(self.owner(), core::slice::from_mut(&mut entry), &mut slot);
+        if let Some(err) = out.error {
+            return Err(err);
         }
-        req.free_ns = self.shared.free(self.owner(), req.handle)?;
+        writer.write(&entry)?;
+        Ok(0)
+    }
+
+    /// FREE_BATCH: FREE for each entry of an array, in one call; see `uapi::FreeBatch`.
+    fn cmd_free_batch(&self, arg: UserSlice) -> Result<isize> {
+        let (mut reader, mut writer) = arg.reader_writer();
+        let mut req: uapi::FreeBatch = read_in(&mut reader)?;
+        let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
+        let (mut entries, mut slots) = batch_buffers::<uapi::Free>(count)?;
+        let (mut array_in, mut array_out) = batch_array::<uapi::Free>(req.entries, count)?;
+        array_in.read_slice(entries.as_bytes_mut())?;
+
+        let out = self.shared.free(self.owner(), &mut entries, &mut slots);
+        req.done = out.done as u32;
+        req.error = out.error.map_or(0, |e| -e.to_errno());
+        array_out.write_slice(entries[..out.done].as_bytes())?;
         writer.write(&req)?;
         Ok(0)
     }
@@ -585,6 +766,38 @@ fn user_arg(cmd: u32, arg: usize, expected: u32) -> Result<UserSlice> {
         return Err(EINVAL);
     }
     Ok(UserSlice::new(UserPtr::from_addr(arg), uapi::ioc_size(cmd)))
+}
+
+/// Checks a batch header's input (`count` from 1 to `BATCH_MAX`, the out, padding and reserved
+/// fields zero) and returns `count`.
+fn batch_count(count: u32, done: u32, error: i32, pad: u32, reserved: [u64; 2]) -> Result<usize> {
+    if count == 0 || count > uapi::BATCH_MAX || done != 0 || error != 0 || pad != 0 {
+        return Err(EINVAL);
+    }
+    if reserved != [0; 2] {
+        return Err(EINVAL);
+    }
+    Ok(count as usize)
+}
+
+/// A batch's kernel copy of its entries and its scratch space, allocated once per call.
+fn batch_buffers<T: Default + Clone>(count: usize) -> Result<(KVVec<T>, KVVec<state::Slot>)> {
+    let entries = KVVec::from_elem(T::default(), count, GFP_KERNEL)?;
+    let mut slots = KVVec::with_capacity(count, GFP_KERNEL)?;
+    for _ in 0..count {
+        // Cannot fail: there is room for `count` entries.
+        let _ = slots.push_within_capacity(state::Slot::EMPTY);
+    }
+    Ok((entries, slots))
+}
+
+/// The user array of a batch: `count` entries of `T` at `addr`.
+fn batch_array<T>(addr: u64, count: usize) -> Result<(UserSliceReader, UserSliceWriter)> {
+    let array = UserSlice::new(
+        UserPtr::from_addr(usize::try_from(addr)?),
+        count * size_of::<T>(),
+    );
+    Ok(array.reader_writer())
 }
 
 /// Reads an ioctl's input struct.

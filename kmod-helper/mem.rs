@@ -383,10 +383,17 @@ impl Mem {
         matches!(self, Mem::Dma { .. })
     }
 
-    /// Whether the memory is vmalloc-backed (vmalloc, and kvmalloc when it fell back).
+    /// Whether the memory is in vmalloc space: vmalloc, kvmalloc when it fell back, and
+    /// dma_coherent when remapped for a non-coherent device. kmalloc and pages never are.
     fn is_vmalloc(&self) -> bool {
-        // SAFETY: `is_vmalloc_addr()` only compares the address with the vmalloc range.
-        unsafe { bindings::is_vmalloc_addr(self.vaddr()) }
+        match self {
+            Mem::Kmalloc(_) | Mem::Pages { .. } => false,
+            Mem::Vmalloc(_) => true,
+            // SAFETY: `is_vmalloc_addr()` only compares the address with the vmalloc range.
+            Mem::Kvmalloc(_) | Mem::Dma { .. } => unsafe {
+                bindings::is_vmalloc_addr(self.vaddr())
+            },
+        }
     }
 
     /// Bytes usable from `vaddr()` on, for a request of `size` bytes.
@@ -444,8 +451,23 @@ impl Mem {
 
     /// Where the allocation is: physical address of the first byte, usable size, pages and
     /// physically contiguous runs. Walks the page tables; not timed.
+    ///
+    /// A linear-map object within one page (most kmalloc objects) needs no walk: one page, one
+    /// run, at `virt_to_phys()`. Everything else is walked page by page.
     pub(crate) fn layout(&self, size: usize) -> Layout {
         let usable = self.usable_size(size) as u64;
+        let vaddr = self.vaddr();
+        let offset = vaddr as u64 & (PAGE_SIZE as u64 - 1);
+        if offset + usable <= PAGE_SIZE as u64 && !self.is_vmalloc() {
+            // SAFETY: `vaddr` is a live linear-map allocation.
+            let pfn = unsafe { kmemlab_virt_to_pfn(vaddr) } as u64;
+            return Layout {
+                phys: pfn * PAGE_SIZE as u64 + offset,
+                usable_size: usable,
+                pages: 1,
+                phys_segments: 1,
+            };
+        }
         let mut pages = 0u32;
         let mut segments = 0u32;
         let mut first_pfn = 0u64;

@@ -18,7 +18,21 @@
 //! can run once unbind has begun. After unbind, ALLOC, BENCH and TRIGGER give `ENODEV`.
 //!
 //! Lock order: DMA gate, then `inner`. No spinlock is held across an allocation; the allocator
-//! call itself runs outside `inner` (limits are reserved before it, the result inserted after).
+//! calls run outside `inner` (limits are reserved before them, the results inserted after).
+//!
+//! # Batches and the cost per allocation
+//!
+//! ALLOC and FREE are batches of one: [`Shared::alloc`] and [`Shared::free`] take a slice of
+//! requests, so a batch of 256 takes `inner` twice (reserve, insert) for ALLOC and once for
+//! FREE, like a single request does, and allocates no memory of its own per request: tree
+//! nodes of freed allocations are kept in a spare list and reused, and the counters are added
+//! once per batch.
+//!
+//! # Counters
+//!
+//! The per-kind counters of STATS are module-global ([`COUNTERS`]): they count since the module
+//! was loaded, across unbinds and rebinds. Live counts drop when an allocation is freed, by FREE,
+//! by a file's release or by unbind, whichever binding it was made under.
 
 use core::fmt;
 use kernel::{
@@ -40,6 +54,7 @@ use kernel::{
         },
         Arc,
         Mutex, //
+        MutexGuard,
     }, //
 };
 
@@ -57,6 +72,87 @@ use crate::uio;
 /// The next allocation handle: module-wide, so handles are never reused while the module is
 /// loaded, not even across an unbind and a new bind.
 static NEXT_HANDLE: Atomic<u64> = Atomic::new(1);
+
+/// Counters of one kind since the module was loaded; STATS reads them as `uapi::KindStats`.
+struct KindCounters {
+    live_count: Atomic<u64>,
+    live_bytes: Atomic<u64>,
+    allocs: Atomic<u64>,
+    frees: Atomic<u64>,
+    failures: Atomic<u64>,
+}
+
+impl KindCounters {
+    const fn new() -> Self {
+        Self {
+            live_count: Atomic::new(0),
+            live_bytes: Atomic::new(0),
+            allocs: Atomic::new(0),
+            frees: Atomic::new(0),
+            failures: Atomic::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> uapi::KindStats {
+        uapi::KindStats {
+            live_count: self.live_count.load(Relaxed),
+            live_bytes: self.live_bytes.load(Relaxed),
+            allocs: self.allocs.load(Relaxed),
+            frees: self.frees.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+        }
+    }
+}
+
+/// STATS counters per kind, module-global so that they count since load (see the module
+/// documentation).
+static COUNTERS: [KindCounters; uapi::MAX_KINDS] = [const { KindCounters::new() }; uapi::MAX_KINDS];
+
+/// UIO events counted by UIO devices that have been unregistered since load.
+static PAST_EVENTS: Atomic<u64> = Atomic::new(0);
+
+/// Counts a refused or failed allocation.
+fn count_failure(kind: Kind) {
+    COUNTERS[kind.index()].failures.add(1u64, Relaxed);
+}
+
+/// Allocations or frees of a batch, per kind, added to [`COUNTERS`] at once.
+#[derive(Default)]
+struct Tally([(u64, u64); uapi::MAX_KINDS]);
+
+impl Tally {
+    fn add(&mut self, kind: Kind, bytes: u64) {
+        let t = &mut self.0[kind.index()];
+        t.0 += 1;
+        t.1 += bytes;
+    }
+
+    fn count_allocs(&self) {
+        for (c, &(n, bytes)) in COUNTERS.iter().zip(self.0.iter()) {
+            if n != 0 {
+                c.allocs.add(n, Relaxed);
+                c.live_count.add(n, Relaxed);
+                c.live_bytes.add(bytes, Relaxed);
+            }
+        }
+    }
+
+    fn count_frees(&self) {
+        for (c, &(n, bytes)) in COUNTERS.iter().zip(self.0.iter()) {
+            if n != 0 {
+                c.frees.add(n, Relaxed);
+                c.live_count.fetch_sub(n, Relaxed);
+                c.live_bytes.fetch_sub(bytes, Relaxed);
+            }
+        }
+    }
+}
+
+/// Tree nodes kept for reuse, at most: two full batches.
+const SPARE_NODES: usize = 2 * uapi::BATCH_MAX as usize;
+
+/// A tree node without key and value.
+type Node = RBTreeNodeReservation<u64, Allocation>;
 
 /// Who owns an allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -104,14 +200,14 @@ impl Limits {
 struct Allocation {
     owner: Owner,
     kind: Kind,
-    mem: Mem,
+    /// `Some` while the allocation is in the tree; taken out to be freed outside the lock.
+    mem: Option<Mem>,
     /// The report ALLOC returned, before hiding addresses and adding ownership bits.
     report: uapi::Alloc,
 }
 
-/// Counters under `Shared::inner`.
+/// Counters under `Shared::inner`: what counts against the limits.
 struct Counters {
-    stats: [uapi::KindStats; uapi::MAX_KINDS],
     /// Bytes and allocations counted against the limits: live ones, and reservations of
     /// allocations in progress.
     outstanding_bytes: u64,
@@ -119,17 +215,7 @@ struct Counters {
 }
 
 impl Counters {
-    /// Removes the accounting of a live allocation that is being freed.
-    fn account_free(&mut self, a: &Allocation) {
-        let s = &mut self.stats[a.kind.index()];
-        s.frees += 1;
-        s.live_count -= 1;
-        s.live_bytes -= a.report.size;
-        self.outstanding_bytes -= a.report.size;
-        self.outstanding_count -= 1;
-    }
-
-    /// Returns a reservation that did not become a live allocation.
+    /// Returns a reservation, or the accounting of a live allocation that was freed.
     fn unreserve(&mut self, size: u64) {
         self.outstanding_bytes -= size;
         self.outstanding_count -= 1;
@@ -142,23 +228,127 @@ struct Inner {
     bound: bool,
     allocs: RBTree<u64, Allocation>,
     counters: Counters,
+    /// Nodes of freed allocations, for reuse; capacity [`SPARE_NODES`], allocated up front.
+    spare: KVec<Node>,
 }
 
 impl Inner {
     /// Frees every allocation for which `pred` holds.
     fn free_where(&mut self, pred: impl Fn(&Allocation) -> bool) {
+        let mut tally = Tally::default();
         let mut cursor = self.allocs.cursor_front_mut();
         while let Some(cur) = cursor {
             let (_, a) = cur.current();
             if pred(a) {
                 let (next, node) = cur.remove_current();
                 let (_, a) = node.to_key_value();
-                self.counters.account_free(&a);
+                self.counters.unreserve(a.report.size);
+                tally.add(a.kind, a.report.size);
                 drop(a);
                 cursor = next;
             } else {
                 cursor = cur.move_next();
             }
+        }
+        tally.count_frees();
+    }
+
+    /// A node for a new allocation: a spare one, or a new one.
+    fn node(&mut self) -> Result<Node> {
+        match self.spare.pop() {
+            Some(node) => Ok(node),
+            None => RBTreeNodeReservation::new(GFP_KERNEL),
+        }
+    }
+
+    /// Takes allocation `handle` out of the tree if `owner` may see it and keeps its node for
+    /// reuse; returns its kind, size and memory, to be freed after the lock is dropped. Returns
+    /// `None`, leaving it in place, for a dma_coherent one when the caller does not hold the
+    /// DMA gate (`gated`), which must be held across its free.
+    fn take(&mut self, owner: Owner, handle: u64, gated: bool) -> Result<Option<(Kind, u64, Mem)>> {
+        let mut entry = self.allocs.find_mut(&handle).ok_or(ENOENT)?;
+        let a = entry.get_mut();
+        if a.owner != owner && a.owner != Owner::Device {
+            return Err(ENOENT);
+        }
+        if a.kind == Kind::DmaCoherent && !gated {
+            return Ok(None);
+        }
+        let (kind, size) = (a.kind, a.report.size);
+        let mem = a.mem.take().ok_or(ENOENT)?;
+        let node = entry.remove_node().into_reservation();
+        // A full spare list drops the node (`kfree()` under a mutex is fine).
+        let _ = self.spare.push_within_capacity(node);
+        self.counters.unreserve(size);
+        Ok(Some((kind, size, mem)))
+    }
+}
+
+/// An ALLOC request that passed the checks.
+#[derive(Clone, Copy)]
+struct Request {
+    kind: Kind,
+    gfp: bindings::gfp_t,
+    size: usize,
+}
+
+impl Request {
+    /// Checks an ALLOC entry: only `kind`, `flags` and `size` may be set (`EINVAL`), the kind
+    /// and flags must be valid (`EINVAL`), the size from 1 to the kind's limit (`EINVAL`,
+    /// `E2BIG`, which counts as a failure).
+    fn check(req: &uapi::Alloc, limits: &Limits) -> Result<Self> {
+        let input_only = uapi::Alloc {
+            kind: req.kind,
+            flags: req.flags,
+            size: req.size,
+            ..Default::default()
+        };
+        if *req != input_only {
+            return Err(EINVAL);
+        }
+        let kind = Kind::from_abi(req.kind)?;
+        let gfp = gfp_for(kind, req.flags, true)?;
+        if req.size == 0 {
+            return Err(EINVAL);
+        }
+        if req.size > limits.max_size[kind.index()] {
+            count_failure(kind);
+            return Err(E2BIG);
+        }
+        Ok(Self {
+            kind,
+            gfp,
+            size: usize::try_from(req.size)?,
+        })
+    }
+}
+
+/// Scratch space for one entry of a batch: its checked request and, between the allocator
+/// call and the tree (or the tree and the free), its memory.
+pub(crate) struct Slot {
+    req: Option<Request>,
+    mem: Option<Mem>,
+}
+
+impl Slot {
+    pub(crate) const EMPTY: Slot = Slot {
+        req: None,
+        mem: None,
+    };
+}
+
+/// How far a batch got: the first `done` entries succeeded; `error` is that of entry `done`.
+pub(crate) struct Outcome {
+    pub(crate) done: usize,
+    pub(crate) error: Option<Error>,
+}
+
+impl Outcome {
+    /// Stops the batch at entry `at` with `error`, if it has not stopped earlier.
+    fn stop(&mut self, at: usize, error: Error) {
+        if at < self.done {
+            self.done = at;
+            self.error = Some(error);
         }
     }
 }
@@ -166,8 +356,6 @@ impl Inner {
 /// The UIO device, until unbind.
 struct UioState {
     reg: Option<uio::Registration>,
-    /// The event count when the device was unregistered.
-    last_events: u64,
 }
 
 /// State that open files share with the bound device; see the module documentation.
@@ -188,12 +376,6 @@ pub(crate) struct Shared {
     uio: Mutex<UioState>,
 }
 
-/// Result of an ALLOC.
-pub(crate) struct Allocated {
-    pub(crate) handle: u64,
-    pub(crate) report: uapi::Alloc,
-}
-
 impl Shared {
     pub(crate) fn new(
         pdev: ARef<platform::Device>,
@@ -211,15 +393,12 @@ impl Shared {
                     bound: true,
                     allocs: RBTree::new(),
                     counters: Counters {
-                        stats: [uapi::KindStats::default(); uapi::MAX_KINDS],
                         outstanding_bytes: 0,
                         outstanding_count: 0,
                     },
+                    spare: KVec::with_capacity(SPARE_NODES, GFP_KERNEL)?,
                 }),
-                uio <- new_mutex!(UioState {
-                    reg: Some(reg),
-                    last_events: 0,
-                }),
+                uio <- new_mutex!(UioState { reg: Some(reg) }),
             }),
             GFP_KERNEL,
         )
@@ -229,78 +408,180 @@ impl Shared {
         self.pdev.as_ref()
     }
 
-    /// Counts a refused or failed allocation.
-    fn count_failure(&self, kind: Kind) {
-        self.inner.lock().counters.stats[kind.index()].failures += 1;
-    }
-
-    /// ALLOC: allocates for `owner`; see `uapi::Alloc`.
-    pub(crate) fn alloc(&self, owner: Owner, req: &uapi::Alloc) -> Result<Allocated> {
-        let kind = Kind::from_abi(req.kind)?;
-        let gfp = gfp_for(kind, req.flags, true)?;
-        if req.size == 0 {
-            return Err(EINVAL);
-        }
+    /// ALLOC and ALLOC_BATCH: allocates `entries` in order, stopping at the first that fails,
+    /// and writes each allocated entry's report (without the `RESULT_OWN`/`RESULT_PERSIST` bits
+    /// and unhidden) into it. `FLAG_PERSIST` entries belong to the device, the others to `file`.
+    /// `slots` is scratch space, one [`Slot::EMPTY`] per entry.
+    pub(crate) fn alloc(
+        &self,
+        file: Owner,
+        entries: &mut [uapi::Alloc],
+        slots: &mut [Slot],
+    ) -> Outcome {
         let limits = Limits::get();
-        if req.size > limits.max_size[kind.index()] {
-            self.count_failure(kind);
-            return Err(E2BIG);
-        }
-        let size = usize::try_from(req.size)?;
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut out = Outcome {
+            done: entries.len().min(slots.len()),
+            error: None,
+        };
 
-        let gate = if kind == Kind::DmaCoherent {
+        // Check every entry first, so that the batch reserves only what it may allocate.
+        let mut dma = false;
+        for (i, (e, slot)) in entries
+            .iter()
+            .zip(slots.iter_mut())
+            .enumerate()
+            .take(out.done)
+        {
+            match Request::check(e, &limits) {
+                Ok(r) => {
+                    dma |= r.kind == Kind::DmaCoherent;
+                    slot.req = Some(r);
+                }
+                Err(err) => {
+                    out.stop(i, err);
+                    break;
+                }
+            }
+        }
+        if out.done == 0 {
+            return out;
+        }
+
+        let gate = if dma {
             let gate = self.dma_gate.lock();
             if !*gate {
-                return Err(ENODEV);
+                out.stop(0, ENODEV);
+                return out;
             }
             Some(gate)
         } else {
             None
         };
 
-        // Reserve against the limits.
+        // Reserve against the limits, for the whole batch at once.
         {
             let mut inner = self.inner.lock();
             if !inner.bound {
-                return Err(ENODEV);
+                out.stop(0, ENODEV);
+                return out;
             }
             let c = &mut inner.counters;
-            if c.outstanding_count >= limits.max_outstanding_count
-                || c.outstanding_bytes.saturating_add(req.size) > limits.max_outstanding_bytes
-            {
-                c.stats[kind.index()].failures += 1;
-                return Err(ENOSPC);
+            for (i, (e, slot)) in entries.iter().zip(slots.iter()).enumerate().take(out.done) {
+                if c.outstanding_count >= limits.max_outstanding_count
+                    || c.outstanding_bytes.saturating_add(e.size) > limits.max_outstanding_bytes
+                {
+                    if let Some(r) = &slot.req {
+                        count_failure(r.kind);
+                    }
+                    out.stop(i, ENOSPC);
+                    break;
+                }
+                c.outstanding_count += 1;
+                c.outstanding_bytes += e.size;
             }
-            c.outstanding_count += 1;
-            c.outstanding_bytes += req.size;
+        }
+        let reserved = out.done;
+
+        // The allocator calls, without a lock.
+        for (i, (e, slot)) in entries
+            .iter_mut()
+            .zip(slots.iter_mut())
+            .enumerate()
+            .take(reserved)
+        {
+            if let Err(err) = self.alloc_one(e, slot) {
+                out.stop(i, err);
+                break;
+            }
         }
 
-        // SAFETY: For dma_coherent, the DMA gate is held and says the device is bound; it stays
-        // held until the allocation is in the tree, from where unbind frees it under the gate.
-        let allocated = unsafe { Mem::alloc(kind, size, gfp, self.dev()) };
-        let (mem, alloc_ns) = match allocated {
-            Ok(m) => m,
-            Err(e) => {
-                let mut inner = self.inner.lock();
-                inner.counters.unreserve(req.size);
-                inner.counters.stats[kind.index()].failures += 1;
-                return Err(e);
+        // Insert what was allocated, return the rest of the reservation.
+        let mut tally = Tally::default();
+        let mut inner = self.inner.lock();
+        let first = NEXT_HANDLE.fetch_add(out.done as u64, Relaxed);
+        for (i, (e, slot)) in entries
+            .iter_mut()
+            .zip(slots.iter_mut())
+            .enumerate()
+            .take(out.done)
+        {
+            let owner = if e.flags & uapi::FLAG_PERSIST != 0 {
+                Owner::Device
+            } else {
+                file
+            };
+            if owner == Owner::Device && !inner.bound {
+                // Unbound while allocating: nobody would free a device-owned allocation.
+                out.stop(i, ENODEV);
+                break;
             }
-        };
-        let layout = mem.layout(size);
+            let node = match inner.node() {
+                Ok(node) => node,
+                Err(err) => {
+                    out.stop(i, err);
+                    break;
+                }
+            };
+            // `alloc_one` succeeded for every entry below `out.done`: the slot is full.
+            let (Some(mem), Some(r)) = (slot.mem.take(), slot.req) else {
+                out.stop(i, EINVAL);
+                break;
+            };
+            let kind = r.kind;
+            e.handle = first + i as u64;
+            tally.add(kind, e.size);
+            inner.allocs.insert(node.into_node(
+                e.handle,
+                Allocation {
+                    owner,
+                    kind,
+                    mem: Some(mem),
+                    report: *e,
+                },
+            ));
+        }
+        for (e, slot) in entries
+            .iter()
+            .zip(slots.iter())
+            .take(reserved)
+            .skip(out.done)
+        {
+            inner.counters.unreserve(e.size);
+            if let (Some(_), Some(r)) = (&slot.mem, &slot.req) {
+                // Allocated, but not inserted: a failure of its kind.
+                count_failure(r.kind);
+            }
+        }
+        drop(inner);
+        tally.count_allocs();
+        // Free what was allocated but not inserted, under the DMA gate for dma_coherent.
+        for slot in slots.iter_mut().take(reserved).skip(out.done) {
+            drop(slot.mem.take());
+        }
+        drop(gate);
+        out
+    }
 
+    /// Allocates the checked entry `e` and writes its report, handle 0, into it.
+    fn alloc_one(&self, e: &mut uapi::Alloc, slot: &mut Slot) -> Result {
+        let r = slot.req.ok_or(EINVAL)?;
+        // SAFETY: For dma_coherent, the caller holds the DMA gate, which says the device is
+        // bound, until the allocation is in the tree (from where unbind frees it under the gate)
+        // or freed.
+        let (mem, alloc_ns) = unsafe { Mem::alloc(r.kind, r.size, r.gfp, self.dev()) }
+            .inspect_err(|_| count_failure(r.kind))?;
+        let layout = mem.layout(r.size);
         let mut result = 0;
-        if req.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
+        if e.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
             result |= uapi::RESULT_ZEROED;
         }
         if mem.dma().is_some() {
             result |= uapi::RESULT_DMA;
         }
-        let mut report = uapi::Alloc {
-            kind: req.kind,
-            flags: req.flags,
-            size: req.size,
+        *e = uapi::Alloc {
+            kind: e.kind,
+            flags: e.flags,
+            size: e.size,
             vaddr: mem.vaddr() as u64,
             phys: layout.phys,
             dma: mem.dma().unwrap_or(0),
@@ -311,60 +592,66 @@ impl Shared {
             result,
             ..Default::default()
         };
-
-        let mut inner = self.inner.lock();
-        if owner == Owner::Device && !inner.bound {
-            // Unbound while allocating: nobody would free a device-owned allocation.
-            inner.counters.unreserve(req.size);
-            drop(inner);
-            drop(mem);
-            return Err(ENODEV);
-        }
-        let handle = NEXT_HANDLE.fetch_add(1, Relaxed);
-        report.handle = handle;
-        let s = &mut inner.counters.stats[kind.index()];
-        s.allocs += 1;
-        s.live_count += 1;
-        s.live_bytes += req.size;
-        inner.allocs.insert(node.into_node(
-            handle,
-            Allocation {
-                owner,
-                kind,
-                mem,
-                report,
-            },
-        ));
-        drop(inner);
-        drop(gate);
-        Ok(Allocated { handle, report })
+        slot.mem = Some(mem);
+        Ok(())
     }
 
-    /// FREE: frees `handle` if `owner` may see it; returns the free call's time in ns.
-    pub(crate) fn free(&self, owner: Owner, handle: u64) -> Result<u64> {
-        let visible = |a: &Allocation| a.owner == owner || a.owner == Owner::Device;
-        let kind = {
-            let inner = self.inner.lock();
-            match inner.allocs.get(&handle) {
-                Some(a) if visible(a) => a.kind,
-                _ => return Err(ENOENT),
-            }
+    /// FREE and FREE_BATCH: frees the handles of `entries` that `owner` may see, in order,
+    /// stopping at the first that fails (`EINVAL` for an entry with a nonzero out or reserved
+    /// field, `ENOENT` for an unknown handle), and writes each freed entry's `free_ns`.
+    /// `slots` is scratch space, one [`Slot::EMPTY`] per entry.
+    pub(crate) fn free(
+        &self,
+        owner: Owner,
+        entries: &mut [uapi::Free],
+        slots: &mut [Slot],
+    ) -> Outcome {
+        let mut out = Outcome {
+            done: entries.len().min(slots.len()),
+            error: None,
         };
-        // The gate first (lock order); then look the handle up again, it may be gone.
-        let gate = (kind == Kind::DmaCoherent).then(|| self.dma_gate.lock());
-        let a = {
-            let mut inner = self.inner.lock();
-            match inner.allocs.get(&handle) {
-                Some(a) if visible(a) => {}
-                _ => return Err(ENOENT),
+        for (i, e) in entries.iter().enumerate().take(out.done) {
+            if e.free_ns != 0 || e.reserved != [0; 2] {
+                out.stop(i, EINVAL);
+                break;
             }
-            let a = inner.allocs.remove(&handle).ok_or(ENOENT)?;
-            inner.counters.account_free(&a);
-            a
-        };
-        let ns = a.mem.free();
+        }
+
+        let mut tally = Tally::default();
+        let mut gate: Option<MutexGuard<'_, bool>> = None;
+        let mut i = 0;
+        let mut inner = self.inner.lock();
+        while i < out.done {
+            match inner.take(owner, entries[i].handle, gate.is_some()) {
+                Ok(Some((kind, size, mem))) => {
+                    tally.add(kind, size);
+                    slots[i].mem = Some(mem);
+                }
+                Ok(None) => {
+                    // dma_coherent: the gate comes before `inner`; take both again, then look
+                    // again (the handle may be gone by then).
+                    drop(inner);
+                    gate = Some(self.dma_gate.lock());
+                    inner = self.inner.lock();
+                    continue;
+                }
+                Err(err) => {
+                    out.stop(i, err);
+                    break;
+                }
+            }
+            i += 1;
+        }
+        drop(inner);
+
+        for (e, slot) in entries.iter_mut().zip(slots.iter_mut()).take(out.done) {
+            if let Some(mem) = slot.mem.take() {
+                e.free_ns = mem.free();
+            }
+        }
         drop(gate);
-        Ok(ns)
+        tally.count_frees();
+        out
     }
 
     /// Frees everything file `id` owns (its release).
@@ -386,14 +673,16 @@ impl Shared {
 
         let mut uio = self.uio.lock();
         if let Some(reg) = uio.reg.take() {
-            uio.last_events = u64::from(reg.event_count());
+            let irqs = reg.irq_count();
+            // Also revokes the user mappings of the heap, which the driver frees next.
+            let events = u64::from(reg.unregister());
+            PAST_EVENTS.add(events, Relaxed);
             dev_info!(
                 self.dev(),
                 "removed: {} interrupts, {} UIO events\n",
-                reg.irq_count(),
-                uio.last_events
+                irqs,
+                events
             );
-            drop(reg);
         }
     }
 
@@ -432,17 +721,20 @@ impl Shared {
         Ok((out, total))
     }
 
-    /// STATS.
+    /// STATS: the module-global counters, and the UIO events since load.
     pub(crate) fn stats(&self) -> uapi::Stats {
-        let kinds = self.inner.lock().counters.stats;
+        let mut kinds = [uapi::KindStats::default(); uapi::MAX_KINDS];
+        for (k, c) in kinds.iter_mut().zip(COUNTERS.iter()) {
+            *k = c.snapshot();
+        }
         let uio = self.uio.lock();
-        let events = match &uio.reg {
+        let current = match &uio.reg {
             Some(reg) => u64::from(reg.event_count()),
-            None => uio.last_events,
+            None => 0,
         };
         uapi::Stats {
             kinds,
-            events,
+            events: PAST_EVENTS.load(Relaxed) + current,
             ..Default::default()
         }
     }
@@ -521,11 +813,13 @@ impl Shared {
         for (handle, a) in inner.allocs.iter() {
             writeln!(f, "{} {} {}", handle, a.kind.name(), a.report.pages)?;
             let mut res = Ok(());
-            a.mem.walk_pfns(a.report.usable_size, |pfn| {
-                if res.is_ok() {
-                    res = writeln!(f, "{:#x}", pfn);
-                }
-            });
+            if let Some(mem) = &a.mem {
+                mem.walk_pfns(a.report.usable_size, |pfn| {
+                    if res.is_ok() {
+                        res = writeln!(f, "{:#x}", pfn);
+                    }
+                });
+            }
             res?;
             writeln!(f)?;
         }

@@ -34,6 +34,7 @@ extern "C" {
     fn kmemlab_uio_register(
         parent: *mut c_void,
         irq: c_uint,
+        irq_flags: c_ulong,
         name: *const c_char,
         version: *const c_char,
         heap: *mut c_void,
@@ -41,7 +42,7 @@ extern "C" {
         heap_size: usize,
         slots: u32,
     ) -> *mut RawUio;
-    fn kmemlab_uio_unregister(uio: *mut RawUio);
+    fn kmemlab_uio_unregister(uio: *mut RawUio) -> u32;
     fn kmemlab_uio_trigger(uio: *mut RawUio);
     fn kmemlab_uio_event_count(uio: *const RawUio) -> u32;
     fn kmemlab_uio_irq_count(uio: *const RawUio) -> u32;
@@ -73,11 +74,15 @@ pub(crate) struct Heap {
 
 /// A UIO device for one interrupt line of a bound device, with the heap as map 0.
 ///
+/// Unregistering it (drop, or [`Registration::unregister`]) also revokes every user mapping of
+/// the heap, so the heap may be freed right after, even while a process still has it mapped
+/// (such a process gets SIGBUS on its next access).
+///
 /// # Invariants
 ///
 /// `uio` was returned by a successful `kmemlab_uio_register()` and is unregistered exactly once,
-/// in [`Drop`]; until then the UIO device exists, its interrupt is requested and its handler
-/// writes to the heap.
+/// in [`Drop`] or [`Registration::unregister`]; until then the UIO device exists, its interrupt
+/// is requested and its handler writes to the heap.
 pub(crate) struct Registration {
     uio: NonNull<RawUio>,
 }
@@ -93,9 +98,10 @@ unsafe impl Sync for Registration {}
 impl Registration {
     /// Registers UIO device `name` for interrupt `irq` of `parent`, with `heap` as map 0.
     ///
-    /// The interrupt is requested with the trigger type the firmware gave it. The registration
-    /// must be dropped before `parent` is unbound, as for any resource of a bound device: keep it
-    /// in the driver's bus device private data.
+    /// The interrupt is requested with `irq_flags` (`IRQF_TRIGGER_*`), or with the trigger type
+    /// the firmware gave it when that is 0. At most one registration exists at a time (`EBUSY`).
+    /// The registration must be dropped before `parent` is unbound, as for any resource of a
+    /// bound device: keep it in the driver's bus device private data.
     ///
     /// # Safety
     ///
@@ -105,6 +111,7 @@ impl Registration {
     pub(crate) unsafe fn register(
         parent: &Device<Bound>,
         irq: u32,
+        irq_flags: c_ulong,
         name: &'static CStr,
         version: &'static CStr,
         heap: &Heap,
@@ -118,6 +125,7 @@ impl Registration {
             kmemlab_uio_register(
                 raw_device(parent).cast(),
                 irq,
+                irq_flags,
                 name.as_char_ptr(),
                 version.as_char_ptr(),
                 heap.cpu,
@@ -144,6 +152,15 @@ impl Registration {
         unsafe { kmemlab_uio_event_count(self.uio.as_ptr()) }
     }
 
+    /// Unregisters the device (as dropping it does) and returns the final UIO event count.
+    pub(crate) fn unregister(self) -> u32 {
+        let uio = self.uio;
+        core::mem::forget(self);
+        // SAFETY: By the type invariants, `uio` is registered; `self` was forgotten, so `Drop`
+        // will not unregister it again. Called in process context (unbind).
+        unsafe { kmemlab_uio_unregister(uio.as_ptr()) }
+    }
+
     /// The number of interrupts the handler has taken.
     pub(crate) fn irq_count(&self) -> u32 {
         // SAFETY: By the type invariants, `self.uio` is registered.
@@ -156,6 +173,6 @@ impl Drop for Registration {
         // SAFETY: By the type invariants, `self.uio` is registered and this is the only place that
         // unregisters it; drop runs in process context, as the driver's private data is dropped at
         // unbind.
-        unsafe { kmemlab_uio_unregister(self.uio.as_ptr()) };
+        let _ = unsafe { kmemlab_uio_unregister(self.uio.as_ptr()) };
     }
 }

@@ -12,11 +12,13 @@ struct device;
 struct kmemlab_uio;
 
 struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
-					 unsigned int irq, const char *name,
+					 unsigned int irq,
+					 unsigned long irq_flags,
+					 const char *name,
 					 const char *version, void *heap,
 					 phys_addr_t heap_phys, size_t heap_size,
 					 u32 slots);
-void kmemlab_uio_unregister(struct kmemlab_uio *uio);
+u32 kmemlab_uio_unregister(struct kmemlab_uio *uio);
 void kmemlab_uio_trigger(struct kmemlab_uio *uio);
 u32 kmemlab_uio_event_count(const struct kmemlab_uio *uio);
 u32 kmemlab_uio_irq_count(const struct kmemlab_uio *uio);

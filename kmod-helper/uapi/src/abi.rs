@@ -127,6 +127,8 @@ pub const NR_LIST: u32 = 0x03;
 pub const NR_STATS: u32 = 0x04;
 pub const NR_BENCH: u32 = 0x05;
 pub const NR_TRIGGER: u32 = 0x06;
+pub const NR_ALLOC_BATCH: u32 = 0x07;
+pub const NR_FREE_BATCH: u32 = 0x08;
 
 /// INFO: what the module is and what it accepts. `_IOR`.
 #[repr(C)]
@@ -326,6 +328,80 @@ pub const IOCTL_TRIGGER: u32 = ioc(
 
 /// Most entries one LIST call returns.
 pub const LIST_MAX: u32 = 4096;
+
+// ---------------------------------------------------------------------------------------
+// Batched ALLOC and FREE: many requests for one system call and one lock acquisition.
+
+/// Most entries one ALLOC_BATCH or FREE_BATCH call takes.
+pub const BATCH_MAX: u32 = 256;
+
+/// ALLOC_BATCH: `count` ALLOCs in one call. `_IOWR`.
+///
+/// Each entry is an [`Alloc`] with `kind`, `flags` and `size` set and every other field
+/// zero. Entries are processed in order and processing stops at the first one that fails:
+/// the entries before it (`done` of them) are allocated and written back with their full
+/// report, as ALLOC writes it; that entry and the ones after it are left as they were.
+///
+/// The call returns 0 when the header is valid, even when an entry failed: read `done`
+/// and `error`. It fails without allocating anything with `EINVAL` when `count` is 0 or
+/// above [`BATCH_MAX`] or an out or reserved field is not zero, and with `EFAULT` when the
+/// entries array cannot be read or written back (anything allocated by the call is then
+/// freed again).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocBatch {
+    /// In: user pointer to an array of `count` [`Alloc`] entries.
+    pub entries: u64,
+    /// In: number of entries, 1 to [`BATCH_MAX`].
+    pub count: u32,
+    /// Out: entries allocated, always the first `done` of the array.
+    pub done: u32,
+    /// Out: the positive errno of entry `done`, which failed; 0 when all are done.
+    pub error: i32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Reserved; zero.
+    pub reserved: [u64; 2],
+}
+
+/// FREE_BATCH: `count` FREEs in one call. `_IOWR`.
+///
+/// Each entry is a [`Free`] with `handle` set and every other field zero. Entries are
+/// processed in order and processing stops at the first one that fails (`ENOENT` for a
+/// handle this opener cannot see, including one freed earlier in the same call); the
+/// entries before it (`done` of them) are freed and written back with `free_ns`.
+///
+/// The call returns 0 when the header is valid, even when an entry failed: read `done`
+/// and `error`. It fails with `EINVAL` when `count` is 0 or above [`BATCH_MAX`] or an out
+/// or reserved field is not zero, and with `EFAULT` when the entries array cannot be read
+/// (nothing is freed) or written back (the first `done` entries are freed all the same).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeBatch {
+    /// In: user pointer to an array of `count` [`Free`] entries.
+    pub entries: u64,
+    /// In: number of entries, 1 to [`BATCH_MAX`].
+    pub count: u32,
+    /// Out: entries freed, always the first `done` of the array.
+    pub done: u32,
+    /// Out: the positive errno of entry `done`, which failed; 0 when all are done.
+    pub error: i32,
+    /// Padding; zero.
+    pub _pad: u32,
+    /// Reserved; zero.
+    pub reserved: [u64; 2],
+}
+
+pub const IOCTL_ALLOC_BATCH: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    NR_ALLOC_BATCH,
+    core::mem::size_of::<AllocBatch>(),
+);
+pub const IOCTL_FREE_BATCH: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    NR_FREE_BATCH,
+    core::mem::size_of::<FreeBatch>(),
+);
 
 // ---------------------------------------------------------------------------------------
 // The DMA-coherent heap (UIO map 0). Its first page holds the interrupt ring; the rest

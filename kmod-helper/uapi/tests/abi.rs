@@ -18,6 +18,25 @@ fn struct_sizes() {
     assert_eq!(size_of::<Trigger>(), 16);
     assert_eq!(size_of::<RingHeader>(), 64);
     assert_eq!(size_of::<IrqRecord>(), 32);
+    assert_eq!(size_of::<AllocBatch>(), 40);
+    assert_eq!(size_of::<FreeBatch>(), 40);
+}
+
+#[test]
+fn batch_offsets() {
+    assert_eq!(offset_of!(AllocBatch, entries), 0);
+    assert_eq!(offset_of!(AllocBatch, count), 8);
+    assert_eq!(offset_of!(AllocBatch, done), 12);
+    assert_eq!(offset_of!(AllocBatch, error), 16);
+    assert_eq!(offset_of!(AllocBatch, _pad), 20);
+    assert_eq!(offset_of!(AllocBatch, reserved), 24);
+    assert_eq!(offset_of!(FreeBatch, entries), 0);
+    assert_eq!(offset_of!(FreeBatch, count), 8);
+    assert_eq!(offset_of!(FreeBatch, done), 12);
+    assert_eq!(offset_of!(FreeBatch, error), 16);
+    assert_eq!(offset_of!(FreeBatch, _pad), 20);
+    assert_eq!(offset_of!(FreeBatch, reserved), 24);
+    assert_eq!(BATCH_MAX, 256);
 }
 
 #[test]
@@ -98,6 +117,8 @@ fn command_numbers_are_pinned() {
     assert_eq!(IOCTL_STATS, 0x8160_e704);
     assert_eq!(IOCTL_BENCH, 0xc088_e705);
     assert_eq!(IOCTL_TRIGGER, 0xc010_e706);
+    assert_eq!(IOCTL_ALLOC_BATCH, 0xc028_e707);
+    assert_eq!(IOCTL_FREE_BATCH, 0xc028_e708);
 }
 
 #[test]
@@ -132,6 +153,14 @@ fn command_numbers_match_the_linux_encoding() {
         u64::from(IOCTL_TRIGGER),
         nix::request_code_readwrite!(m, NR_TRIGGER, size_of::<Trigger>()) as u64
     );
+    assert_eq!(
+        u64::from(IOCTL_ALLOC_BATCH),
+        nix::request_code_readwrite!(m, NR_ALLOC_BATCH, size_of::<AllocBatch>()) as u64
+    );
+    assert_eq!(
+        u64::from(IOCTL_FREE_BATCH),
+        nix::request_code_readwrite!(m, NR_FREE_BATCH, size_of::<FreeBatch>()) as u64
+    );
 }
 
 #[test]
@@ -144,6 +173,8 @@ fn decoding_round_trips() {
         IOCTL_STATS,
         IOCTL_BENCH,
         IOCTL_TRIGGER,
+        IOCTL_ALLOC_BATCH,
+        IOCTL_FREE_BATCH,
     ] {
         assert_eq!(ioc_type(cmd), IOC_MAGIC);
         assert!(ioc_dir(cmd) & IOC_READ != 0);
