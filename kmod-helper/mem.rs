@@ -154,7 +154,8 @@ pub(crate) fn supported_flags() -> u32 {
 ///   then allocated under a `memalloc_noreclaim`/`nowait` scope.
 /// - dma_coherent + `GFP_DMA`/`GFP_DMA32`: `dma_alloc_attrs()` clears the zone bits and picks
 ///   the zone from the device's coherent DMA mask, so the flag would be silently ignored. Its
-///   memory is always zeroed. Non-blocking flags are served from the atomic pool.
+///   memory is always zeroed. Non-blocking flags are served from the atomic pool, and always
+///   get `__GFP_NOWARN` (see the end of this function).
 /// - kvmalloc + `GFP_DMA32`: the kmalloc attempt hits `GFP_SLAB_BUG_MASK` as above. With
 ///   `GFP_DMA` the kmalloc attempt would honour it but the vmalloc fallback (sizes above a page)
 ///   cannot, so the zone would depend on which path served the request. Non-blocking flags are
@@ -191,6 +192,14 @@ pub(crate) fn gfp_for(kind: Kind, flags: u32, persist_ok: bool) -> Result<bindin
         if flags & flag != 0 {
             gfp |= bits;
         }
+    }
+    // A non-blocking dma_coherent request is served from the atomic DMA pool, and
+    // `dma_alloc_from_pool()` WARNs (a full stack dump) when the pool cannot serve it
+    // unless `__GFP_NOWARN` is set. That is a kernel splat any opener could trigger at
+    // will with a large request, so it is always set there; the failure still reaches
+    // the caller as ENOMEM.
+    if kind == Kind::DmaCoherent && flags & uapi::FLAG_GFP_KERNEL == 0 {
+        gfp |= bindings::__GFP_NOWARN;
     }
     Ok(gfp)
 }

@@ -98,19 +98,24 @@ pub struct VmOutcome {
 }
 
 impl VmOutcome {
-    /// Kernel log lines that show a splat (WARN, BUG, Oops, lockdep, KFENCE, kmemleak).
+    /// Kernel log lines that show a splat (WARN, BUG, Oops, lockdep, KFENCE, kmemleak,
+    /// DMA-API debug). A "page allocation failure" report is not one: it is the kernel's
+    /// rate-limited answer to a failed allocation without `__GFP_NOWARN`, which is what a
+    /// kmemlab user may ask for.
     pub fn splats(&self) -> Vec<&str> {
         const PATTERNS: &[&str] = &[
             "WARNING:",
             "BUG:",
             "Oops",
-            "Call trace:",
             "kernel BUG",
             "possible recursive locking",
             "sleeping function called from invalid context",
             "KFENCE:",
             "unreferenced object",
             "Kernel panic",
+            "pending DMA allocations",
+            "circular locking",
+            "inconsistent lock state",
         ];
         self.dmesg
             .iter()

@@ -5,7 +5,12 @@
 //! ```text
 //! kmemlab-abi-probe errnos                 every bad-input case; one JSON line each
 //! kmemlab-abi-probe hold N KIND SIZE       N allocations on one fd, then close it
+//! kmemlab-abi-probe fuzz THREADS CALLS SEED random requests from THREADS threads
+//! kmemlab-abi-probe as-user UID GID GROUPS  what /dev/kmemlab allows that user
+//! kmemlab-abi-probe load THREADS SECS SEED  every kind allocated and freed for SECS
 //! ```
+
+mod stress;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -408,13 +413,34 @@ fn hold(n: u64, kind: u32, size: u64) -> Result<bool, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let num = |s: &str| s.parse::<u64>().map_err(|_| format!("not a number: {s}"));
     let result = match args.as_slice() {
         ["errnos"] => errnos(),
-        ["hold", n, kind, size] => match (n.parse(), kind.parse(), size.parse()) {
-            (Ok(n), Ok(kind), Ok(size)) if kind < KIND_COUNT => hold(n, kind, size),
-            _ => Err("usage: kmemlab-abi-probe hold N KIND-NUMBER SIZE-BYTES".to_owned()),
-        },
-        _ => Err("usage: kmemlab-abi-probe errnos | hold N KIND-NUMBER SIZE-BYTES".to_owned()),
+        ["hold", n, kind, size] => (|| {
+            let kind = u32::try_from(num(kind)?).map_err(|e| e.to_string())?;
+            if kind >= KIND_COUNT {
+                return Err(format!("no kind {kind}"));
+            }
+            hold(num(n)?, kind, num(size)?)
+        })(),
+        ["fuzz", threads, calls, seed] => {
+            (|| stress::fuzz(num(threads)?, num(calls)?, num(seed)?))()
+        }
+        ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
+        ["as-user", uid, gid, groups] => (|| {
+            let groups: Vec<u32> = groups
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(|g| g.parse().map_err(|_| format!("bad group {g}")))
+                .collect::<Result<_, _>>()?;
+            let id = |s: &str| u32::try_from(num(s)?).map_err(|e| e.to_string());
+            stress::as_user(id(uid)?, id(gid)?, &groups)
+        })(),
+        _ => Err(
+            "usage: kmemlab-abi-probe errnos | hold N KIND SIZE | fuzz THREADS CALLS SEED | \
+                  load THREADS SECS SEED | as-user UID GID GROUP,GROUP"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
