@@ -1,10 +1,14 @@
-//! kmemlabd: the per-interrupt logic ([`Daemon`]), testable without descriptors, and the
+//! kmemlabd: the per-press logic ([`Daemon`]), testable without descriptors, and the
 //! `mio` event loop ([`run`]) that drives it from the UIO device and a signalfd.
+//!
+//! Each press (a UIO count read) runs the next step of the [`Plan`] and writes one line;
+//! see [`crate::event`] for the formats.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -13,9 +17,16 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::device::{check_abi, Device, KmemlabDevice};
 use crate::error::{Error, Result};
-use crate::event::{now_ns, Event, EventWriter, StopReason};
+use crate::event::{monotonic_ns, now_ns, Event, EventWriter, Op, Press, StopReason};
+use crate::plan::{Outcome, Plan, PlanRunner};
+use crate::report::AllocReport;
+use crate::ring::{self, RingMemory};
+use crate::spec::Kind;
 use crate::uio::{find_uio, IrqSource, Uio};
 use crate::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
+
+/// Where the kernel lists vmalloc areas.
+pub const VMALLOCINFO: &str = "/proc/vmallocinfo";
 
 /// Token of the UIO descriptor in the poll.
 pub const UIO_TOKEN: Token = Token(0);
@@ -33,6 +44,8 @@ pub struct DaemonConfig {
     pub sysfs_uio: PathBuf,
     /// Append JSON lines to this file instead of writing them to stdout.
     pub log: Option<PathBuf>,
+    /// What each press does.
+    pub plan: Plan,
 }
 
 impl Default for DaemonConfig {
@@ -42,6 +55,7 @@ impl Default for DaemonConfig {
             uio_name: DEFAULT_UIO_NAME.into(),
             sysfs_uio: DEFAULT_SYSFS_UIO.into(),
             log: None,
+            plan: Plan::default(),
         }
     }
 }
@@ -63,18 +77,51 @@ pub struct StartInfo {
     pub irq_count: u32,
 }
 
+/// The `/proc/vmallocinfo` line of the area that starts at `vaddr`, if any.
+pub fn vmallocinfo_line(text: &str, vaddr: u64) -> Option<String> {
+    text.lines()
+        .find(|l| {
+            l.split_once('-')
+                .and_then(|(start, _)| {
+                    u64::from_str_radix(start.trim().trim_start_matches("0x"), 16).ok()
+                })
+                .is_some_and(|start| start == vaddr)
+        })
+        .map(|l| l.trim_end().to_owned())
+}
+
 /// The daemon's state and its reaction to each event, free of descriptors and polling.
-#[derive(Debug)]
 pub struct Daemon<D, I, W: Write> {
     device: D,
     irq: I,
     out: EventWriter<W>,
     start: StartInfo,
     last: u32,
+    presses: u64,
+    runner: PlanRunner,
+    ring: Option<Box<dyn RingMemory>>,
+    monotonic: fn() -> u64,
+    vmallocinfo: Option<PathBuf>,
+}
+
+impl<D: fmt::Debug, I: fmt::Debug, W: Write + fmt::Debug> fmt::Debug for Daemon<D, I, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Daemon")
+            .field("device", &self.device)
+            .field("irq", &self.irq)
+            .field("start", &self.start)
+            .field("last", &self.last)
+            .field("presses", &self.presses)
+            .field("runner", &self.runner)
+            .field("ring", &self.ring.as_ref().map(|r| r.len()))
+            .field("vmallocinfo", &self.vmallocinfo)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
-    /// A daemon over `device` and `irq`, writing to `out`.
+    /// A daemon over `device` and `irq`, writing to `out`, running the default plan,
+    /// without a ring (no `irq_to_wake_ns`), reading [`VMALLOCINFO`].
     pub fn new(device: D, irq: I, out: EventWriter<W>, start: StartInfo) -> Self {
         let last = start.irq_count;
         Self {
@@ -83,7 +130,40 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             out,
             start,
             last,
+            presses: 0,
+            runner: PlanRunner::new(Plan::default()),
+            ring: None,
+            monotonic: monotonic_ns,
+            vmallocinfo: Some(VMALLOCINFO.into()),
         }
+    }
+
+    /// Runs `plan` instead.
+    #[must_use]
+    pub fn with_plan(mut self, plan: Plan) -> Self {
+        self.runner = PlanRunner::new(plan);
+        self
+    }
+
+    /// Looks up interrupt records in `ring` (the mapped heap).
+    #[must_use]
+    pub fn with_ring(mut self, ring: Box<dyn RingMemory>) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
+    /// Takes wake-up times from `clock` (CLOCK_MONOTONIC ns) instead of the system's.
+    #[must_use]
+    pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
+        self.monotonic = clock;
+        self
+    }
+
+    /// Reads vmalloc areas from `path` instead of [`VMALLOCINFO`] (`None`: never).
+    #[must_use]
+    pub fn with_vmallocinfo(mut self, path: Option<PathBuf>) -> Self {
+        self.vmallocinfo = path;
+        self
     }
 
     /// Checks the module's ABI, enables the interrupt (a previous daemon may have left it
@@ -99,6 +179,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             device: self.start.device.clone(),
             abi_version: info.abi_version,
             irq_count: self.start.irq_count,
+            plan: self.runner.plan().to_string(),
+            ring: self.ring.is_some(),
         })
     }
 
@@ -107,16 +189,27 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     pub fn on_readable(&mut self) -> Result<usize> {
         let mut n = 0;
         while let Some(count) = self.irq.read_count()? {
-            self.on_count(count)?;
+            // The wake-up time: right after the read returned.
+            let wake = (self.monotonic)();
+            self.on_count_at(count, wake)?;
             n += 1;
         }
         Ok(n)
     }
 
-    /// Handles one count read from the UIO device: re-enables the interrupt, then writes
-    /// the `irq` line. In that order, so that whoever waits for the line before the next
-    /// press never presses while the interrupt is still masked.
+    /// Handles one count read from the UIO device, woken now.
     pub fn on_count(&mut self, count: u32) -> Result<()> {
+        let wake = (self.monotonic)();
+        self.on_count_at(count, wake)
+    }
+
+    /// Handles one count read from the UIO device at `wake_ns` (CLOCK_MONOTONIC): looks up
+    /// the interrupt's record, re-enables the interrupt, runs the plan's next step and
+    /// writes its line. The interrupt is re-enabled before the line is written, so that
+    /// whoever waits for the line before the next press never presses while it is still
+    /// masked. A failed step is an `error` line, not an error: the daemon goes on.
+    pub fn on_count_at(&mut self, count: u32, wake_ns: u64) -> Result<()> {
+        let ts_ns = now_ns();
         if count == self.last {
             tracing::warn!("uio read returned the unchanged count {count}");
             return self.irq.enable();
@@ -125,17 +218,110 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
         if missed > 0 {
             tracing::debug!("{missed} interrupts coalesced before count {count}");
         }
+        // First, before newer events can overwrite the record.
+        let irq_to_wake_ns = self
+            .ring
+            .as_deref()
+            .and_then(|ring| ring::irq_to_wake_ns(ring, count, wake_ns));
         self.irq.enable()?;
         self.last = count;
-        self.out.emit(&Event::Irq {
-            ts_ns: now_ns(),
+        self.presses += 1;
+        let press = Press {
+            ts_ns,
+            seq: Some(self.presses),
             irq_count: count,
             missed,
-        })
+            irq_to_wake_ns,
+        };
+        let outcome = self.runner.press(&self.device);
+        let event = self.event_for(press, outcome);
+        self.out.emit(&event)
     }
 
-    /// Writes the `stop` line.
+    /// The line for what a press (or the shutdown) did.
+    fn event_for(&self, press: Press, outcome: Outcome) -> Event {
+        match outcome {
+            Outcome::Allocated { step, alloc } => {
+                let report = AllocReport::from(&alloc);
+                let vmallocinfo = match step.kind {
+                    Kind::Vmalloc | Kind::Kvmalloc if report.vaddr.is_some() => {
+                        self.vmallocinfo_of(alloc.vaddr)
+                    }
+                    _ => None,
+                };
+                Event::Alloc {
+                    press,
+                    alloc: report,
+                    vmallocinfo,
+                }
+            }
+            Outcome::Freed { held, free } => Event::Free {
+                press,
+                handle: free.handle,
+                kind: held.step.kind.name().to_owned(),
+                size: held.step.size,
+                free_ns: free.free_ns,
+            },
+            Outcome::AllocFailed { step, error } => {
+                tracing::warn!("step {step}: {}", error.report());
+                Event::StepError {
+                    press,
+                    op: Op::Alloc,
+                    error: error.errno_name(),
+                    message: error.report(),
+                    kind: step.kind.name().to_owned(),
+                    size: step.size,
+                    gfp: step.flags.gfp_names(),
+                    handle: None,
+                }
+            }
+            Outcome::FreeFailed { held, error } => {
+                tracing::warn!(
+                    "freeing handle {} of step {}: {}",
+                    held.alloc.handle,
+                    held.step,
+                    error.report()
+                );
+                Event::StepError {
+                    press,
+                    op: Op::Free,
+                    error: error.errno_name(),
+                    message: error.report(),
+                    kind: held.step.kind.name().to_owned(),
+                    size: held.step.size,
+                    gfp: held.step.flags.gfp_names(),
+                    handle: Some(held.alloc.handle),
+                }
+            }
+        }
+    }
+
+    /// The vmallocinfo line of the area at `vaddr`, when the file is readable.
+    fn vmallocinfo_of(&self, vaddr: u64) -> Option<String> {
+        let path: &Path = self.vmallocinfo.as_deref()?;
+        match std::fs::read_to_string(path) {
+            Ok(text) => vmallocinfo_line(&text, vaddr),
+            Err(e) => {
+                tracing::debug!("cannot read {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
+    /// Frees what the plan holds (with a `free` line whose `seq` is null), then writes
+    /// the `stop` line.
     pub fn stop(&mut self, reason: StopReason) -> Result<()> {
+        if let Some(outcome) = self.runner.release(&self.device) {
+            let press = Press {
+                ts_ns: now_ns(),
+                seq: None,
+                irq_count: self.last,
+                missed: 0,
+                irq_to_wake_ns: None,
+            };
+            let event = self.event_for(press, outcome);
+            self.out.emit(&event)?;
+        }
         self.out.emit(&Event::Stop {
             ts_ns: now_ns(),
             irq_count: self.last,
@@ -153,6 +339,16 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     /// The last UIO count read (the initial count before any).
     pub fn last_count(&self) -> u32 {
         self.last
+    }
+
+    /// Presses handled so far.
+    pub fn presses(&self) -> u64 {
+        self.presses
+    }
+
+    /// The plan's state.
+    pub fn runner(&self) -> &PlanRunner {
+        &self.runner
     }
 
     /// The interrupt source.
@@ -338,7 +534,22 @@ pub fn serve(config: &DaemonConfig) -> Result<StopReason> {
         device: device.path().display().to_string(),
         irq_count: uio.initial_count(),
     };
-    let mut daemon = Daemon::new(device, uio, out, start);
+    // The heap's first page holds the interrupt ring; without it the daemon runs on,
+    // with irq_to_wake_ns null.
+    let ring = match uio.map_read_only(0) {
+        Ok(map) => Some(map),
+        Err(e) => {
+            tracing::warn!(
+                "no interrupt ring, irq_to_wake_ns will be null: {}",
+                e.report()
+            );
+            None
+        }
+    };
+    let mut daemon = Daemon::new(device, uio, out, start).with_plan(config.plan.clone());
+    if let Some(map) = ring {
+        daemon = daemon.with_ring(Box::new(map));
+    }
     run(&mut daemon, &mut signals).inspect_err(|e| daemon.fail(e))
 }
 
@@ -348,15 +559,19 @@ mod tests {
     use std::collections::VecDeque;
     use std::rc::Rc;
 
-    use kmemlab_uapi::{Info, ABI_VERSION};
+    use kmemlab_uapi::{Info, ABI_VERSION, SOURCE_IRQ};
     use nix::errno::Errno;
     use serde_json::Value;
 
     use super::*;
     use crate::device::MockDevice;
+    use crate::ring::RingBuilder;
 
     /// What happened, in order, across the interrupt source and the output.
     type Log = Rc<RefCell<Vec<String>>>;
+
+    /// Every JSON line written, parsed.
+    type Lines = Rc<RefCell<Vec<Value>>>;
 
     /// A scripted interrupt source: `Some(count)` reads, `None` would block.
     struct MockIrq {
@@ -387,8 +602,9 @@ mod tests {
         }
     }
 
-    /// An output that logs each line (each write is one whole line).
-    struct LogWriter(Log);
+    /// An output that logs a summary of each line (each write is one whole line) and
+    /// keeps the parsed line.
+    struct LogWriter(Log, Lines);
 
     impl Write for LogWriter {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -396,12 +612,27 @@ mod tests {
             assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
             let v: Value = serde_json::from_str(line).unwrap();
             let mut s = format!("line {}", v["event"].as_str().unwrap());
-            for key in ["irq_count", "missed", "reason", "abi_version", "error"] {
-                if !v[key].is_null() {
-                    s.push_str(&format!(" {key}={}", v[key]));
+            for key in [
+                "seq",
+                "irq_count",
+                "missed",
+                "kind",
+                "handle",
+                "op",
+                "reason",
+                "abi_version",
+                "error",
+            ] {
+                if let Some(x) = v.get(key) {
+                    let x = match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    s.push_str(&format!(" {key}={x}"));
                 }
             }
             self.0.borrow_mut().push(s);
+            self.1.borrow_mut().push(v);
             Ok(buf.len())
         }
 
@@ -410,12 +641,15 @@ mod tests {
         }
     }
 
+    type TestDaemon = Daemon<MockDevice, MockIrq, LogWriter>;
+
     fn daemon_with(
         device: MockDevice,
         initial: u32,
         reads: &[Option<u32>],
-    ) -> (Daemon<MockDevice, MockIrq, LogWriter>, Log) {
+    ) -> (TestDaemon, Log, Lines) {
         let log = Log::default();
+        let lines = Lines::default();
         let irq = MockIrq {
             reads: reads.iter().copied().collect(),
             fail_enable: false,
@@ -426,12 +660,22 @@ mod tests {
             device: "/dev/kmemlab".into(),
             irq_count: initial,
         };
-        let out = EventWriter::new(LogWriter(log.clone()));
-        (Daemon::new(device, irq, out, start), log)
+        let out = EventWriter::new(LogWriter(log.clone(), lines.clone()));
+        let d = Daemon::new(device, irq, out, start)
+            .with_vmallocinfo(None)
+            .with_clock(|| 1_000_000);
+        (d, log, lines)
     }
 
     fn take(log: &Log) -> Vec<String> {
         std::mem::take(&mut *log.borrow_mut())
+    }
+
+    fn take_lines(log: &Log) -> Vec<String> {
+        take(log)
+            .into_iter()
+            .filter(|l| l.starts_with("line"))
+            .collect()
     }
 
     #[test]
@@ -450,7 +694,7 @@ mod tests {
 
     #[test]
     fn start_enables_then_writes_the_start_line() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 0, &[]);
+        let (mut d, log, lines) = daemon_with(MockDevice::new(), 0, &[]);
         d.start().unwrap();
         assert_eq!(
             take(&log),
@@ -459,6 +703,12 @@ mod tests {
                 format!("line start irq_count=0 abi_version={ABI_VERSION}")
             ]
         );
+        let v = &lines.borrow()[0];
+        assert_eq!(
+            v["plan"],
+            "kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC"
+        );
+        assert_eq!(v["ring"], false);
         assert_eq!(d.device().info_calls(), 1);
     }
 
@@ -468,30 +718,64 @@ mod tests {
             abi_version: ABI_VERSION + 1,
             ..Info::default()
         });
-        let (mut d, log) = daemon_with(dev, 0, &[]);
+        let (mut d, log, _) = daemon_with(dev, 0, &[]);
         assert!(matches!(d.start(), Err(Error::AbiMismatch { .. })));
         assert!(take(&log).is_empty());
     }
 
     #[test]
     fn start_fails_when_info_fails() {
-        let (mut d, log) = daemon_with(MockDevice::failing(Errno::ENOTTY), 0, &[]);
+        let (mut d, log, _) = daemon_with(MockDevice::failing(Errno::ENOTTY), 0, &[]);
         let err = d.start().unwrap_err();
         assert_eq!(err.errno_name(), "ENOTTY");
         d.fail(&err);
-        assert_eq!(take(&log), ["line error error=\"ENOTTY\""]);
+        assert_eq!(take(&log), ["line error error=ENOTTY"]);
     }
 
     #[test]
-    fn each_interrupt_is_re_enabled_before_its_line() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 0, &[Some(1), None]);
+    fn six_presses_replay_the_seed_plan() {
+        let reads: Vec<Option<u32>> = (1..=6).map(Some).chain([None]).collect();
+        let (mut d, log, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        assert_eq!(d.on_readable().unwrap(), 6);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line free seq=2 irq_count=2 missed=0 kind=kmalloc handle=1",
+                "line alloc seq=3 irq_count=3 missed=0 kind=vmalloc handle=2",
+                "line free seq=4 irq_count=4 missed=0 kind=vmalloc handle=2",
+                "line alloc seq=5 irq_count=5 missed=0 kind=dma_coherent handle=3",
+                "line free seq=6 irq_count=6 missed=0 kind=dma_coherent handle=3",
+            ]
+        );
+        let lines = lines.borrow();
+        assert_eq!(lines[0]["size"], 1);
+        assert_eq!(lines[0]["gfp"], serde_json::json!(["GFP_ATOMIC"]));
+        assert_eq!(lines[0]["usable_size"], 8);
+        assert_eq!(lines[4]["size"], 1024);
+        assert_eq!(lines[4]["gfp"], serde_json::json!(["GFP_ATOMIC"]));
+        assert!(lines[4]["dma"].is_string());
+        assert_eq!(lines[5]["size"], 1024);
+        assert!(lines[5]["free_ns"].as_u64().is_some());
+        for v in lines.iter() {
+            // No ring: the latency is unknown, but the field is there.
+            assert_eq!(v.get("irq_to_wake_ns"), Some(&Value::Null));
+        }
+        assert_eq!(lines[2]["vmallocinfo"], Value::Null);
+        assert!(d.device().live().is_empty());
+        assert_eq!(d.presses(), 6);
+    }
+
+    #[test]
+    fn each_press_is_re_enabled_before_its_line() {
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 0, &[Some(1), None]);
         assert_eq!(d.on_readable().unwrap(), 1);
         assert_eq!(
             take(&log),
             [
                 "read 1",
                 "enable",
-                "line irq irq_count=1 missed=0",
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
                 "would block"
             ]
         );
@@ -501,7 +785,7 @@ mod tests {
     #[test]
     fn drains_until_would_block_and_counts_missed() {
         let reads = [Some(2), Some(5), None, Some(6), None];
-        let (mut d, log) = daemon_with(MockDevice::new(), 1, &reads);
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 1, &reads);
         assert_eq!(d.on_readable().unwrap(), 2);
         assert_eq!(d.on_readable().unwrap(), 1);
         assert_eq!(
@@ -509,14 +793,14 @@ mod tests {
             [
                 "read 2",
                 "enable",
-                "line irq irq_count=2 missed=0",
+                "line alloc seq=1 irq_count=2 missed=0 kind=kmalloc handle=1",
                 "read 5",
                 "enable",
-                "line irq irq_count=5 missed=2",
+                "line free seq=2 irq_count=5 missed=2 kind=kmalloc handle=1",
                 "would block",
                 "read 6",
                 "enable",
-                "line irq irq_count=6 missed=0",
+                "line alloc seq=3 irq_count=6 missed=0 kind=vmalloc handle=2",
                 "would block"
             ]
         );
@@ -525,53 +809,186 @@ mod tests {
     #[test]
     fn counts_across_wrap_around() {
         let reads = [Some(u32::MAX), Some(0), Some(2), None];
-        let (mut d, log) = daemon_with(MockDevice::new(), u32::MAX - 1, &reads);
+        let (mut d, log, _) = daemon_with(MockDevice::new(), u32::MAX - 1, &reads);
         assert_eq!(d.on_readable().unwrap(), 3);
-        let lines: Vec<String> = take(&log)
+        let lines: Vec<String> = take_lines(&log)
             .into_iter()
-            .filter(|l| l.starts_with("line"))
+            .map(|l| l.split(" kind").next().unwrap().to_owned())
             .collect();
         assert_eq!(
             lines,
             [
-                format!("line irq irq_count={} missed=0", u32::MAX),
-                "line irq irq_count=0 missed=0".to_string(),
-                "line irq irq_count=2 missed=1".to_string(),
+                format!("line alloc seq=1 irq_count={} missed=0", u32::MAX),
+                "line free seq=2 irq_count=0 missed=0".to_string(),
+                "line alloc seq=3 irq_count=2 missed=1".to_string(),
             ]
         );
     }
 
     #[test]
+    fn a_failed_alloc_is_an_error_line_and_the_daemon_goes_on() {
+        let reads = [Some(1), Some(2), Some(3), None];
+        let (mut d, log, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        d.device().fail_next(Errno::ENOMEM);
+        assert_eq!(d.on_readable().unwrap(), 3);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line error seq=1 irq_count=1 missed=0 kind=kmalloc handle=null op=alloc \
+                 error=ENOMEM",
+                "line alloc seq=2 irq_count=2 missed=0 kind=vmalloc handle=1",
+                "line free seq=3 irq_count=3 missed=0 kind=vmalloc handle=1",
+            ]
+        );
+        let v = &lines.borrow()[0];
+        assert_eq!(v["size"], 1);
+        assert_eq!(v["gfp"], serde_json::json!(["GFP_ATOMIC"]));
+        assert_eq!(
+            v["message"],
+            "ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory"
+        );
+    }
+
+    #[test]
+    fn a_failed_free_is_an_error_line_and_the_daemon_goes_on() {
+        let reads = [Some(1), None, Some(2), Some(3), None];
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 0, &reads);
+        d = d.with_plan(Plan::parse("pages:8K,kvmalloc:1").unwrap());
+        assert_eq!(d.on_readable().unwrap(), 1);
+        d.device().fail_next(Errno::EIO);
+        assert_eq!(d.on_readable().unwrap(), 2);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=pages handle=1",
+                "line error seq=2 irq_count=2 missed=0 kind=pages handle=1 op=free error=EIO",
+                "line alloc seq=3 irq_count=3 missed=0 kind=kvmalloc handle=2",
+            ]
+        );
+    }
+
+    #[test]
+    fn irq_to_wake_comes_from_the_ring() {
+        let mut ring = RingBuilder::standard();
+        ring.push(1, 999_000, SOURCE_IRQ);
+        ring.push(2, 400_000, SOURCE_IRQ);
+        // Event 3's slot is being rewritten (seq 0): no figure for it.
+        ring.push(3, 500_000, SOURCE_IRQ);
+        let at = ring.slot_offset(3);
+        ring.set_slot_seq(at, 0);
+        let reads = [Some(1), Some(2), Some(3), Some(4), None];
+        let (d, _, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        let mut d = d.with_ring(Box::new(ring.into_bytes()));
+        d.start().unwrap();
+        d.on_readable().unwrap();
+        let lines = lines.borrow();
+        assert_eq!(lines[0]["ring"], true);
+        let lat: Vec<Option<u64>> = lines[1..]
+            .iter()
+            .map(|v| v["irq_to_wake_ns"].as_u64())
+            .collect();
+        // The test clock says 1_000_000 ns at every wake-up.
+        assert_eq!(lat, [Some(1_000), Some(600_000), None, None]);
+    }
+
+    #[test]
+    fn vmalloc_lines_carry_their_vmallocinfo_area() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("vmallocinfo");
+        // The mock's first vmalloc (handle 1) sits at 0xffff800080100000.
+        std::fs::write(
+            &path,
+            "0xffff800080000000-0xffff800080002000    8192 foo+0x10/0x20 pages=1 vmalloc\n\
+             0xffff800080100000-0xffff800080102000    8192 kmemlab_alloc+0x1c/0x40 [kmemlab] pages=1 vmalloc N0=1\n",
+        )
+        .unwrap();
+        let reads = [Some(1), Some(2), Some(3), None];
+        let (d, _, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        let mut d = d
+            .with_plan(Plan::parse("vmalloc,kmalloc").unwrap())
+            .with_vmallocinfo(Some(path.clone()));
+        d.on_readable().unwrap();
+        let lines = lines.borrow();
+        assert_eq!(
+            lines[0]["vmallocinfo"],
+            "0xffff800080100000-0xffff800080102000    8192 kmemlab_alloc+0x1c/0x40 [kmemlab] \
+             pages=1 vmalloc N0=1"
+        );
+        // kmalloc: null.
+        assert_eq!(lines[2]["vmallocinfo"], Value::Null);
+
+        // Hidden addresses: nothing to look up.
+        let (d, _, lines) = daemon_with(MockDevice::new().hiding_addresses(), 0, &reads);
+        let mut d = d
+            .with_plan(Plan::parse("vmalloc").unwrap())
+            .with_vmallocinfo(Some(path));
+        d.on_readable().unwrap();
+        assert_eq!(lines.borrow()[0]["vmallocinfo"], Value::Null);
+        assert_eq!(lines.borrow()[0]["vaddr"], Value::Null);
+    }
+
+    #[test]
+    fn vmallocinfo_lines_match_by_start_address() {
+        let text = "0x0000000000000000-0x0000000000000000    8192 hidden\n\
+                    0xffff800080003000-0xffff800080005000    8192 a\n";
+        assert_eq!(
+            vmallocinfo_line(text, 0xffff_8000_8000_3000).as_deref(),
+            Some("0xffff800080003000-0xffff800080005000    8192 a")
+        );
+        assert_eq!(vmallocinfo_line(text, 0xffff_8000_8000_5000), None);
+        assert_eq!(vmallocinfo_line("garbage\n", 0), None);
+    }
+
+    #[test]
     fn spurious_wakeup_writes_nothing() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 0, &[None]);
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 0, &[None]);
         assert_eq!(d.on_readable().unwrap(), 0);
         assert_eq!(take(&log), ["would block"]);
     }
 
     #[test]
     fn unchanged_count_re_enables_without_a_line() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 4, &[Some(4), None]);
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 4, &[Some(4), None]);
         assert_eq!(d.on_readable().unwrap(), 1);
         assert_eq!(take(&log), ["read 4", "enable", "would block"]);
+        assert_eq!(d.presses(), 0);
     }
 
     #[test]
-    fn failed_enable_writes_no_line() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 0, &[Some(1)]);
+    fn failed_enable_writes_no_line_and_runs_no_step() {
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 0, &[Some(1)]);
         d.irq.fail_enable = true;
         let err = d.on_readable().unwrap_err();
         assert_eq!(err.errno_name(), "EIO");
         assert_eq!(take(&log), ["read 1"]);
         assert_eq!(d.last_count(), 0);
+        assert!(d.device().calls().is_empty());
     }
 
     #[test]
-    fn stop_reports_the_last_count() {
-        let (mut d, log) = daemon_with(MockDevice::new(), 0, &[Some(3), None]);
+    fn stop_frees_what_is_held_then_reports_the_last_count() {
+        let (mut d, log, lines) = daemon_with(MockDevice::new(), 0, &[Some(3), None]);
         d.on_readable().unwrap();
         take(&log);
         d.stop(StopReason::Sigint).unwrap();
-        assert_eq!(take(&log), ["line stop irq_count=3 reason=\"SIGINT\""]);
+        assert_eq!(
+            take(&log),
+            [
+                "line free seq=null irq_count=3 missed=0 kind=kmalloc handle=1",
+                "line stop irq_count=3 reason=SIGINT"
+            ]
+        );
+        assert_eq!(lines.borrow()[1]["irq_to_wake_ns"], Value::Null);
+        assert!(d.device().live().is_empty());
+    }
+
+    #[test]
+    fn stop_with_nothing_held_writes_only_the_stop_line() {
+        let (mut d, log, _) = daemon_with(MockDevice::new(), 0, &[Some(1), Some(2), None]);
+        d.on_readable().unwrap();
+        take(&log);
+        d.stop(StopReason::Sigterm).unwrap();
+        assert_eq!(take(&log), ["line stop irq_count=2 reason=SIGTERM"]);
     }
 
     #[test]
@@ -581,6 +998,7 @@ mod tests {
         assert_eq!(c.uio_name, "kmemlab");
         assert_eq!(c.sysfs_uio, PathBuf::from("/sys/class/uio"));
         assert_eq!(c.log, None);
+        assert_eq!(c.plan, Plan::default());
     }
 
     #[test]

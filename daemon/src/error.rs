@@ -100,6 +100,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A name, number or size given on the command line (or in a plan) is not valid.
+    #[error("invalid {what} {input:?}: {reason}")]
+    Invalid {
+        /// What was being parsed, e.g. `size`.
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// One step of a `--plan` is not valid.
+    #[error("invalid plan step {index} {step:?}")]
+    PlanStep {
+        /// The step's position, from 1.
+        index: usize,
+        /// The step's text.
+        step: String,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
     /// Serializing an event or report failed.
     #[error("failed to serialize json")]
     Json {
@@ -127,7 +148,7 @@ impl Error {
             | Error::Output { source } => io_errno(source),
             Error::Ioctl { source, .. } | Error::Signals { source } => *source,
             Error::AbiMismatch { .. } => Errno::EPROTO,
-            Error::Json { .. } => Errno::EINVAL,
+            Error::Json { .. } | Error::Invalid { .. } | Error::PlanStep { .. } => Errno::EINVAL,
         }
     }
 

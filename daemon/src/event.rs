@@ -3,12 +3,24 @@
 //! Unix epoch, as an integer (it exceeds 2^53: parse it as a 64-bit integer, not a
 //! double).
 //!
+//! A press (one UIO count read) writes exactly one line, `alloc`, `free` or `error`,
+//! carrying the press fields: `seq` (the daemon's press number, from 1), `irq_count`
+//! (the UIO count read), `missed` (interrupts coalesced into this read) and
+//! `irq_to_wake_ns` (the kernel's timestamp of the interrupt, from the heap's ring,
+//! to the daemon's wake-up, both CLOCK_MONOTONIC; null when the ring has no record).
+//! At shutdown the allocation still held is freed with a `free` line whose `seq` and
+//! `irq_to_wake_ns` are null. Addresses are `0x` hex strings, or null when hidden.
+//!
 //! ```text
-//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":1,"irq_count":0}
-//! {"event":"irq","ts_ns":1767225601000000000,"irq_count":1,"missed":0}
-//! {"event":"stop","ts_ns":1767225602000000000,"irq_count":1,"reason":"SIGTERM"}
+//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":1,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
+//! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"persist":false,"vmallocinfo":null}
+//! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
+//! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
+//! {"event":"stop","ts_ns":1767225604000000000,"irq_count":3,"reason":"SIGTERM"}
 //! {"event":"error","ts_ns":1767225602000000000,"error":"EIO","message":"failed to read the interrupt count from /dev/uio0: Input/output error (os error 5)"}
 //! ```
+//!
+//! The last form (no `seq`) is fatal: the daemon exits after it.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::report::AllocReport;
 
 /// Why the daemon stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -26,6 +39,32 @@ pub enum StopReason {
     /// `SIGINT` (Ctrl-C).
     #[serde(rename = "SIGINT")]
     Sigint,
+}
+
+/// The fields every line about a press carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Press {
+    /// Timestamp of the wake-up, `CLOCK_REALTIME` ns.
+    pub ts_ns: u64,
+    /// The daemon's press number, from 1; null for the free at shutdown.
+    pub seq: Option<u64>,
+    /// The UIO event count read (the kernel's, wrapping at 2^32).
+    pub irq_count: u32,
+    /// Interrupts that came without a read of their own since the previous press
+    /// (coalesced into this one).
+    pub missed: u32,
+    /// Kernel interrupt timestamp to daemon wake-up, ns; null when unknown.
+    pub irq_to_wake_ns: Option<u64>,
+}
+
+/// Which operation of a plan step failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// ALLOC.
+    Alloc,
+    /// FREE.
+    Free,
 }
 
 /// One line of the daemon's JSON stream.
@@ -46,16 +85,57 @@ pub enum Event {
         abi_version: u32,
         /// The UIO interrupt count at start; later counts are relative to it.
         irq_count: u32,
+        /// The plan, as `--plan` would give it.
+        plan: String,
+        /// Whether the interrupt ring is mapped (else `irq_to_wake_ns` is always null).
+        ring: bool,
     },
-    /// An interrupt, read from the UIO device.
-    Irq {
-        /// Timestamp, `CLOCK_REALTIME` ns.
-        ts_ns: u64,
-        /// The UIO event count (the kernel's, wrapping at 2^32).
-        irq_count: u32,
-        /// Interrupts that came and went since the previous line without a read of
-        /// their own (coalesced).
-        missed: u32,
+    /// A press allocated its step.
+    Alloc {
+        /// The press.
+        #[serde(flatten)]
+        press: Press,
+        /// The module's report.
+        #[serde(flatten)]
+        alloc: AllocReport,
+        /// For vmalloc-backed memory, the `/proc/vmallocinfo` line of its area; null
+        /// when the file is unreadable, addresses are hidden, or no area starts there.
+        vmallocinfo: Option<String>,
+    },
+    /// A press (or shutdown) freed the held allocation.
+    Free {
+        /// The press (`seq` null at shutdown).
+        #[serde(flatten)]
+        press: Press,
+        /// The handle freed.
+        handle: u64,
+        /// Its kind.
+        kind: String,
+        /// Its requested size.
+        size: u64,
+        /// Time in the free call, ns.
+        free_ns: u64,
+    },
+    /// A press's step failed; the daemon goes on.
+    #[serde(rename = "error")]
+    StepError {
+        /// The press.
+        #[serde(flatten)]
+        press: Press,
+        /// What failed.
+        op: Op,
+        /// The errno name, e.g. `ENOMEM`.
+        error: String,
+        /// The error message with its causes.
+        message: String,
+        /// The step's kind.
+        kind: String,
+        /// The step's size.
+        size: u64,
+        /// The step's gfp flags.
+        gfp: Vec<&'static str>,
+        /// The handle a failed free was for (null for a failed alloc).
+        handle: Option<u64>,
     },
     /// The daemon stopped cleanly.
     Stop {
@@ -102,6 +182,15 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the kernel's `ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
+}
+
 /// Writes events as JSON lines, each with a single `write_all` of the whole line.
 ///
 /// Give it an unbuffered writer (a `File`, including a dup of stdout), so each line is
@@ -143,12 +232,24 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::device::{Device, MockDevice};
+    use crate::spec::{Flags, Kind};
 
     fn parse(ev: &Event) -> Value {
         let line = ev.to_line().unwrap();
         assert!(line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1);
         serde_json::from_str(&line).unwrap()
+    }
+
+    fn press(seq: Option<u64>) -> Press {
+        Press {
+            ts_ns: 5,
+            seq,
+            irq_count: 3,
+            missed: 1,
+            irq_to_wake_ns: Some(4200),
+        }
     }
 
     #[test]
@@ -160,25 +261,117 @@ mod tests {
             device: "/dev/kmemlab".into(),
             abi_version: 1,
             irq_count: 0,
+            plan: "vmalloc:1:GFP_KERNEL".into(),
+            ring: true,
         };
         assert_eq!(
             ev.to_line().unwrap(),
             "{\"event\":\"start\",\"ts_ns\":1767225600000000000,\"pid\":81,\
              \"uio\":\"/dev/uio0\",\"device\":\"/dev/kmemlab\",\"abi_version\":1,\
-             \"irq_count\":0}\n"
+             \"irq_count\":0,\"plan\":\"vmalloc:1:GFP_KERNEL\",\"ring\":true}\n"
         );
     }
 
     #[test]
-    fn irq_shape() {
-        let ev = Event::Irq {
-            ts_ns: 5,
-            irq_count: 3,
-            missed: 1,
+    fn alloc_shape() {
+        let dev = MockDevice::new();
+        let a = dev.alloc(Kind::Vmalloc, 1, Flags::GFP_KERNEL).unwrap();
+        let ev = Event::Alloc {
+            press: press(Some(2)),
+            alloc: AllocReport::from(&a),
+            vmallocinfo: Some("0xffff800080100000-0xffff800080102000    8192 x".into()),
+        };
+        let line = ev.to_line().unwrap();
+        // The press fields come first, right after the tag.
+        assert!(
+            line.starts_with(
+                "{\"event\":\"alloc\",\"ts_ns\":5,\"seq\":2,\"irq_count\":3,\"missed\":1,\
+             \"irq_to_wake_ns\":4200,\"handle\":1,"
+            ),
+            "{line}"
+        );
+        assert_eq!(
+            parse(&ev),
+            json!({
+                "event": "alloc", "ts_ns": 5, "seq": 2, "irq_count": 3, "missed": 1,
+                "irq_to_wake_ns": 4200,
+                "handle": 1, "kind": "vmalloc", "size": 1, "usable_size": 4096,
+                "gfp": ["GFP_KERNEL"], "vaddr": "0xffff800080100000", "phys": "0x40100000",
+                "dma": null, "pages": 1, "phys_segments": 1, "zeroed": false,
+                "alloc_ns": 101, "hidden": false, "persist": false,
+                "vmallocinfo": "0xffff800080100000-0xffff800080102000    8192 x",
+            })
+        );
+    }
+
+    #[test]
+    fn free_shape() {
+        let ev = Event::Free {
+            press: press(Some(4)),
+            handle: 9,
+            kind: "dma_coherent".into(),
+            size: 1024,
+            free_ns: 777,
         };
         assert_eq!(
             parse(&ev),
-            json!({"event": "irq", "ts_ns": 5, "irq_count": 3, "missed": 1})
+            json!({
+                "event": "free", "ts_ns": 5, "seq": 4, "irq_count": 3, "missed": 1,
+                "irq_to_wake_ns": 4200, "handle": 9, "kind": "dma_coherent",
+                "size": 1024, "free_ns": 777,
+            })
+        );
+        // At shutdown: no press number, no latency.
+        let ev = Event::Free {
+            press: Press {
+                irq_to_wake_ns: None,
+                ..press(None)
+            },
+            handle: 9,
+            kind: "kmalloc".into(),
+            size: 1,
+            free_ns: 1,
+        };
+        let v = parse(&ev);
+        assert_eq!(v["seq"], Value::Null);
+        assert_eq!(v["irq_to_wake_ns"], Value::Null);
+    }
+
+    #[test]
+    fn step_error_shape() {
+        let ev = Event::StepError {
+            press: press(Some(7)),
+            op: Op::Alloc,
+            error: "ENOMEM".into(),
+            message: "ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory".into(),
+            kind: "vmalloc".into(),
+            size: 4096,
+            gfp: vec!["GFP_KERNEL"],
+            handle: None,
+        };
+        assert_eq!(
+            parse(&ev),
+            json!({
+                "event": "error", "ts_ns": 5, "seq": 7, "irq_count": 3, "missed": 1,
+                "irq_to_wake_ns": 4200, "op": "alloc", "error": "ENOMEM",
+                "message": "ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory",
+                "kind": "vmalloc", "size": 4096, "gfp": ["GFP_KERNEL"], "handle": null,
+            })
+        );
+        let ev = Event::StepError {
+            press: press(Some(8)),
+            op: Op::Free,
+            error: "EIO".into(),
+            message: "ioctl KMEMLAB_FREE failed".into(),
+            kind: "vmalloc".into(),
+            size: 4096,
+            gfp: vec!["GFP_KERNEL"],
+            handle: Some(3),
+        };
+        let v = parse(&ev);
+        assert_eq!(
+            (v["op"].as_str(), v["handle"].as_u64()),
+            (Some("free"), Some(3))
         );
     }
 
@@ -246,10 +439,10 @@ mod tests {
     fn one_write_per_line() {
         let mut w = EventWriter::new(CountingWriter { writes: vec![] });
         for n in 1..=3 {
-            w.emit(&Event::Irq {
+            w.emit(&Event::Stop {
                 ts_ns: n,
                 irq_count: n as u32,
-                missed: 0,
+                reason: StopReason::Sigterm,
             })
             .unwrap();
         }
@@ -259,9 +452,12 @@ mod tests {
     }
 
     #[test]
-    fn clock_is_realtime_ns() {
+    fn clocks() {
         // After 2020-01-01 and before 2200.
         let t = now_ns();
         assert!(t > 1_577_836_800_000_000_000 && t < 7_258_118_400_000_000_000);
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
     }
 }

@@ -2,28 +2,42 @@
 //!
 //! - [`device`]: the [`Device`] seam over `/dev/kmemlab` ([`KmemlabDevice`]) and its
 //!   [`MockDevice`] for tests.
-//! - [`uio`]: finding the kmemlab UIO device by name, reading its interrupt count and
-//!   re-enabling its interrupt ([`IrqSource`]).
+//! - [`spec`]: kinds, gfp flags and sizes by name, parsed and formatted one way.
+//! - [`report`]: what the module reports, as JSON objects and tables.
+//! - [`ctl`]: `kmemlabctl`'s command line and output.
+//! - [`plan`]: the daemon's cycle of allocation steps and its step machine.
+//! - [`uio`]: finding the kmemlab UIO device by name, reading its interrupt count,
+//!   re-enabling its interrupt ([`IrqSource`]) and mapping its heap.
+//! - [`ring`]: the heap's interrupt ring, for interrupt-to-wake latency.
 //! - [`event`]: the JSON lines the daemon writes.
-//! - [`daemon`]: the per-interrupt logic ([`Daemon`]) and the `mio` event loop ([`run`]).
+//! - [`daemon`]: the per-press logic ([`Daemon`]) and the `mio` event loop ([`run`]).
 //!
-//! All `unsafe` code (ioctls, mappings) lives in the private `sys` module.
+//! All `unsafe` code (ioctls, volatile reads of shared memory) lives in the private
+//! `sys` module.
 
 #![deny(unsafe_code)]
 
+pub mod ctl;
 pub mod daemon;
 pub mod device;
 pub mod error;
 pub mod event;
+pub mod plan;
+pub mod report;
+pub mod ring;
+pub mod spec;
 #[allow(unsafe_code)]
 mod sys;
 pub mod uio;
 
 pub use daemon::{missed, run, serve, Daemon, DaemonConfig, Signals, StartInfo};
-pub use device::{check_abi, Device, InfoReport, KmemlabDevice, MockDevice};
+pub use device::{check_abi, BatchOutcome, Device, KmemlabDevice, ListPage, MockDevice};
 pub use error::{Error, Result};
-pub use event::{now_ns, Event, EventWriter, StopReason};
+pub use event::{monotonic_ns, now_ns, Event, EventWriter, Press, StopReason};
 pub use kmemlab_uapi as uapi;
+pub use plan::{Plan, PlanRunner, Step, DEFAULT_PLAN};
+pub use report::{AllocReport, InfoReport};
+pub use spec::{format_size, parse_size, Flags, Kind};
 pub use uio::{find_uio, IrqSource, Uio, UioInfo, UioMap};
 
 /// Where the module's misc device appears.

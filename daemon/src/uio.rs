@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::MmapMut;
+use memmap2::{MmapOptions, MmapRaw};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::error::{Error, Result};
@@ -187,20 +187,55 @@ impl Uio {
         self.initial_count
     }
 
-    /// Maps UIO map `index` (its size from sysfs; its offset `index` pages, the UIO
-    /// convention, with the page size from `sysconf`).
+    /// Maps UIO map `index` shared and read-write (its size from sysfs; its offset
+    /// `index` pages, the UIO convention, with the page size from `sysconf`).
     pub fn map(&self, index: usize) -> Result<UioMap> {
+        self.map_with(index, true)
+    }
+
+    /// Maps UIO map `index` shared and read-only, as [`Uio::map`] does otherwise.
+    pub fn map_read_only(&self, index: usize) -> Result<UioMap> {
+        self.map_with(index, false)
+    }
+
+    fn map_with(&self, index: usize, writable: bool) -> Result<UioMap> {
         let what = format!("{} map {index}", self.path.display());
-        let no_maps = || Error::Map {
+        let map_err = |source: io::Error| Error::Map {
             what: what.clone(),
-            source: io::Error::new(ErrorKind::NotFound, "device has no sysfs maps"),
+            source,
         };
-        let dir = self.sysfs_dir.as_ref().ok_or_else(no_maps)?;
+        let dir = self.sysfs_dir.as_ref().ok_or_else(|| {
+            map_err(io::Error::new(
+                ErrorKind::NotFound,
+                "device has no sysfs maps",
+            ))
+        })?;
         let size = read_num_attr(&dir.join(format!("maps/map{index}/size")))?;
-        let len = usize::try_from(size).map_err(|_| no_maps())?;
+        let len = usize::try_from(size)
+            .ok()
+            .filter(|len| *len > 0)
+            .ok_or_else(|| {
+                map_err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("size {size}"),
+                ))
+            })?;
         let offset = (index * sys::page_size()) as u64;
-        let mmap = sys::map_shared(&self.file, offset, len, &what)?;
-        Ok(UioMap { mmap, index })
+        let mut options = MmapOptions::new();
+        options.offset(offset).len(len);
+        // MmapRaw hands out raw pointers only, never references: the kernel may write the
+        // memory at any time.
+        let raw = if writable {
+            options.map_raw(&self.file)
+        } else {
+            options.map_raw_read_only(&self.file)
+        }
+        .map_err(map_err)?;
+        Ok(UioMap {
+            raw,
+            index,
+            writable,
+        })
     }
 }
 
@@ -250,12 +285,16 @@ impl AsRawFd for Uio {
     }
 }
 
-/// A mapped UIO region; unmapped on drop. Its bytes are shared with the kernel and may
-/// change at any time: read them as data, never as Rust values with invariants.
+/// A mapped UIO region; unmapped on drop.
+///
+/// Its bytes are shared with the kernel and may change at any time, so it hands out no
+/// Rust references to them: the crate reads them with volatile copies (the `sys`
+/// module) and treats what it reads as untrusted data.
 #[derive(Debug)]
 pub struct UioMap {
-    mmap: MmapMut,
+    raw: MmapRaw,
     index: usize,
+    writable: bool,
 }
 
 impl UioMap {
@@ -266,22 +305,22 @@ impl UioMap {
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.mmap.len()
+        self.raw.len()
     }
 
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
-        self.mmap.is_empty()
+        self.raw.len() == 0
     }
 
-    /// The mapped bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.mmap
+    /// Whether it was mapped writable.
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
-    /// The mapped bytes, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.mmap
+    /// The first byte; valid for [`UioMap::len`] bytes while `self` lives.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.raw.as_ptr()
     }
 }
 
@@ -410,26 +449,47 @@ mod tests {
         assert!(err.report().starts_with("failed to map /dev/uio7 map 0"));
     }
 
-    #[test]
-    fn maps_size_from_sysfs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = add_uio(tmp.path(), 0, "kmemlab", 0);
+    /// A fake sysfs entry whose map 0 is `dev` (a regular file) of `size` bytes.
+    fn fake_mapped_uio(tmp: &Path, size: &str, data: &[u8]) -> Uio {
+        let dir = add_uio(tmp, 0, "kmemlab", 0);
         fs::create_dir_all(dir.join("maps/map0")).unwrap();
-        fs::write(dir.join("maps/map0/size"), "0x00002000\n").unwrap();
-        let dev = tmp.path().join("uio0-dev");
-        fs::write(&dev, vec![0xa5u8; 0x2000]).unwrap();
+        fs::write(dir.join("maps/map0/size"), size).unwrap();
+        let dev = tmp.join("uio0-dev");
+        fs::write(&dev, data).unwrap();
         let info = UioInfo {
             index: 0,
             name: "kmemlab".into(),
             sysfs_dir: dir,
             dev_path: dev,
         };
-        let uio = Uio::open(&info).unwrap();
-        let mut map = uio.map(0).unwrap();
+        Uio::open(&info).unwrap()
+    }
+
+    #[test]
+    fn maps_size_from_sysfs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let uio = fake_mapped_uio(tmp.path(), "0x00002000\n", &[0xa5u8; 0x2000]);
+        let map = uio.map(0).unwrap();
         assert_eq!(map.index(), 0);
         assert_eq!(map.len(), 0x2000);
-        assert!(map.as_slice().iter().all(|b| *b == 0xa5));
-        map.as_mut_slice()[0] = 1;
+        assert!(map.is_writable() && !map.is_empty());
+        let ro = uio.map_read_only(0).unwrap();
+        assert_eq!(ro.len(), 0x2000);
+        assert!(!ro.is_writable());
+        assert!(!ro.as_ptr().is_null());
+        // No map1 in sysfs.
         assert!(uio.map(1).is_err());
+    }
+
+    #[test]
+    fn map_error_names_the_mapping() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Larger than the file behind it is fine for mmap; size 0 is not.
+        let uio = fake_mapped_uio(tmp.path(), "0\n", &[0u8; 16]);
+        let err = uio.map_read_only(0).unwrap_err();
+        assert_eq!(
+            err.report(),
+            format!("failed to map {} map 0: size 0", uio.path().display())
+        );
     }
 }

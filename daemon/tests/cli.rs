@@ -109,3 +109,98 @@ fn daemon_usage() {
         .unwrap()
         .starts_with("usage: kmemlabd"));
 }
+
+#[test]
+fn ctl_every_command_names_its_ioctl() {
+    // A regular file is not /dev/kmemlab: every ioctl is ENOTTY, named in the message.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let dev = file.path().to_str().unwrap();
+    for (args, cmd) in [
+        (
+            &["alloc", "--kind", "kmalloc", "--size", "1"][..],
+            "KMEMLAB_ALLOC",
+        ),
+        (&["free", "1"][..], "KMEMLAB_FREE"),
+        (&["list"][..], "KMEMLAB_LIST"),
+        (&["stats"][..], "KMEMLAB_STATS"),
+        (
+            &["bench", "--kind", "vmalloc", "--size", "4K"][..],
+            "KMEMLAB_BENCH",
+        ),
+        (&["trigger", "--count", "2"][..], "KMEMLAB_TRIGGER"),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--json", "--device", dev]);
+        let out = ctl(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let v = json(&out.stdout);
+        assert_eq!(v["error"], "ENOTTY", "{args:?}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("ioctl {cmd} failed: ENOTTY")),
+            "{v}"
+        );
+        // Nothing on stderr in JSON mode (no note, no hint).
+        assert!(out.stderr.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn ctl_bad_arguments_are_usage_errors() {
+    for args in [
+        &["alloc", "--kind", "kmalloc", "--size", "0", "--json"][..],
+        &["alloc", "--kind", "slab", "--size", "1", "--json"][..],
+        &[
+            "alloc", "--kind", "kmalloc", "--size", "1", "--gfp", "GFP_FOO", "--json",
+        ][..],
+        &["free", "--json"][..],
+        &["trigger", "--count", "0", "--json"][..],
+        &["list", "--kind", "kmalloc", "--json"][..],
+    ] {
+        let out = ctl(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v = json(&out.stdout);
+        assert_eq!(v["error"], "EINVAL", "{args:?}");
+        assert!(!v["message"].as_str().unwrap().is_empty());
+    }
+    let out = ctl(&["alloc", "--kind", "kmalloc", "--size", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("kmemlabctl: invalid size \"0\": must be at least 1 byte\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ctl_text_errors_carry_a_hint() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = ctl(&["stats", "--device", file.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("kmemlabctl: ioctl KMEMLAB_STATS failed: ENOTTY"));
+    assert!(
+        err.contains("\nhint: the module does not know this command"),
+        "{err}"
+    );
+}
+
+#[test]
+fn daemon_refuses_a_bad_plan() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+        .args(["--plan", "kmalloc:1,vmalloc:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with(
+            "kmemlabd: invalid plan step 2 \"vmalloc:0\": invalid size \"0\": must be at least 1 byte"
+        ),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -1,5 +1,6 @@
 //! The daemon's event loop end to end, with a socket standing in for the UIO device and
-//! a mock `/dev/kmemlab`: start line, interrupts, re-enables, SIGTERM and errors.
+//! a mock `/dev/kmemlab`: start line, presses running the plan, re-enables, SIGTERM and
+//! errors.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,18 +80,31 @@ fn presses_then_sigterm() {
     assert_eq!(start["irq_count"], 0);
     h.expect_enable();
 
-    for (count, missed) in [(1, 0), (2, 0), (5, 2)] {
+    for (count, missed, event, kind) in [
+        (1, 0, "alloc", "kmalloc"),
+        (2, 0, "free", "kmalloc"),
+        (5, 2, "alloc", "vmalloc"),
+    ] {
         h.interrupt(count);
         // The interrupt is re-enabled before the line is written.
         h.expect_enable();
         let v = h.line();
-        assert_eq!(v["event"], "irq");
+        assert_eq!(v["event"], event);
+        assert_eq!(v["kind"], kind);
         assert_eq!(v["irq_count"], count);
         assert_eq!(v["missed"], missed);
+        assert!(v["seq"].as_u64().is_some());
+        // No heap mapped in this harness.
+        assert!(v["irq_to_wake_ns"].is_null());
         assert!(v["ts_ns"].as_u64().unwrap() >= start["ts_ns"].as_u64().unwrap());
     }
 
     pthread_kill(h.tid, Signal::SIGTERM).unwrap();
+    // The vmalloc step is still held: freed at shutdown, outside any press.
+    let free = h.line();
+    assert_eq!(free["event"], "free");
+    assert_eq!(free["kind"], "vmalloc");
+    assert!(free["seq"].is_null());
     let stop = h.line();
     assert_eq!(stop["event"], "stop");
     assert_eq!(stop["reason"], "SIGTERM");

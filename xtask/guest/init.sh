@@ -26,9 +26,11 @@ dmesg -n 1
 echo 1 > /proc/sys/kernel/kptr_restrict
 . /etc/kmemlab-vm.conf
 
-stage insmod
-insmod /lib/modules/kmemlab.ko || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"
-[ -c /dev/kmemlab ] || fail "no /dev/kmemlab after insmod: $(dmesg | tail -n 5)"
+if [ "$MODULE" = 1 ]; then
+    stage insmod
+    insmod /lib/modules/kmemlab.ko || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"
+    [ -c /dev/kmemlab ] || fail "no /dev/kmemlab after insmod: $(dmesg | tail -n 5)"
+fi
 
 LOG=/tmp/kmemlabd.log
 if [ "$DAEMON" = 1 ]; then

@@ -2,6 +2,7 @@
 
 mod build;
 mod dist;
+mod hardening;
 mod initramfs;
 mod setup;
 mod util;
@@ -34,7 +35,11 @@ commands:
                           dts/qemu-virt.dtso
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
   demo                    set up, build, boot, press 6 times, print the JSON lines
-  test [--host-only]      fmt, clippy, host tests, then the VM tests
+  test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
+                          the VM tests
+  test --debug-kernel     the hardening tests (fuzzing, fault injection, kill -9,
+                          unload, permissions, load, hostile device trees) on the
+                          debug kernel, ending with a table
 
 The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).";
 
@@ -125,14 +130,12 @@ fn real_main() -> Result<ExitCode> {
                 bail!("the kernel log shows a splat");
             }
         }
-        "test" => {
-            let host_only = match rest {
-                [] => false,
-                [flag] if flag == "--host-only" => true,
-                _ => bail!("usage: cargo xtask test [--host-only]"),
-            };
-            test(host_only)?;
-        }
+        "test" => match rest {
+            [] => test(false)?,
+            [flag] if flag == "--host-only" => test(true)?,
+            [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
+            _ => bail!("usage: cargo xtask test [--host-only | --debug-kernel]"),
+        },
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown command `{other}`\n{USAGE}"),
     }
@@ -246,6 +249,20 @@ fn device_tree_tests() -> Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
+}
+
+/// Issue 7's tests on the debug kernel.
+fn test_debug_kernel() -> Result<()> {
+    let start = Instant::now();
+    let art = prepare(Flavor::Debug)?;
+    let result = hardening::run_all(&art);
+    cleanup(&art);
+    result?;
+    step(format!(
+        "debug-kernel tests passed in {:.0?}",
+        start.elapsed()
+    ));
+    Ok(())
 }
 
 /// `cargo xtask dist` builds both packages; the .deb installs with the right modes.

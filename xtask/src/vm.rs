@@ -57,6 +57,8 @@ pub struct Artifacts {
 pub struct VmOptions {
     pub presses: u32,
     pub daemon: bool,
+    /// Load kmemlab.ko at boot (tests of failing probes load it themselves).
+    pub module: bool,
     /// Shell command run in the guest after the presses.
     pub cmd: String,
     /// Bound on the command's run time.
@@ -74,6 +76,7 @@ impl Default for VmOptions {
         Self {
             presses: 0,
             daemon: true,
+            module: true,
             cmd: "true".to_owned(),
             cmd_timeout: Duration::from_secs(600),
             verbose: false,
@@ -203,7 +206,12 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
     cpio.file(
         "etc/kmemlab-vm.conf",
         0o644,
-        format!("DAEMON={}\n", u8::from(opts.daemon)).as_bytes(),
+        format!(
+            "DAEMON={}\nMODULE={}\n",
+            u8::from(opts.daemon && opts.module),
+            u8::from(opts.module)
+        )
+        .as_bytes(),
     );
     cpio.file("cmd.sh", 0o755, format!("{}\n", opts.cmd).as_bytes());
     let path = art.work.join("initramfs.cpio");

@@ -1,0 +1,728 @@
+//! `kmemlabctl`: its command line and what each command prints, over any [`Device`] so
+//! it runs against the mock in tests. The binary only opens the device and prints.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::report::{
+    to_json, AllocReport, BenchReport, ErrorReport, FreeReport, InfoReport, StatsReport,
+    TriggerReport,
+};
+use crate::spec::{parse_count, parse_handle, parse_size, Flags, Kind};
+use crate::DEFAULT_DEVICE;
+
+/// `kmemlabctl --help`.
+pub const USAGE: &str = "\
+usage: kmemlabctl [--device PATH] [--json] COMMAND [OPTIONS]
+
+commands:
+  info                               ABI version, page size, heap size, kinds, flags, limits
+  alloc --kind KIND --size SIZE [--gfp FLAG,FLAG] [--persist]
+                                     allocate and report where the memory is
+  free HANDLE                        free an allocation
+  list                               the allocations this opener can see
+  stats                              counters per kind, and the event count
+  bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
+                                     N alloc+free pairs timed in the kernel (default 1000)
+  trigger [--count N]                raise N button events from the kernel (default 1)
+
+  KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
+  SIZE   bytes: 1, 4K, 2M, 1G (K, M, G are powers of 1024)
+  FLAG   GFP_KERNEL (default), GFP_ATOMIC, GFP_NOWAIT, __GFP_ZERO, __GFP_NORETRY,
+         __GFP_NOWARN, GFP_DMA, GFP_DMA32 (case-insensitive; `zero` = __GFP_ZERO)
+
+An allocation belongs to the open file: without --persist it is freed when
+kmemlabctl exits. --persist makes it the device's: visible to list and free from
+any opener, freed by `kmemlabctl free` or at module unload.
+
+options:
+  --device PATH   the kmemlab misc device (default /dev/kmemlab)
+  --json          one JSON object per result and line (errors too)
+  -h, --help      print this help
+
+exit status: 0 on success, 1 when the module refuses, 2 on a usage error
+";
+
+/// Default `--iters` of `bench`.
+pub const DEFAULT_BENCH_ITERS: u32 = 1000;
+
+/// One `kmemlabctl` command, with its arguments parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `info`.
+    Info,
+    /// `alloc`; `flags` includes [`Flags::PERSIST`] for `--persist`.
+    Alloc {
+        /// `--kind`.
+        kind: Kind,
+        /// `--size`.
+        size: u64,
+        /// `--gfp`, and `--persist`.
+        flags: Flags,
+    },
+    /// `free HANDLE`.
+    Free {
+        /// The handle.
+        handle: u64,
+    },
+    /// `list`.
+    List,
+    /// `stats`.
+    Stats,
+    /// `bench`.
+    Bench {
+        /// `--kind`.
+        kind: Kind,
+        /// `--size`.
+        size: u64,
+        /// `--gfp`.
+        flags: Flags,
+        /// `--iters`.
+        iters: u32,
+    },
+    /// `trigger`.
+    Trigger {
+        /// `--count`.
+        count: u32,
+    },
+    /// `--help`.
+    Help,
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invocation {
+    /// What to do.
+    pub command: Command,
+    /// `--device`.
+    pub device: PathBuf,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// A command line that could not be parsed (exit status 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageError {
+    /// Whether `--json` was seen, so the error is printed as JSON.
+    pub json: bool,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The options seen, before they are checked against the command.
+#[derive(Default)]
+struct Seen {
+    kind: Option<String>,
+    size: Option<String>,
+    gfp: Option<String>,
+    persist: bool,
+    iters: Option<String>,
+    count: Option<String>,
+}
+
+/// Parses `kmemlabctl`'s arguments (without the program name). Options may come before
+/// or after the command.
+pub fn parse_args<I>(args: I) -> std::result::Result<Invocation, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+
+    let mut json = false;
+    let mut help = false;
+    let mut device = PathBuf::from(DEFAULT_DEVICE);
+    let mut positional: Vec<String> = Vec::new();
+    let mut seen = Seen::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut fail: Option<String> = None;
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => {
+                fail.get_or_insert(e.to_string());
+                break;
+            }
+        };
+        match arg {
+            Long("json") => json = true,
+            Long("device") => {
+                if let Some(v) = opt_value(&mut parser, "device", &mut fail) {
+                    device = v.into();
+                }
+            }
+            Long("kind") => seen.kind = opt_value(&mut parser, "kind", &mut fail),
+            Long("size") => seen.size = opt_value(&mut parser, "size", &mut fail),
+            Long("gfp") => seen.gfp = opt_value(&mut parser, "gfp", &mut fail),
+            Long("persist") => seen.persist = true,
+            Long("iters") => seen.iters = opt_value(&mut parser, "iters", &mut fail),
+            Long("count") => seen.count = opt_value(&mut parser, "count", &mut fail),
+            Short('h') | Long("help") => help = true,
+            Value(v) => match v.into_string() {
+                Ok(s) => positional.push(s),
+                Err(v) => {
+                    fail.get_or_insert(format!("invalid argument {v:?}"));
+                }
+            },
+            arg => {
+                fail.get_or_insert(arg.unexpected().to_string());
+            }
+        }
+    }
+    let usage = |message: String| UsageError { json, message };
+    if let Some(msg) = fail {
+        return Err(usage(msg));
+    }
+    if help || positional.first().is_some_and(|c| c == "help") {
+        return Ok(Invocation {
+            command: Command::Help,
+            device,
+            json,
+        });
+    }
+    let command = build(&positional, &seen).map_err(usage)?;
+    Ok(Invocation {
+        command,
+        device,
+        json,
+    })
+}
+
+/// The value of option `--name`, or `None` with the first failure kept in `fail`.
+fn opt_value(parser: &mut lexopt::Parser, name: &str, fail: &mut Option<String>) -> Option<String> {
+    use lexopt::ValueExt;
+
+    match parser.value().map(|v| v.string()) {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) | Err(e) => {
+            fail.get_or_insert(format!("--{name}: {e}"));
+            None
+        }
+    }
+}
+
+/// The command named by `positional[0]`, with the options it takes; any other option
+/// or argument is an error.
+fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, String> {
+    let Some(name) = positional.first() else {
+        return Err("missing command".into());
+    };
+    let name = name.as_str();
+    let (allowed, args): (&[&str], usize) = match name {
+        "info" | "list" | "stats" => (&[], 0),
+        "alloc" => (&["kind", "size", "gfp", "persist"], 0),
+        "free" => (&[], 1),
+        "bench" => (&["kind", "size", "gfp", "iters"], 0),
+        "trigger" => (&["count"], 0),
+        _ => return Err(format!("unknown command {name:?}")),
+    };
+    for (opt, given) in [
+        ("kind", seen.kind.is_some()),
+        ("size", seen.size.is_some()),
+        ("gfp", seen.gfp.is_some()),
+        ("persist", seen.persist),
+        ("iters", seen.iters.is_some()),
+        ("count", seen.count.is_some()),
+    ] {
+        if given && !allowed.contains(&opt) {
+            return Err(format!("{name} takes no --{opt}"));
+        }
+    }
+    let extra = &positional[1..];
+    if extra.len() > args {
+        return Err(format!("unexpected argument {:?}", extra[args]));
+    }
+    if extra.len() < args {
+        return Err(format!("{name} needs a HANDLE"));
+    }
+    let report = |e: Error| e.report();
+    let required = |opt: &str, v: &Option<String>| -> std::result::Result<String, String> {
+        v.clone().ok_or_else(|| format!("{name} needs --{opt}"))
+    };
+    let gfp = || -> std::result::Result<Flags, String> {
+        seen.gfp
+            .as_deref()
+            .map_or(Ok(Flags::GFP_KERNEL), Flags::parse_gfp)
+            .map_err(report)
+    };
+    Ok(match name {
+        "info" => Command::Info,
+        "list" => Command::List,
+        "stats" => Command::Stats,
+        "free" => Command::Free {
+            handle: parse_handle(&extra[0]).map_err(report)?,
+        },
+        "alloc" => {
+            let kind = Kind::parse(&required("kind", &seen.kind)?).map_err(report)?;
+            let size = parse_size(&required("size", &seen.size)?).map_err(report)?;
+            let mut flags = gfp()?;
+            if seen.persist {
+                flags = flags.with(Flags::PERSIST);
+            }
+            Command::Alloc { kind, size, flags }
+        }
+        "bench" => Command::Bench {
+            kind: Kind::parse(&required("kind", &seen.kind)?).map_err(report)?,
+            size: parse_size(&required("size", &seen.size)?).map_err(report)?,
+            flags: gfp()?,
+            iters: seen
+                .iters
+                .as_deref()
+                .map_or(Ok(DEFAULT_BENCH_ITERS), |s| parse_count("iters", s))
+                .map_err(report)?,
+        },
+        "trigger" => Command::Trigger {
+            count: seen
+                .count
+                .as_deref()
+                .map_or(Ok(1), |s| parse_count("count", s))
+                .map_err(report)?,
+        },
+        _ => unreachable!("checked above"),
+    })
+}
+
+/// What a command prints: `stdout`, and a `note` for stderr (text mode only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// For stdout; every line ends in `\n`.
+    pub stdout: String,
+    /// For stderr.
+    pub note: Option<String>,
+}
+
+impl Output {
+    fn text(stdout: String) -> Self {
+        Self { stdout, note: None }
+    }
+}
+
+fn json_line<T: serde::Serialize>(v: &T) -> Result<String> {
+    Ok(to_json(v)? + "\n")
+}
+
+/// Runs `command` on `dev` and renders its result as JSON lines or text.
+pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Result<Output> {
+    let out = match command {
+        Command::Help => Output::text(USAGE.to_owned()),
+        Command::Info => {
+            let r = InfoReport::from(&dev.info()?);
+            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+        Command::Alloc { kind, size, flags } => {
+            let r = AllocReport::from(&dev.alloc(*kind, *size, *flags)?);
+            if json {
+                Output::text(json_line(&r)?)
+            } else {
+                Output {
+                    stdout: AllocReport::table(std::slice::from_ref(&r)),
+                    note: (!flags.contains(Flags::PERSIST)).then(|| {
+                        format!(
+                            "note: allocation {} belongs to this kmemlabctl and is freed \
+                             when it exits; use --persist to keep it",
+                            r.handle
+                        )
+                    }),
+                }
+            }
+        }
+        Command::Free { handle } => {
+            let r = FreeReport::from(&dev.free(*handle)?);
+            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+        Command::List => {
+            let reports: Vec<AllocReport> = dev.list()?.iter().map(AllocReport::from).collect();
+            Output::text(if json {
+                reports
+                    .iter()
+                    .map(json_line)
+                    .collect::<Result<Vec<_>>>()?
+                    .concat()
+            } else if reports.is_empty() {
+                "no allocations\n".to_owned()
+            } else {
+                AllocReport::table(&reports)
+            })
+        }
+        Command::Stats => {
+            let r = StatsReport::from(&dev.stats()?);
+            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+        Command::Bench {
+            kind,
+            size,
+            flags,
+            iters,
+        } => {
+            let r = BenchReport::from(&dev.bench(*kind, *size, *flags, *iters)?);
+            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+        Command::Trigger { count } => {
+            let r = TriggerReport::from(&dev.trigger(*count)?);
+            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+    };
+    Ok(out)
+}
+
+/// A hint for a failure people commonly run into, for the text-mode error message.
+pub fn hint(command: &Command, err: &Error) -> Option<String> {
+    use nix::errno::Errno;
+    match (command, err.errno()) {
+        (Command::Free { handle }, Errno::ENOENT) => Some(format!(
+            "handle {handle} is not live or not visible to this opener (only --persist \
+             allocations outlive the kmemlabctl that made them)"
+        )),
+        (_, Errno::ENOTTY) if matches!(err, Error::Ioctl { .. }) => Some(
+            "the module does not know this command (an older kmemlab.ko, or not \
+             /dev/kmemlab)"
+                .into(),
+        ),
+        (Command::Alloc { .. } | Command::Bench { .. }, Errno::E2BIG) => Some(
+            "larger than the module allows for this kind (`kmemlabctl info` shows max size)".into(),
+        ),
+        (Command::Alloc { .. }, Errno::ENOSPC) => Some(
+            "the module's limit of outstanding allocations is reached (`kmemlabctl info`, \
+             `kmemlabctl list`)"
+                .into(),
+        ),
+        (Command::Alloc { .. } | Command::Bench { .. }, Errno::EINVAL) => Some(
+            "the module refuses this kind, size or flag combination (`kmemlabctl info` lists \
+             the gfp flags it accepts; GFP_DMA only for kmalloc and pages, GFP_DMA32 only for \
+             pages)"
+                .into(),
+        ),
+        (_, Errno::EACCES) | (_, Errno::EPERM) => {
+            Some("the device is for root and group kmemlab".into())
+        }
+        _ => None,
+    }
+}
+
+/// The error as `--json` prints it: one object on one line.
+pub fn error_json(error: &str, message: &str) -> String {
+    let r = ErrorReport {
+        error: error.to_owned(),
+        message: message.to_owned(),
+    };
+    // Serializing two strings cannot fail; fall back to a fixed line all the same.
+    to_json(&r).unwrap_or_else(|_| "{\"error\":\"EINVAL\",\"message\":\"\"}".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::errno::Errno;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::device::MockDevice;
+
+    fn parse(args: &[&str]) -> std::result::Result<Invocation, UsageError> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    fn command(args: &[&str]) -> Command {
+        parse(args).unwrap().command
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        parse(args).unwrap_err().message
+    }
+
+    #[test]
+    fn parses_the_surface() {
+        assert_eq!(command(&["info"]), Command::Info);
+        assert_eq!(command(&["list", "--json"]), Command::List);
+        assert_eq!(command(&["--json", "stats"]), Command::Stats);
+        assert_eq!(
+            command(&["alloc", "--kind", "kmalloc", "--size", "1"]),
+            Command::Alloc {
+                kind: Kind::Kmalloc,
+                size: 1,
+                flags: Flags::GFP_KERNEL
+            }
+        );
+        assert_eq!(
+            command(&[
+                "alloc",
+                "--kind=dma-coherent",
+                "--size",
+                "4K",
+                "--gfp",
+                "GFP_ATOMIC,__GFP_ZERO",
+                "--persist",
+                "--json"
+            ]),
+            Command::Alloc {
+                kind: Kind::DmaCoherent,
+                size: 4096,
+                flags: Flags::parse_gfp("GFP_ATOMIC|__GFP_ZERO")
+                    .unwrap()
+                    .with(Flags::PERSIST)
+            }
+        );
+        assert_eq!(command(&["free", "42"]), Command::Free { handle: 42 });
+        assert_eq!(
+            command(&["bench", "--kind", "vmalloc", "--size", "2M"]),
+            Command::Bench {
+                kind: Kind::Vmalloc,
+                size: 2 << 20,
+                flags: Flags::GFP_KERNEL,
+                iters: 1000
+            }
+        );
+        assert_eq!(
+            command(&["bench", "--kind", "pages", "--size", "4K", "--iters", "10"]),
+            Command::Bench {
+                kind: Kind::Pages,
+                size: 4096,
+                flags: Flags::GFP_KERNEL,
+                iters: 10
+            }
+        );
+        assert_eq!(command(&["trigger"]), Command::Trigger { count: 1 });
+        assert_eq!(
+            command(&["trigger", "--count", "100"]),
+            Command::Trigger { count: 100 }
+        );
+        assert_eq!(command(&["--help"]), Command::Help);
+        assert_eq!(command(&["alloc", "-h"]), Command::Help);
+
+        let inv = parse(&["--device", "/tmp/x", "info", "--json"]).unwrap();
+        assert_eq!(inv.device, PathBuf::from("/tmp/x"));
+        assert!(inv.json);
+        assert_eq!(
+            parse(&["info"]).unwrap().device,
+            PathBuf::from("/dev/kmemlab")
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_clear() {
+        for (args, want) in [
+            (&[][..], "missing command"),
+            (&["frobnicate"][..], "unknown command \"frobnicate\""),
+            (&["alloc", "--size", "1"][..], "alloc needs --kind"),
+            (&["alloc", "--kind", "kmalloc"][..], "alloc needs --size"),
+            (
+                &["alloc", "--kind", "slab", "--size", "1"][..],
+                "invalid kind \"slab\"",
+            ),
+            (
+                &["alloc", "--kind", "kmalloc", "--size", "0"][..],
+                "invalid size \"0\": must be at least 1 byte",
+            ),
+            (
+                &["alloc", "--kind", "kmalloc", "--size", "lots"][..],
+                "invalid size \"lots\"",
+            ),
+            (
+                &[
+                    "alloc",
+                    "--kind",
+                    "kmalloc",
+                    "--size",
+                    "1",
+                    "--gfp",
+                    "GFP_BOGUS",
+                ][..],
+                "invalid gfp flag \"GFP_BOGUS\"",
+            ),
+            (&["free"][..], "free needs a HANDLE"),
+            (&["free", "x"][..], "invalid handle \"x\""),
+            (&["free", "1", "2"][..], "unexpected argument \"2\""),
+            (&["info", "extra"][..], "unexpected argument \"extra\""),
+            (
+                &["free", "1", "--kind", "kmalloc"][..],
+                "free takes no --kind",
+            ),
+            (&["list", "--persist"][..], "list takes no --persist"),
+            (&["trigger", "--iters", "3"][..], "trigger takes no --iters"),
+            (
+                &["trigger", "--count", "0"][..],
+                "invalid count \"0\": must be at least 1",
+            ),
+            (
+                &["bench", "--kind", "kmalloc", "--size", "8", "--iters", "-1"][..],
+                "invalid iters",
+            ),
+            (&["info", "--bogus"][..], "invalid option '--bogus'"),
+            (
+                &["alloc", "--kind"][..],
+                "missing argument for option '--kind'",
+            ),
+        ] {
+            let msg = usage_error(args);
+            assert!(msg.contains(want), "{args:?}: {msg}");
+        }
+        assert!(parse(&["--json", "bogus"]).unwrap_err().json);
+        assert!(!parse(&["bogus"]).unwrap_err().json);
+    }
+
+    fn run(dev: &MockDevice, args: &[&str]) -> Result<Output> {
+        let inv = parse(args).unwrap();
+        execute(&inv.command, dev, inv.json)
+    }
+
+    fn json_lines(out: &Output) -> Vec<Value> {
+        assert!(out.stdout.is_empty() || out.stdout.ends_with('\n'));
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn every_command_prints_json_objects_one_per_line() {
+        let dev = MockDevice::new();
+        let info = run(&dev, &["info", "--json"]).unwrap();
+        assert_eq!(
+            json_lines(&info)[0]["abi_version"],
+            kmemlab_uapi::ABI_VERSION
+        );
+
+        let a = run(
+            &dev,
+            &[
+                "alloc",
+                "--kind",
+                "vmalloc",
+                "--size",
+                "4M",
+                "--persist",
+                "--json",
+            ],
+        )
+        .unwrap();
+        assert_eq!(a.note, None, "no note in JSON mode");
+        let v = &json_lines(&a)[0];
+        assert_eq!(v["handle"], 1);
+        assert_eq!(v["kind"], "vmalloc");
+        assert_eq!(v["pages"], 1024);
+        assert_eq!(v["persist"], true);
+        run(
+            &dev,
+            &["alloc", "--kind", "kmalloc", "--size", "1", "--json"],
+        )
+        .unwrap();
+
+        let list = json_lines(&run(&dev, &["list", "--json"]).unwrap());
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1]["usable_size"], 8);
+
+        let f = json_lines(&run(&dev, &["free", "1", "--json"]).unwrap());
+        assert_eq!(f, [json!({"handle": 1, "free_ns": 51})]);
+
+        let s = json_lines(&run(&dev, &["stats", "--json"]).unwrap());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0]["kinds"]["vmalloc"]["frees"], 1);
+        assert_eq!(s[0]["kinds"]["kmalloc"]["live_count"], 1);
+
+        let b = json_lines(
+            &run(
+                &dev,
+                &["bench", "--kind", "kmalloc", "--size", "64", "--json"],
+            )
+            .unwrap(),
+        );
+        assert_eq!(b[0]["iters"], 1000);
+        assert_eq!(b[0]["alloc"]["p99_ns"], 300);
+
+        let t = json_lines(&run(&dev, &["trigger", "--count", "5", "--json"]).unwrap());
+        assert_eq!(t, [json!({"count": 5, "events": 5})]);
+    }
+
+    #[test]
+    fn text_output_and_the_ownership_note() {
+        let dev = MockDevice::new();
+        let a = run(&dev, &["alloc", "--kind", "kmalloc", "--size", "1"]).unwrap();
+        assert!(a.stdout.starts_with("HANDLE  KIND"));
+        assert_eq!(
+            a.note.as_deref(),
+            Some(
+                "note: allocation 1 belongs to this kmemlabctl and is freed when it exits; \
+                 use --persist to keep it"
+            )
+        );
+        let p = run(
+            &dev,
+            &["alloc", "--kind", "kmalloc", "--size", "1", "--persist"],
+        )
+        .unwrap();
+        assert_eq!(p.note, None);
+        assert!(p.stdout.contains(" device "), "{}", p.stdout);
+        let list = run(&dev, &["list"]).unwrap();
+        assert_eq!(list.stdout.lines().count(), 3);
+        assert!(run(&dev, &["info"])
+            .unwrap()
+            .stdout
+            .contains("abi version:"));
+        assert!(run(&dev, &["stats"]).unwrap().stdout.contains("events: 0"));
+        assert_eq!(
+            run(&MockDevice::new(), &["list"]).unwrap().stdout,
+            "no allocations\n"
+        );
+        assert_eq!(
+            run(&dev, &["trigger"]).unwrap().stdout,
+            "raised 1 event; event count now 1\n"
+        );
+        assert!(run(&dev, &["--help"])
+            .unwrap()
+            .stdout
+            .starts_with("usage: kmemlabctl"));
+    }
+
+    #[test]
+    fn errors_carry_the_errno_and_a_hint() {
+        let dev = MockDevice::new();
+        let err = run(&dev, &["free", "7", "--json"]).unwrap_err();
+        assert_eq!(err.errno_name(), "ENOENT");
+        let line = error_json(&err.errno_name(), &err.report());
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).unwrap(),
+            json!({"error": "ENOENT", "message": "ioctl KMEMLAB_FREE failed: ENOENT: No such file or directory"})
+        );
+        let cmd = Command::Free { handle: 7 };
+        assert!(hint(&cmd, &err)
+            .unwrap()
+            .starts_with("handle 7 is not live"));
+
+        let err = run(
+            &dev,
+            &["alloc", "--kind", "kmalloc", "--size", "8M", "--json"],
+        )
+        .unwrap_err();
+        assert_eq!(err.errno_name(), "E2BIG");
+        assert_eq!(hint(&Command::Info, &err), None);
+        let alloc = parse(&["alloc", "--kind", "kmalloc", "--size", "8M"])
+            .unwrap()
+            .command;
+        assert!(hint(&alloc, &err).unwrap().contains("max size"));
+        let err = run(
+            &dev,
+            &[
+                "alloc",
+                "--kind",
+                "vmalloc",
+                "--size",
+                "1",
+                "--gfp",
+                "GFP_DMA32",
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.errno_name(), "EINVAL");
+        assert!(hint(&alloc, &err)
+            .unwrap()
+            .contains("GFP_DMA32 only for pages"));
+
+        let old = MockDevice::failing(Errno::ENOTTY);
+        let err = run(&old, &["stats"]).unwrap_err();
+        assert!(hint(&Command::Stats, &err)
+            .unwrap()
+            .contains("does not know"));
+    }
+}

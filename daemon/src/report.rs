@@ -1,0 +1,722 @@
+//! What the module reports, in the shapes `kmemlabctl` and `kmemlabd` print: JSON
+//! objects (serde) and readable tables. The uapi crate is `no_std` without serde, so
+//! each ABI struct has a report type here.
+
+use kmemlab_uapi as uapi;
+use kmemlab_uapi::{Alloc, Bench, Free, Info, Stats, Timing, Trigger, ABI_VERSION};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::spec::{format_size, hex, Flags, Kind};
+
+/// One JSON object on one line (no trailing newline).
+pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|source| Error::Json { source })
+}
+
+/// Values per kind, serialized as a JSON object whose keys are the kind names in ABI
+/// order (kmalloc, vmalloc, dma_coherent, kvmalloc, pages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerKind<T>(pub Vec<(String, T)>);
+
+impl<T> PerKind<T> {
+    /// The value for kind `name`.
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+impl<T: Serialize> Serialize for PerKind<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// [`Info`] as `kmemlabctl info` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InfoReport {
+    /// The module's ABI version.
+    pub abi_version: u32,
+    /// The kernel's page size in bytes.
+    pub page_size: u32,
+    /// Size of the DMA-coherent heap in bytes (0: none).
+    pub heap_size: u64,
+    /// The kinds the module supports, by name.
+    pub kinds: Vec<String>,
+    /// The gfp flags the module accepts, by name.
+    pub gfp: Vec<&'static str>,
+    /// Largest single allocation per supported kind, in bytes.
+    pub max_size: PerKind<u64>,
+    /// Most bytes outstanding at once.
+    pub max_outstanding_bytes: u64,
+    /// Most allocations outstanding at once.
+    pub max_outstanding_count: u32,
+    /// The Linux irq number the UIO device uses (0: not bound).
+    pub irq: u32,
+    /// Most iterations one BENCH may run.
+    pub max_bench_iters: u32,
+    /// Most events one TRIGGER may raise.
+    pub max_trigger_count: u32,
+}
+
+impl From<&Info> for InfoReport {
+    fn from(i: &Info) -> Self {
+        let kinds: Vec<u32> = (0..uapi::MAX_KINDS as u32)
+            .filter(|k| i.kinds & (1 << k) != 0)
+            .collect();
+        Self {
+            abi_version: i.abi_version,
+            page_size: i.page_size,
+            heap_size: i.heap_size,
+            kinds: kinds.iter().map(|k| Kind::name_of(*k)).collect(),
+            gfp: Flags(i.flags).gfp_names(),
+            max_size: PerKind(
+                kinds
+                    .iter()
+                    .map(|k| (Kind::name_of(*k), i.max_size[*k as usize]))
+                    .collect(),
+            ),
+            max_outstanding_bytes: i.max_outstanding_bytes,
+            max_outstanding_count: i.max_outstanding_count,
+            irq: i.irq,
+            max_bench_iters: i.max_bench_iters,
+            max_trigger_count: i.max_trigger_count,
+        }
+    }
+}
+
+impl InfoReport {
+    /// One JSON object on one line (no trailing newline).
+    pub fn to_json(&self) -> Result<String> {
+        to_json(self)
+    }
+
+    /// Readable text, one `name: value` per line, each line ending in `\n`.
+    pub fn to_text(&self) -> String {
+        let mut rows: Vec<(String, String)> = vec![
+            ("abi version".into(), self.abi_version.to_string()),
+            ("page size".into(), self.page_size.to_string()),
+            ("heap size".into(), self.heap_size.to_string()),
+            ("kinds".into(), self.kinds.join(" ")),
+            ("gfp flags".into(), self.gfp.join(" ")),
+        ];
+        for kind in &self.kinds {
+            let max = self.max_size.get(kind).copied().unwrap_or(0);
+            rows.push((
+                format!("max size {kind}"),
+                format!("{max} ({})", format_size(max)),
+            ));
+        }
+        rows.push((
+            "max outstanding bytes".into(),
+            self.max_outstanding_bytes.to_string(),
+        ));
+        rows.push((
+            "max outstanding count".into(),
+            self.max_outstanding_count.to_string(),
+        ));
+        rows.push(("max bench iters".into(), self.max_bench_iters.to_string()));
+        rows.push((
+            "max trigger count".into(),
+            self.max_trigger_count.to_string(),
+        ));
+        rows.push(("irq".into(), self.irq.to_string()));
+        if self.abi_version != ABI_VERSION {
+            rows.push((
+                "warning".into(),
+                format!("this kmemlabctl speaks abi version {ABI_VERSION}"),
+            ));
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+        rows.iter()
+            .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
+            .collect()
+    }
+}
+
+/// One allocation (ALLOC's report or a LIST entry). Addresses are `0x` hex strings, or
+/// null when hidden (no CAP_SYSLOG) or, for `dma`, when the kind has none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocReport {
+    /// Never reused while the module is loaded.
+    pub handle: u64,
+    /// `kmalloc`, `vmalloc`, `dma_coherent`, `kvmalloc` or `pages`.
+    pub kind: String,
+    /// Requested bytes.
+    pub size: u64,
+    /// Bytes really usable (ksize, or whole pages).
+    pub usable_size: u64,
+    /// The gfp flags asked for, by name.
+    pub gfp: Vec<&'static str>,
+    /// Kernel virtual address of the first byte.
+    pub vaddr: Option<String>,
+    /// Physical address of the first byte.
+    pub phys: Option<String>,
+    /// DMA address (dma_coherent).
+    pub dma: Option<String>,
+    /// Pages spanned.
+    pub pages: u32,
+    /// Physically contiguous runs of those pages.
+    pub phys_segments: u32,
+    /// Whether the memory was zeroed.
+    pub zeroed: bool,
+    /// Time in the allocator call, ns.
+    pub alloc_ns: u64,
+    /// Addresses were hidden from this opener.
+    pub hidden: bool,
+    /// Device-owned (`--persist`): survives the file that allocated it.
+    pub persist: bool,
+}
+
+impl From<&Alloc> for AllocReport {
+    fn from(a: &Alloc) -> Self {
+        let hidden = a.result & uapi::RESULT_HIDDEN != 0;
+        let addr = |v: u64, shown: bool| (shown && !hidden).then(|| hex(v));
+        Self {
+            handle: a.handle,
+            kind: Kind::name_of(a.kind),
+            size: a.size,
+            usable_size: a.usable_size,
+            gfp: Flags(a.flags).gfp_names(),
+            vaddr: addr(a.vaddr, true),
+            phys: addr(a.phys, true),
+            dma: addr(a.dma, a.result & uapi::RESULT_DMA != 0),
+            pages: a.pages,
+            phys_segments: a.phys_segments,
+            zeroed: a.result & uapi::RESULT_ZEROED != 0,
+            alloc_ns: a.alloc_ns,
+            hidden,
+            persist: a.result & uapi::RESULT_PERSIST != 0,
+        }
+    }
+}
+
+impl AllocReport {
+    /// The table of allocations `kmemlabctl alloc` and `list` print.
+    pub fn table(reports: &[AllocReport]) -> String {
+        let na = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let rows = reports
+            .iter()
+            .map(|r| {
+                vec![
+                    r.handle.to_string(),
+                    r.kind.clone(),
+                    r.size.to_string(),
+                    r.usable_size.to_string(),
+                    r.pages.to_string(),
+                    r.phys_segments.to_string(),
+                    yes_no(r.zeroed),
+                    r.alloc_ns.to_string(),
+                    if r.persist { "device" } else { "file" }.to_string(),
+                    na(&r.vaddr),
+                    na(&r.phys),
+                    na(&r.dma),
+                    if r.gfp.is_empty() {
+                        "-".into()
+                    } else {
+                        r.gfp.join("|")
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &[
+                "HANDLE", "KIND", "SIZE", "USABLE", "PAGES", "SEGS", "ZEROED", "ALLOC_NS", "OWNER",
+                "VADDR", "PHYS", "DMA", "GFP",
+            ],
+            rows,
+        )
+    }
+}
+
+/// A FREE's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FreeReport {
+    /// The handle freed.
+    pub handle: u64,
+    /// Time in the free call, ns.
+    pub free_ns: u64,
+}
+
+impl From<&Free> for FreeReport {
+    fn from(f: &Free) -> Self {
+        Self {
+            handle: f.handle,
+            free_ns: f.free_ns,
+        }
+    }
+}
+
+impl FreeReport {
+    /// A one-row table.
+    pub fn to_text(&self) -> String {
+        table(
+            &["HANDLE", "FREE_NS"],
+            vec![vec![self.handle.to_string(), self.free_ns.to_string()]],
+        )
+    }
+}
+
+/// The counters of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KindStatsReport {
+    /// Live allocations.
+    pub live_count: u64,
+    /// Requested bytes of the live allocations.
+    pub live_bytes: u64,
+    /// Successful allocations since load.
+    pub allocs: u64,
+    /// Frees since load.
+    pub frees: u64,
+    /// Failed allocations since load.
+    pub failures: u64,
+}
+
+/// STATS: one object per kind, keyed by kind name, and the UIO event count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StatsReport {
+    /// Counters per kind this version knows.
+    pub kinds: PerKind<KindStatsReport>,
+    /// UIO events raised since load.
+    pub events: u64,
+}
+
+impl From<&Stats> for StatsReport {
+    fn from(s: &Stats) -> Self {
+        Self {
+            kinds: PerKind(
+                Kind::ALL
+                    .iter()
+                    .map(|k| {
+                        let c = s.kinds[k.abi() as usize];
+                        (
+                            k.name().to_owned(),
+                            KindStatsReport {
+                                live_count: c.live_count,
+                                live_bytes: c.live_bytes,
+                                allocs: c.allocs,
+                                frees: c.frees,
+                                failures: c.failures,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+            events: s.events,
+        }
+    }
+}
+
+impl StatsReport {
+    /// A table with one row per kind (in ABI order), then the event count.
+    pub fn to_text(&self) -> String {
+        let rows = Kind::ALL
+            .iter()
+            .filter_map(|k| self.kinds.get(k.name()).map(|c| (k, c)))
+            .map(|(k, c)| {
+                vec![
+                    k.name().to_string(),
+                    c.live_count.to_string(),
+                    c.live_bytes.to_string(),
+                    c.allocs.to_string(),
+                    c.frees.to_string(),
+                    c.failures.to_string(),
+                ]
+            })
+            .collect();
+        let mut text = table(
+            &["KIND", "LIVE", "LIVE_BYTES", "ALLOCS", "FREES", "FAILURES"],
+            rows,
+        );
+        text.push_str(&format!("events: {}\n", self.events));
+        text
+    }
+}
+
+/// Latency figures of one side of a BENCH run, ns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TimingReport {
+    /// Fastest.
+    pub min_ns: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Slowest.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: u64,
+    /// Standard deviation.
+    pub stddev_ns: u64,
+}
+
+impl From<&Timing> for TimingReport {
+    fn from(t: &Timing) -> Self {
+        Self {
+            min_ns: t.min_ns,
+            p50_ns: t.p50_ns,
+            p99_ns: t.p99_ns,
+            max_ns: t.max_ns,
+            mean_ns: t.mean_ns,
+            stddev_ns: t.stddev_ns,
+        }
+    }
+}
+
+/// BENCH: what ran and how long each side took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BenchReport {
+    /// The kind.
+    pub kind: String,
+    /// Bytes per allocation.
+    pub size: u64,
+    /// The gfp flags, by name.
+    pub gfp: Vec<&'static str>,
+    /// Alloc+free pairs run.
+    pub iters: u32,
+    /// Allocation latency.
+    pub alloc: TimingReport,
+    /// Free latency.
+    pub free: TimingReport,
+}
+
+impl From<&Bench> for BenchReport {
+    fn from(b: &Bench) -> Self {
+        Self {
+            kind: Kind::name_of(b.kind),
+            size: b.size,
+            gfp: Flags(b.flags).gfp_names(),
+            iters: b.iters,
+            alloc: (&b.alloc).into(),
+            free: (&b.free).into(),
+        }
+    }
+}
+
+impl BenchReport {
+    /// A title line and a table with a row per side.
+    pub fn to_text(&self) -> String {
+        let row = |side: &str, t: &TimingReport| {
+            vec![
+                side.to_string(),
+                t.min_ns.to_string(),
+                t.p50_ns.to_string(),
+                t.p99_ns.to_string(),
+                t.max_ns.to_string(),
+                t.mean_ns.to_string(),
+                t.stddev_ns.to_string(),
+            ]
+        };
+        format!(
+            "{} {} bytes {}, {} iterations (ns, in the kernel)\n{}",
+            self.kind,
+            self.size,
+            self.gfp.join("|"),
+            self.iters,
+            table(
+                &["", "MIN", "P50", "P99", "MAX", "MEAN", "STDDEV"],
+                vec![row("alloc", &self.alloc), row("free", &self.free)],
+            )
+        )
+    }
+}
+
+/// TRIGGER: events raised and the UIO count after the last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TriggerReport {
+    /// Events raised.
+    pub count: u32,
+    /// The UIO event count after the last one.
+    pub events: u64,
+}
+
+impl From<&Trigger> for TriggerReport {
+    fn from(t: &Trigger) -> Self {
+        Self {
+            count: t.count,
+            events: t.events,
+        }
+    }
+}
+
+impl TriggerReport {
+    /// One sentence.
+    pub fn to_text(&self) -> String {
+        format!(
+            "raised {} event{}; event count now {}\n",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.events
+        )
+    }
+}
+
+/// A failure as `kmemlabctl --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorReport {
+    /// The errno name, e.g. `ENOENT`.
+    pub error: String,
+    /// The message with its causes.
+    pub message: String,
+}
+
+impl From<&Error> for ErrorReport {
+    fn from(e: &Error) -> Self {
+        Self {
+            error: e.errno_name(),
+            message: e.report(),
+        }
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+/// A plain-text table: a header row, then the rows, columns two spaces apart. Columns
+/// whose cells are all numbers are right-aligned.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let cols = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut numeric = vec![true; cols];
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            widths[i] = widths[i].max(cell.len());
+            numeric[i] &= cell.parse::<u64>().is_ok();
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let w = widths[i];
+            if numeric[i] && !rows.is_empty() {
+                s.push_str(&format!("{cell:>w$}"));
+            } else if i + 1 == cols {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(headers.to_vec());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::device::{Device, MockDevice};
+
+    fn value<T: Serialize>(t: &T) -> Value {
+        let line = to_json(t).unwrap();
+        assert!(!line.contains('\n'));
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn info_json_and_text() {
+        let info = MockDevice::new().info().unwrap();
+        let report = InfoReport::from(&info);
+        assert_eq!(
+            value(&report),
+            json!({
+                "abi_version": ABI_VERSION,
+                "page_size": 4096,
+                "heap_size": 1 << 20,
+                "kinds": ["kmalloc", "vmalloc", "dma_coherent", "kvmalloc", "pages"],
+                "gfp": ["GFP_KERNEL", "GFP_ATOMIC", "GFP_NOWAIT", "__GFP_ZERO",
+                        "__GFP_NORETRY", "__GFP_NOWARN"],
+                "max_size": {"kmalloc": 4 << 20, "vmalloc": 64 << 20,
+                             "dma_coherent": 4 << 20, "kvmalloc": 64 << 20,
+                             "pages": 4 << 20},
+                "max_outstanding_bytes": 64 << 20,
+                "max_outstanding_count": 65536,
+                "irq": 42,
+                "max_bench_iters": 1_000_000,
+                "max_trigger_count": 100_000,
+            })
+        );
+        let text = report.to_text();
+        assert!(text.contains(&format!("abi version:           {ABI_VERSION}\n")));
+        assert!(
+            text.contains("max size vmalloc:      67108864 (64M)\n"),
+            "{text}"
+        );
+        assert!(text.contains("kinds:                 kmalloc vmalloc dma_coherent"));
+        assert!(!text.contains("warning"));
+        let other = InfoReport {
+            abi_version: 9,
+            ..report
+        };
+        assert!(other.to_text().contains("warning:"));
+    }
+
+    #[test]
+    fn alloc_json_shape() {
+        let dev = MockDevice::new();
+        let a = dev
+            .alloc(
+                Kind::Kmalloc,
+                1,
+                Flags::parse_gfp("GFP_ATOMIC|__GFP_ZERO").unwrap(),
+            )
+            .unwrap();
+        let v = value(&AllocReport::from(&a));
+        assert_eq!(
+            v,
+            json!({
+                "handle": 1, "kind": "kmalloc", "size": 1, "usable_size": 8,
+                "gfp": ["GFP_ATOMIC", "__GFP_ZERO"],
+                "vaddr": "0xffff0000c0100000", "phys": "0x40100000", "dma": null,
+                "pages": 1, "phys_segments": 1, "zeroed": true, "alloc_ns": 101,
+                "hidden": false, "persist": false,
+            })
+        );
+        let d = dev
+            .alloc(
+                Kind::DmaCoherent,
+                1024,
+                Flags::GFP_KERNEL.with(Flags::PERSIST),
+            )
+            .unwrap();
+        let v = value(&AllocReport::from(&d));
+        assert_eq!(v["kind"], "dma_coherent");
+        assert_eq!(v["dma"], "0x40200000");
+        assert_eq!(v["gfp"], json!(["GFP_KERNEL"]));
+        assert_eq!(v["persist"], true);
+        assert_eq!(v["zeroed"], true);
+    }
+
+    #[test]
+    fn hidden_addresses_are_null() {
+        let dev = MockDevice::new().hiding_addresses();
+        let d = dev.alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL).unwrap();
+        let v = value(&AllocReport::from(&d));
+        assert_eq!(v["hidden"], true);
+        assert_eq!(
+            (&v["vaddr"], &v["phys"], &v["dma"]),
+            (&Value::Null, &Value::Null, &Value::Null)
+        );
+    }
+
+    #[test]
+    fn alloc_table() {
+        let dev = MockDevice::new();
+        let reports: Vec<AllocReport> = [(Kind::Kmalloc, 1), (Kind::Vmalloc, 4 << 20)]
+            .iter()
+            .map(|(k, s)| AllocReport::from(&dev.alloc(*k, *s, Flags::GFP_KERNEL).unwrap()))
+            .collect();
+        let text = AllocReport::table(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines,
+            [
+                "HANDLE  KIND        SIZE   USABLE  PAGES  SEGS  ZEROED  ALLOC_NS  OWNER  VADDR               PHYS        DMA  GFP",
+                "     1  kmalloc        1        8      1     1  no           101  file   0xffff0000c0100000  0x40100000  -    GFP_KERNEL",
+                "     2  vmalloc  4194304  4194304   1024  1024  no           102  file   0xffff800080200000  0x40200000  -    GFP_KERNEL",
+            ]
+        );
+    }
+
+    #[test]
+    fn free_stats_bench_trigger_shapes() {
+        let dev = MockDevice::new();
+        let a = dev.alloc(Kind::Pages, 4096, Flags::GFP_KERNEL).unwrap();
+        let f = dev.free(a.handle).unwrap();
+        assert_eq!(
+            value(&FreeReport::from(&f)),
+            json!({"handle": 1, "free_ns": 51})
+        );
+        assert_eq!(
+            FreeReport::from(&f).to_text(),
+            "HANDLE  FREE_NS\n     1       51\n"
+        );
+
+        let s = StatsReport::from(&dev.stats().unwrap());
+        let v = value(&s);
+        assert_eq!(v["events"], 0);
+        assert_eq!(
+            v["kinds"]["pages"],
+            json!({"live_count": 0, "live_bytes": 0, "allocs": 1, "frees": 1, "failures": 0})
+        );
+        assert_eq!(v["kinds"].as_object().unwrap().len(), 5);
+        // Kinds in ABI order, not sorted by name.
+        let line = to_json(&s).unwrap();
+        assert!(
+            line.starts_with("{\"kinds\":{\"kmalloc\":{\"live_count\":0,"),
+            "{line}"
+        );
+        assert!(line.find("\"vmalloc\"").unwrap() < line.find("\"dma_coherent\"").unwrap());
+        let text = s.to_text();
+        assert!(text.starts_with("KIND          LIVE  LIVE_BYTES  ALLOCS  FREES  FAILURES\n"));
+        assert!(text.contains("\npages            0           0       1      1         0\n"));
+        assert!(text.ends_with("events: 0\n"));
+
+        let b = dev
+            .bench(Kind::Vmalloc, 4096, Flags::GFP_KERNEL, 1000)
+            .unwrap();
+        let b = BenchReport::from(&b);
+        assert_eq!(
+            value(&b),
+            json!({
+                "kind": "vmalloc", "size": 4096, "gfp": ["GFP_KERNEL"], "iters": 1000,
+                "alloc": {"min_ns": 100, "p50_ns": 110, "p99_ns": 300, "max_ns": 1000,
+                          "mean_ns": 120, "stddev_ns": 7},
+                "free": {"min_ns": 50, "p50_ns": 60, "p99_ns": 150, "max_ns": 500,
+                         "mean_ns": 70, "stddev_ns": 7},
+            })
+        );
+        assert!(b
+            .to_text()
+            .starts_with("vmalloc 4096 bytes GFP_KERNEL, 1000 iterations (ns, in the kernel)\n"));
+
+        let t = TriggerReport::from(&dev.trigger(3).unwrap());
+        assert_eq!(value(&t), json!({"count": 3, "events": 3}));
+        assert_eq!(t.to_text(), "raised 3 events; event count now 3\n");
+    }
+
+    #[test]
+    fn error_shape() {
+        let e = Error::Ioctl {
+            cmd: "KMEMLAB_FREE",
+            source: nix::errno::Errno::ENOENT,
+        };
+        assert_eq!(
+            value(&ErrorReport::from(&e)),
+            json!({"error": "ENOENT", "message": "ioctl KMEMLAB_FREE failed: ENOENT: No such file or directory"})
+        );
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "NAME", "N"],
+            vec![
+                vec!["x".into(), "long name".into(), "5".into()],
+                vec!["yy".into(), "n".into(), "100".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "A   NAME         N\nx   long name    5\nyy  n          100\n"
+        );
+        assert_eq!(table(&["A", "B"], vec![]), "A  B\n");
+    }
+}

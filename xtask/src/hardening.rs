@@ -1,0 +1,560 @@
+//! Issue 7's tests, run on the debug kernel (lockdep, KFENCE, SLUB debugging, kmemleak,
+//! fault injection, DMA API debugging): fuzzing, fault injection, kill -9, unload with
+//! live allocations, permissions, load, hostile device trees. Ends with a table.
+
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::util::{repo_root, step};
+use crate::vm::{run_vm, Artifacts, VmOptions, VmOutcome};
+
+/// The figures the run ends with.
+#[derive(Default, Debug)]
+pub struct Summary {
+    calls_fuzzed: u64,
+    faults_injected: u64,
+    kills_survived: u64,
+    unloads_with_live_allocations: u64,
+    leaks_found: u64,
+    kernel_splats: u64,
+    vm_runs: u64,
+}
+
+type Test = fn(&Artifacts, &mut Summary) -> Result<()>;
+
+const TESTS: &[(&str, Test)] = &[
+    ("fuzz_ioctls_from_four_threads", fuzz_ioctls),
+    ("fault_injection_gives_enomem", fault_injection),
+    ("kill_9_frees_and_restarts", kill_9),
+    ("unload_with_live_allocations", unload_with_live_allocations),
+    ("permissions", permissions),
+    ("load_with_press_storm", load_with_press_storm),
+    ("hostile_device_trees", hostile_device_trees),
+];
+
+/// kmemleak reports only objects older than 5 s: wait that long, scan twice (as its
+/// documentation advises), print what it found between `== kmemleak` and `== end`.
+const KMEMLEAK_SCAN: &str = "
+sleep 6
+echo scan > /sys/kernel/debug/kmemleak
+echo scan > /sys/kernel/debug/kmemleak
+echo '== kmemleak'
+cat /sys/kernel/debug/kmemleak
+echo '== end'";
+
+pub fn run_all(art: &Artifacts) -> Result<()> {
+    let mut summary = Summary::default();
+    let mut failed = Vec::new();
+    for (name, test) in TESTS {
+        step(format!("debug-kernel test {name}"));
+        let start = Instant::now();
+        let mut art = art.clone();
+        art.work = art.work.join(name);
+        match test(&art, &mut summary) {
+            Ok(()) => eprintln!("    ok   {name} ({:.1?})", start.elapsed()),
+            Err(err) => {
+                eprintln!("    FAIL {name}: {err:#}");
+                failed.push(*name);
+            }
+        }
+    }
+    println!();
+    println!("| debug kernel                    | count |");
+    println!("|---------------------------------|-------|");
+    println!(
+        "| VM runs                         | {:>5} |",
+        summary.vm_runs
+    );
+    println!(
+        "| ioctl calls fuzzed              | {:>5} |",
+        summary.calls_fuzzed
+    );
+    println!(
+        "| faults injected                 | {:>5} |",
+        summary.faults_injected
+    );
+    println!(
+        "| kill -9 survived                | {:>5} |",
+        summary.kills_survived
+    );
+    println!(
+        "| unloads with live allocations   | {:>5} |",
+        summary.unloads_with_live_allocations
+    );
+    println!(
+        "| leaks found (must be 0)         | {:>5} |",
+        summary.leaks_found
+    );
+    println!(
+        "| kernel splats (must be 0)       | {:>5} |",
+        summary.kernel_splats
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} debug-kernel test(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    ensure!(
+        summary.leaks_found == 0 && summary.kernel_splats == 0,
+        "leaks or splats"
+    );
+    Ok(())
+}
+
+/// Boots, counts splats and kmemleak reports into the summary, fails on either.
+fn boot(art: &Artifacts, s: &mut Summary, opts: VmOptions) -> Result<VmOutcome> {
+    let outcome = run_vm(art, &opts)?;
+    s.vm_runs += 1;
+    let splats = outcome.splats();
+    s.kernel_splats += splats.len() as u64;
+    let leaks = section(&outcome.cmd_output, "kmemleak")
+        .iter()
+        .filter(|l| l.contains("unreferenced object"))
+        .count() as u64;
+    s.leaks_found += leaks;
+    ensure!(
+        splats.is_empty(),
+        "the kernel log shows a splat:\n{}",
+        splats.join("\n")
+    );
+    ensure!(
+        leaks == 0,
+        "kmemleak found {leaks} unreferenced object(s):\n{}",
+        section(&outcome.cmd_output, "kmemleak").join("\n")
+    );
+    Ok(outcome)
+}
+
+fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("== {name}");
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+fn json_objects(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// 4 threads, 200,000 random requests (commands, sizes, flags, struct sizes, handles,
+/// NULL / unmapped / read-only pointers, close and reopen); STATS consistent after, no
+/// allocation left, kmemleak clean.
+fn fuzz_ioctls(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let cmd =
+        format!("kmemlab-abi-probe fuzz 4 50000 20261125; echo \"fuzz-rc=$?\"{KMEMLEAK_SCAN}");
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd,
+            ..VmOptions::default()
+        },
+    )?;
+    let report = json_objects(&outcome.cmd_output)
+        .into_iter()
+        .find(|v| v.get("calls").is_some())
+        .context("the fuzzer printed no report")?;
+    s.calls_fuzzed += num(&report, "calls");
+    println!("fuzz: {report}");
+    ensure!(
+        outcome.cmd_output.contains("fuzz-rc=0"),
+        "fuzz failed: {report}"
+    );
+    ensure!(
+        num(&report, "calls") >= 200_000,
+        "fewer than 200,000 calls: {report}"
+    );
+    Ok(())
+}
+
+/// failslab and fail_page_alloc at 10% for the daemon and a client: every failed
+/// allocation is an ENOMEM in their JSON, the daemon keeps running, nothing leaks.
+fn fault_injection(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    // The faults are confined to the two processes (task-filter + make-it-fail), so the
+    // shell and the rest of the guest keep working. `times` counts down per injected
+    // fault, which gives the number injected.
+    let script = format!(
+        "
+F=/sys/kernel/debug
+for f in failslab fail_page_alloc; do
+    echo Y > $F/$f/task-filter
+    echo 10 > $F/$f/probability
+    echo 1 > $F/$f/interval
+    echo 1000000 > $F/$f/times
+    echo 0 > $F/$f/verbose
+done
+echo N > $F/failslab/ignore-gfp-wait
+echo N > $F/fail_page_alloc/ignore-gfp-wait
+echo 0 > $F/fail_page_alloc/min-order
+pid=$(cat /run/kmemlabd.pid)
+echo 1 > /proc/$pid/make-it-fail
+echo '== client'
+sh -c 'echo 1 > /proc/self/make-it-fail
+       i=0
+       while [ $i -lt 300 ]; do
+           kmemlabctl alloc --kind vmalloc --size 64K --json
+           kmemlabctl alloc --kind kmalloc --size 4K --json
+           i=$((i + 1))
+       done'
+echo '== presses'
+i=0
+while [ $i -lt 60 ]; do kmemlabctl trigger --json; usleep 60000; i=$((i + 1)); done
+echo '== injected'
+for f in failslab fail_page_alloc; do
+    echo \"$f $((1000000 - $(cat $F/$f/times)))\"
+    echo 0 > $F/$f/probability
+done
+echo 0 > /proc/$pid/make-it-fail
+kill -0 $pid && echo daemon-alive
+echo '== stats'
+kmemlabctl stats --json
+{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    for line in section(out, "injected") {
+        let mut parts = line.split_whitespace();
+        if let (Some(_), Some(n)) = (parts.next(), parts.next()) {
+            s.faults_injected += n.parse::<u64>().unwrap_or(0);
+        }
+    }
+    ensure!(
+        out.contains("daemon-alive"),
+        "kmemlabd died under fault injection:\n{out}"
+    );
+    let client = json_objects(&section(out, "client").join("\n"));
+    let client_errors: Vec<&Value> = client.iter().filter(|v| v.get("error").is_some()).collect();
+    let wrong: Vec<String> = client_errors
+        .iter()
+        .filter(|v| v.get("error").and_then(Value::as_str) != Some("ENOMEM"))
+        .map(|v| v.to_string())
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "client errors other than ENOMEM:\n{}",
+        wrong.join("\n")
+    );
+    ensure!(
+        !client_errors.is_empty(),
+        "no allocation of the client failed at 10%: were faults injected?"
+    );
+    // The daemon's failed steps are ENOMEM error lines too.
+    let log: Vec<Value> = outcome
+        .log
+        .iter()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("torn or bad line: {l}")))
+        .collect::<Result<_>>()?;
+    let daemon_errors: Vec<&Value> = log
+        .iter()
+        .filter(|v| v.get("event").and_then(Value::as_str) == Some("error"))
+        .collect();
+    for e in &daemon_errors {
+        let errno = e.get("error").and_then(Value::as_str).unwrap_or("");
+        ensure!(
+            errno == "ENOMEM" || errno == "ENOENT",
+            "kmemlabd error other than ENOMEM: {e}"
+        );
+    }
+    println!(
+        "fault injection: {} injected, client {} allocations / {} ENOMEM, kmemlabd {} error lines",
+        s.faults_injected,
+        client.len(),
+        client_errors.len(),
+        daemon_errors.len()
+    );
+    Ok(())
+}
+
+/// kill -9 of kmemlabd holding an allocation: the kernel frees it when the file is
+/// released; a restarted daemon carries on; no line of the log is torn.
+fn kill_9(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let script = format!(
+        "
+pid=$(cat /run/kmemlabd.pid)
+echo '== before'
+kmemlabctl stats --json
+kill -9 $pid
+i=0; while [ -d /proc/$pid ] && ! grep -q '^State:.*Z' /proc/$pid/status 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && break; usleep 10000; done
+echo '== after'
+kmemlabctl stats --json
+kmemlabd --log /tmp/second.log 2>/tmp/second.err &
+second=$!
+i=0; while ! grep -q '\"start\"' /tmp/second.log 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && break; usleep 10000; done
+kmemlabctl trigger --json
+i=0; while [ $(grep -c '\"seq\"' /tmp/second.log) -lt 1 ]; do
+    i=$((i + 1)); [ $i -gt 500 ] && break; usleep 10000; done
+kill -TERM $second; wait $second
+echo '== second'
+cat /tmp/second.log
+{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            presses: 1,
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let live = |name: &str| -> u64 {
+        json_objects(&section(out, name).join("\n"))
+            .iter()
+            .map(|v| num(v, "live_count"))
+            .sum()
+    };
+    ensure!(
+        live("before") >= 1,
+        "the daemon held no allocation before the kill:\n{out}"
+    );
+    ensure!(
+        live("after") == 0,
+        "allocations survived kill -9 of their owner:\n{out}"
+    );
+    for line in &outcome.log {
+        serde_json::from_str::<Value>(line)
+            .with_context(|| format!("torn line in the killed daemon's log: {line}"))?;
+    }
+    let second = json_objects(&section(out, "second").join("\n"));
+    ensure!(
+        second.iter().any(|v| v.get("seq").is_some()),
+        "the restarted daemon handled no press:\n{out}"
+    );
+    s.kills_survived += 1;
+    Ok(())
+}
+
+/// rmmod with device-owned allocations of every kind frees them all (kmemleak clean);
+/// rmmod while /dev/kmemlab or the UIO device is open is refused.
+fn unload_with_live_allocations(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let script = format!(
+        "
+for k in kmalloc vmalloc dma-coherent kvmalloc pages; do
+    kmemlabctl alloc --kind $k --size 8K --persist --json
+done
+echo '== open kmemlab'
+exec 3</dev/kmemlab
+rmmod kmemlab && echo unloaded-while-open
+exec 3<&-
+echo '== open uio'
+exec 4</dev/uio0
+rmmod kmemlab && echo unloaded-while-open
+exec 4<&-
+echo '== unload'
+rmmod kmemlab && echo unloaded
+{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    ensure!(
+        !out.contains("unloaded-while-open"),
+        "rmmod succeeded while a file was open:\n{out}"
+    );
+    ensure!(
+        out.contains("\nunloaded"),
+        "rmmod failed with no file open:\n{out}"
+    );
+    let allocs = json_objects(
+        &out.lines()
+            .take_while(|l| !l.starts_with("== "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    ensure!(
+        allocs.len() == 5,
+        "want 5 PERSIST allocations before rmmod:\n{out}"
+    );
+    s.unloads_with_live_allocations += 1;
+    Ok(())
+}
+
+/// Without group kmemlab: EACCES. In the group but without CAP_SYSLOG: addresses hidden.
+fn permissions(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let script = "
+chgrp kmemlab /dev/kmemlab && chmod 0660 /dev/kmemlab
+kmemlab-abi-probe as-user 65534 65534 ''
+kmemlab-abi-probe as-user 1000 1000 990";
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd: script.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let reports = json_objects(&outcome.cmd_output);
+    ensure!(
+        reports.len() == 2,
+        "want two reports:\n{}",
+        outcome.cmd_output
+    );
+    ensure!(
+        reports[0].get("open").and_then(Value::as_str) == Some("EACCES"),
+        "a user outside group kmemlab opened /dev/kmemlab: {}",
+        reports[0]
+    );
+    let r = &reports[1];
+    ensure!(
+        r.get("open").and_then(Value::as_str) == Some("ok")
+            && r.get("hidden") == Some(&Value::Bool(true))
+            && num(r, "vaddr") == 0
+            && num(r, "phys") == 0,
+        "a group member without CAP_SYSLOG should see hidden (zero) addresses: {r}"
+    );
+    Ok(())
+}
+
+/// 8 threads allocating and freeing every kind for 60 s while software presses storm the
+/// daemon: only limit errors, counts consistent, and the daemon's count is the kernel's.
+fn load_with_press_storm(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let script = "
+kmemlab-abi-probe load 8 60 99 > /tmp/load.json &
+load=$!
+n=0
+while kill -0 $load 2>/dev/null; do kmemlabctl trigger --count 7 > /dev/null; n=$((n + 1)); done
+wait $load; echo \"load-rc=$?\"
+echo '== load'
+cat /tmp/load.json
+echo '== stats'
+kmemlabctl stats --json
+echo \"storms=$n\"";
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            cmd: script.to_owned(),
+            cmd_timeout: std::time::Duration::from_secs(600),
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let report = json_objects(&section(out, "load").join("\n"))
+        .into_iter()
+        .next()
+        .with_context(|| format!("no load report:\n{out}"))?;
+    println!("load: {report}");
+    ensure!(
+        out.contains("load-rc=0"),
+        "load failed (errors other than ENOSPC, or counts off): {report}"
+    );
+    // The daemon's last line counts every event the kernel raised.
+    let log: Vec<Value> = outcome
+        .log
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let stop = log
+        .iter()
+        .rev()
+        .find(|v| v.get("event").and_then(Value::as_str) == Some("stop"))
+        .context("kmemlabd wrote no stop line")?;
+    let kernel_events = json_objects(&section(out, "stats").join("\n"))
+        .iter()
+        .find_map(|v| v.get("events").and_then(Value::as_u64))
+        .context("stats --json has no events")?;
+    ensure!(
+        num(stop, "irq_count") == kernel_events,
+        "kmemlabd counted {} events, the kernel raised {kernel_events}",
+        num(stop, "irq_count")
+    );
+    Ok(())
+}
+
+/// Each hostile node fails to probe with one clear line of ours, no oops; the good node
+/// binds again and the module unloads.
+fn hostile_device_trees(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    const CASES: &[(&str, &str)] = &[
+        ("a-noirq", "no button"),
+        ("b-heap0", "yang,heap-size 0 is invalid"),
+        ("c-heapbig", "yang,heap-size 4294963200 is invalid"),
+        ("d-heapodd", "yang,heap-size 1000 is invalid"),
+        ("e-heapstr", "yang,heap-size is malformed"),
+        ("f-heapu64", "yang,heap-size is malformed"),
+        ("g-heapempty", "yang,heap-size is malformed"),
+        ("h-both", "both interrupts and button-gpios"),
+        ("i-badirq", "failed to register UIO device"),
+        ("k-debstr", "debounce-interval"),
+        ("l-debirq", "debounce-interval needs button-gpios"),
+        ("m-irqstr", "cannot get the interrupt"),
+    ];
+    let mut script =
+        String::from("D=/sys/bus/platform/drivers/kmemlab\necho kmemlab > $D/unbind\n");
+    for (node, _) in CASES {
+        script.push_str(&format!(
+            "n=$(dmesg | wc -l); echo kmemlab-{node} > $D/bind 2>/dev/null; rc=$?\n\
+             echo \"== case {node} rc=$rc\"; dmesg | tail -n +$((n + 1)) | grep -v 'probe with driver'\n"
+        ));
+    }
+    script.push_str("echo '== good'\necho kmemlab > $D/bind && echo good-rebound\nrmmod kmemlab && echo rmmod-ok\necho '== end'\n");
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            overlay: repo_root().join("dts/tests/hostile/hostile.dtso"),
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    for (node, want) in CASES {
+        let header = out
+            .lines()
+            .find(|l| l.starts_with(&format!("== case {node} ")))
+            .with_context(|| format!("case {node} did not run:\n{out}"))?;
+        ensure!(
+            !header.ends_with("rc=0"),
+            "kmemlab-{node} bound, but its node is wrong"
+        );
+        let ours: Vec<&str> = out
+            .lines()
+            .skip_while(|l| *l != header)
+            .skip(1)
+            .take_while(|l| !l.starts_with("== "))
+            .filter(|l| l.contains(&format!("kmemlab-{node}")))
+            .collect();
+        ensure!(
+            ours.len() == 1 && ours[0].contains(want),
+            "kmemlab-{node}: want one line saying `{want}`, got:\n{}",
+            ours.join("\n")
+        );
+    }
+    ensure!(
+        out.contains("good-rebound") && out.contains("rmmod-ok"),
+        "the good node or rmmod failed:\n{out}"
+    );
+    Ok(())
+}
