@@ -28,6 +28,10 @@ const TESTS: &[(&str, VmTest)] = &[
         closing_a_file_frees_its_allocations,
     ),
     ("presses_replay_the_seed_plan", presses_replay_the_seed_plan),
+    (
+        "button_gpios_wiring_gets_presses",
+        button_gpios_wiring_gets_presses,
+    ),
 ];
 
 /// Runs every VM test; fails if any failed, after running them all.
@@ -487,6 +491,43 @@ fn presses_replay_the_seed_plan(art: &Artifacts) -> Result<()> {
         presses[2].get("vmallocinfo").is_some_and(Value::is_string),
         "the vmalloc line should carry its /proc/vmallocinfo line: {}",
         presses[2]
+    );
+    Ok(())
+}
+
+/// Issue 6: the button wired as `button-gpios` (gpiod_get + gpiod_to_irq) instead of an
+/// interrupt: presses arrive, and the unsupported debounce is reported once.
+fn button_gpios_wiring_gets_presses(art: &Artifacts) -> Result<()> {
+    let outcome = boot(
+        art,
+        VmOptions {
+            presses: 3,
+            overlay: crate::util::repo_root().join("dts/qemu-virt-gpios.dtso"),
+            cmd: "grep kmemlab /proc/interrupts".to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let log = parse_log(&outcome)?;
+    let counts: Vec<u64> = press_lines(&log)
+        .iter()
+        .filter_map(|v| num(v, "irq_count"))
+        .collect();
+    ensure!(
+        counts == [1, 2, 3],
+        "irq counts {counts:?} with button-gpios, want [1, 2, 3]"
+    );
+    ensure!(
+        outcome.dmesg.iter().any(|l| l.contains("(button-gpios)")),
+        "the driver did not say it probed through button-gpios"
+    );
+    ensure!(
+        outcome
+            .dmesg
+            .iter()
+            .filter(|l| l.contains("debounce-interval 5 ms ignored"))
+            .count()
+            == 1,
+        "want one line about the PL061 not debouncing"
     );
     Ok(())
 }
