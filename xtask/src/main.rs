@@ -265,6 +265,68 @@ fn test_debug_kernel() -> Result<()> {
     Ok(())
 }
 
+/// `systemd-analyze verify` passes on the unit, silently (it exits 0 even when it
+/// ignores a line it cannot parse, so any output fails the test); prints the unit's
+/// `systemd-analyze security` exposure.
+fn service_file_tests() -> Result<()> {
+    let tc = setup::setup()?;
+    step("systemd: systemd-analyze verify kmemlabd.service");
+    build::userspace_host()?;
+    let root = tc
+        .cache
+        .join("run")
+        .join(format!("systemd-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let units = root.join("usr/lib/systemd");
+        std::fs::create_dir_all(&units)?;
+        std::fs::create_dir_all(root.join("etc/systemd/system"))?;
+        std::fs::create_dir_all(root.join("usr/bin"))?;
+        std::fs::create_dir_all(root.join("bin"))?;
+        // The root needs the units the service refers to, and the programs it runs.
+        run(Command::new("cp")
+            .args(["-a", "/usr/lib/systemd/system"])
+            .arg(&units))?;
+        std::fs::copy("/bin/kill", root.join("bin/kill"))?;
+        std::fs::copy(
+            repo_root().join("target/release/kmemlabd"),
+            root.join("usr/bin/kmemlabd"),
+        )?;
+        std::fs::copy(
+            repo_root().join("systemd/kmemlabd.service"),
+            root.join("etc/systemd/system/kmemlabd.service"),
+        )?;
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .arg("kmemlabd.service")
+            .output()
+            .context("failed to run systemd-analyze")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || !text.trim().is_empty() {
+            bail!("systemd-analyze verify kmemlabd.service:\n{text}");
+        }
+        let security = util::output(
+            Command::new("systemd-analyze")
+                .args(["security", "--offline=true"])
+                .arg(format!("--root={}", root.display()))
+                .arg("kmemlabd.service"),
+        )?;
+        if let Some(line) = security.lines().find(|l| l.contains("Overall exposure")) {
+            step(format!(
+                "systemd-analyze security: {}",
+                line.trim_start_matches('→').trim()
+            ));
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
 /// `cargo xtask dist` builds both packages; the .deb installs with the right modes.
 fn package_tests() -> Result<()> {
     let tc = setup::setup()?;
@@ -300,6 +362,7 @@ fn test(host_only: bool) -> Result<()> {
     }
     device_tree_tests()?;
     package_tests()?;
+    service_file_tests()?;
     let art = prepare(Flavor::Test)?;
     let result = vmtests::run_all(&art);
     cleanup(&art);

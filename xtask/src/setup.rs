@@ -45,6 +45,8 @@ const APT_PACKAGES: &[&str] = &[
     "cpp",
     "qemu-system-arm",
     "device-tree-compiler",
+    "systemd",
+    "file",
 ];
 
 /// Where set-up put things.

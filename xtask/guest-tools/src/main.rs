@@ -8,6 +8,7 @@
 //! kmemlab-abi-probe fuzz THREADS CALLS SEED random requests from THREADS threads
 //! kmemlab-abi-probe as-user UID GID GROUPS  what /dev/kmemlab allows that user
 //! kmemlab-abi-probe load THREADS SECS SEED  every kind allocated and freed for SECS
+//! kmemlab-abi-probe module-range NAME       "0xSTART 0xEND" of a module's memory
 //! ```
 
 mod stress;
@@ -410,6 +411,29 @@ fn hold(n: u64, kind: u32, size: u64) -> Result<bool, String> {
     Ok(during == n && after == 0)
 }
 
+/// Prints the address range a loaded module occupies (from /proc/modules, which shows
+/// real addresses to a CAP_SYSLOG reader with kptr_restrict=1): the fault-injection
+/// stack filter's require-start and require-end.
+fn module_range(name: &str) -> Result<bool, String> {
+    let text = std::fs::read_to_string("/proc/modules").map_err(|e| e.to_string())?;
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .ok_or_else(|| format!("module {name} is not loaded"))?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let size: u64 = fields
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no size")?;
+    let base = fields
+        .get(5)
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .filter(|b| *b != 0)
+        .ok_or("no address (hidden by kptr_restrict?)")?;
+    println!("0x{base:x} 0x{:x}", base + size);
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -426,6 +450,7 @@ fn main() -> ExitCode {
         ["fuzz", threads, calls, seed] => {
             (|| stress::fuzz(num(threads)?, num(calls)?, num(seed)?))()
         }
+        ["module-range", name] => module_range(name),
         ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
         ["as-user", uid, gid, groups] => (|| {
             let groups: Vec<u32> = groups
