@@ -32,6 +32,7 @@ const TESTS: &[(&str, VmTest)] = &[
         "button_gpios_wiring_gets_presses",
         button_gpios_wiring_gets_presses,
     ),
+    ("idle_daemon_costs_nothing", idle_daemon_costs_nothing),
 ];
 
 /// Runs every VM test; fails if any failed, after running them all.
@@ -528,6 +529,47 @@ fn button_gpios_wiring_gets_presses(art: &Artifacts) -> Result<()> {
             .count()
             == 1,
         "want one line about the PL061 not debouncing"
+    );
+    Ok(())
+}
+
+/// Issue 4: no timers and no polling. Over 10 idle seconds kmemlabd uses no CPU time and
+/// makes no voluntary context switch (from /proc/PID/stat and /proc/PID/status).
+fn idle_daemon_costs_nothing(art: &Artifacts) -> Result<()> {
+    let script = "\
+        pid=$(cat /run/kmemlabd.pid)
+        cpu() { set -- $(cut -d')' -f2 /proc/$pid/stat); echo $(( ${12} + ${13} )); }
+        csw() { sed -n 's/^voluntary_ctxt_switches:[[:space:]]*//p' /proc/$pid/status; }
+        c0=$(cpu); v0=$(csw)
+        sleep 10
+        c1=$(cpu); v1=$(csw)
+        echo \"idle cpu_ticks=$((c1 - c0)) voluntary_switches=$((v1 - v0)) ticks_before=$c0 switches_before=$v0\"";
+    let outcome = boot(
+        art,
+        VmOptions {
+            presses: 2,
+            cmd: script.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let line = outcome
+        .cmd_output
+        .lines()
+        .find(|l| l.starts_with("idle "))
+        .with_context(|| format!("no idle figures:\n{}", outcome.cmd_output))?;
+    println!("kmemlabd over 10 idle seconds: {line}");
+    let field = |name: &str| -> Option<i64> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+    };
+    ensure!(
+        field("cpu_ticks") == Some(0) && field("voluntary_switches") == Some(0),
+        "kmemlabd was not idle: {line}"
+    );
+    ensure!(
+        field("switches_before").is_some_and(|v| v > 0),
+        "the figures cannot be right: no context switch at all before the idle period: {line}"
     );
     Ok(())
 }
