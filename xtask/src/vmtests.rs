@@ -33,6 +33,10 @@ const TESTS: &[(&str, VmTest)] = &[
         button_gpios_wiring_gets_presses,
     ),
     ("idle_daemon_costs_nothing", idle_daemon_costs_nothing),
+    (
+        "a_hung_guest_is_killed_and_named",
+        a_hung_guest_is_killed_and_named,
+    ),
 ];
 
 /// Runs every VM test; fails if any failed, after running them all.
@@ -570,6 +574,35 @@ fn idle_daemon_costs_nothing(art: &Artifacts) -> Result<()> {
     ensure!(
         field("switches_before").is_some_and(|v| v > 0),
         "the figures cannot be right: no context switch at all before the idle period: {line}"
+    );
+    Ok(())
+}
+
+/// Issue 2: a guest that hangs is killed after the bound, with a message that says where
+/// it hung and the console's tail.
+fn a_hung_guest_is_killed_and_named(art: &Artifacts) -> Result<()> {
+    let started = Instant::now();
+    let result = run_vm(
+        art,
+        &VmOptions {
+            daemon: false,
+            cmd: "echo about-to-hang; sleep 600".to_owned(),
+            cmd_timeout: std::time::Duration::from_secs(3),
+            ..VmOptions::default()
+        },
+    );
+    let Err(err) = result else {
+        bail!("a command that sleeps 600 s finished within a 3 s bound");
+    };
+    let msg = format!("{err:#}");
+    ensure!(
+        msg.contains("hung in stage `cmd`") && msg.contains("about-to-hang"),
+        "the message should name the stage and show the console tail:\n{msg}"
+    );
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "killing the hung guest took {:?}",
+        started.elapsed()
     );
     Ok(())
 }
