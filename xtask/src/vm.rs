@@ -503,7 +503,7 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         })
     })?;
     let mut cmd_output = String::new();
-    let cmd_status = guest.wait_for("the command's end", opts.cmd_timeout, |_, l| {
+    let cmd_status = guest.wait_for("end of the command", opts.cmd_timeout, |_, l| {
         if let Some(rc) = l.strip_prefix("@@CMD-EXIT ") {
             return Ok(Wait::Found(rc.trim().parse::<i32>().unwrap_or(255)));
         }
