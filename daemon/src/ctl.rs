@@ -4,8 +4,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::bench::{self, SweepSpec};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::logreport::{write_file, LogReport};
 use crate::report::{
     to_json, AllocReport, BenchReport, ErrorReport, FreeReport, InfoReport, StatsReport,
     TriggerReport,
@@ -26,6 +28,17 @@ commands:
   stats                              counters per kind, and the event count
   bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
                                      N alloc+free pairs timed in the kernel (default 1000)
+  bench [--kinds KIND,KIND] [--sizes SIZE,SIZE | --min SIZE --max SIZE]
+        [--gfp FLAG,FLAG] [--iters N] [--no-progress]
+                                     sweep: per kind and size, the in-kernel floor (BENCH),
+                                     N single ALLOC+FREE ioctl pairs and N pairs through
+                                     ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to
+                                     the floor (default every kind, 8 to 4M in powers of 4,
+                                     N 2000, at most 50 from 1M on); a progress bar
+                                     on stderr for long sweeps when it is a terminal
+  report LOG.jsonl [--svg FILE] [--html FILE]
+                                     summarize a kmemlabd log per kind (latency and
+                                     interrupt latency percentiles); charts as SVG or HTML
   trigger [--count N]                raise N button events from the kernel (default 1)
 
   KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
@@ -82,6 +95,17 @@ pub enum Command {
         /// `--iters`.
         iters: u32,
     },
+    /// `bench` without both `--kind` and `--size`: a sweep.
+    Sweep(SweepSpec),
+    /// `report LOG`.
+    Report {
+        /// The kmemlabd log.
+        log: PathBuf,
+        /// `--svg`.
+        svg: Option<PathBuf>,
+        /// `--html`.
+        html: Option<PathBuf>,
+    },
     /// `trigger`.
     Trigger {
         /// `--count`.
@@ -120,6 +144,13 @@ struct Seen {
     persist: bool,
     iters: Option<String>,
     count: Option<String>,
+    kinds: Option<String>,
+    sizes: Option<String>,
+    min: Option<String>,
+    max: Option<String>,
+    svg: Option<String>,
+    html: Option<String>,
+    no_progress: bool,
 }
 
 /// Parses `kmemlabctl`'s arguments (without the program name). Options may come before
@@ -160,6 +191,13 @@ where
             Long("persist") => seen.persist = true,
             Long("iters") => seen.iters = opt_value(&mut parser, "iters", &mut fail),
             Long("count") => seen.count = opt_value(&mut parser, "count", &mut fail),
+            Long("kinds") => seen.kinds = opt_value(&mut parser, "kinds", &mut fail),
+            Long("sizes") => seen.sizes = opt_value(&mut parser, "sizes", &mut fail),
+            Long("min") => seen.min = opt_value(&mut parser, "min", &mut fail),
+            Long("max") => seen.max = opt_value(&mut parser, "max", &mut fail),
+            Long("svg") => seen.svg = opt_value(&mut parser, "svg", &mut fail),
+            Long("no-progress") => seen.no_progress = true,
+            Long("html") => seen.html = opt_value(&mut parser, "html", &mut fail),
             Short('h') | Long("help") => help = true,
             Value(v) => match v.into_string() {
                 Ok(s) => positional.push(s),
@@ -215,7 +253,21 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         "info" | "list" | "stats" => (&[], 0),
         "alloc" => (&["kind", "size", "gfp", "persist"], 0),
         "free" => (&[], 1),
-        "bench" => (&["kind", "size", "gfp", "iters"], 0),
+        "bench" => (
+            &[
+                "kind",
+                "size",
+                "gfp",
+                "iters",
+                "kinds",
+                "sizes",
+                "min",
+                "max",
+                "no-progress",
+            ],
+            0,
+        ),
+        "report" => (&["svg", "html"], 1),
         "trigger" => (&["count"], 0),
         _ => return Err(format!("unknown command {name:?}")),
     };
@@ -226,6 +278,13 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         ("persist", seen.persist),
         ("iters", seen.iters.is_some()),
         ("count", seen.count.is_some()),
+        ("kinds", seen.kinds.is_some()),
+        ("sizes", seen.sizes.is_some()),
+        ("min", seen.min.is_some()),
+        ("max", seen.max.is_some()),
+        ("svg", seen.svg.is_some()),
+        ("html", seen.html.is_some()),
+        ("no-progress", seen.no_progress),
     ] {
         if given && !allowed.contains(&opt) {
             return Err(format!("{name} takes no --{opt}"));
@@ -236,7 +295,8 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         return Err(format!("unexpected argument {:?}", extra[args]));
     }
     if extra.len() < args {
-        return Err(format!("{name} needs a HANDLE"));
+        let what = if name == "report" { "LOG" } else { "HANDLE" };
+        return Err(format!("{name} needs a {what}"));
     }
     let report = |e: Error| e.report();
     let required = |opt: &str, v: &Option<String>| -> std::result::Result<String, String> {
@@ -264,15 +324,31 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
             }
             Command::Alloc { kind, size, flags }
         }
-        "bench" => Command::Bench {
-            kind: Kind::parse(&required("kind", &seen.kind)?).map_err(report)?,
-            size: parse_size(&required("size", &seen.size)?).map_err(report)?,
-            flags: gfp()?,
-            iters: seen
-                .iters
-                .as_deref()
-                .map_or(Ok(DEFAULT_BENCH_ITERS), |s| parse_count("iters", s))
-                .map_err(report)?,
+        "bench" if seen.kind.is_some() && seen.size.is_some() => {
+            if seen.kinds.is_some() || seen.sizes.is_some() {
+                return Err("bench takes --kind and --size, or --kinds and --sizes".into());
+            }
+            if seen.min.is_some() || seen.max.is_some() || seen.no_progress {
+                return Err(
+                    "bench --min, --max and --no-progress are for a sweep, not with --size".into(),
+                );
+            }
+            Command::Bench {
+                kind: Kind::parse(&required("kind", &seen.kind)?).map_err(report)?,
+                size: parse_size(&required("size", &seen.size)?).map_err(report)?,
+                flags: gfp()?,
+                iters: seen
+                    .iters
+                    .as_deref()
+                    .map_or(Ok(DEFAULT_BENCH_ITERS), |s| parse_count("iters", s))
+                    .map_err(report)?,
+            }
+        }
+        "bench" => Command::Sweep(sweep_spec(seen, gfp()?)?),
+        "report" => Command::Report {
+            log: PathBuf::from(&extra[0]),
+            svg: seen.svg.as_ref().map(PathBuf::from),
+            html: seen.html.as_ref().map(PathBuf::from),
         },
         "trigger" => Command::Trigger {
             count: seen
@@ -282,6 +358,105 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
                 .map_err(report)?,
         },
         _ => unreachable!("checked above"),
+    })
+}
+
+/// The sweep `bench` asks for: `--kinds` (or `--kind`), `--sizes` (or `--size`) or
+/// `--min`/`--max`, `--iters`.
+fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, String> {
+    let report = |e: Error| e.report();
+    let list = |one: &Option<String>, many: &Option<String>, name: &str| {
+        if one.is_some() && many.is_some() {
+            return Err(format!("bench takes --{name} or --{name}s, not both"));
+        }
+        Ok(one.clone().or_else(|| many.clone()))
+    };
+    let kinds = list(&seen.kind, &seen.kinds, "kind")?
+        .map(|s| {
+            s.split(',')
+                .map(|k| Kind::parse(k.trim()))
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()
+        .map_err(report)?;
+    let sizes = list(&seen.size, &seen.sizes, "size")?
+        .map(|s| s.split(',').map(parse_size).collect::<Result<Vec<_>>>())
+        .transpose()
+        .map_err(report)?;
+    if sizes.is_some() && (seen.min.is_some() || seen.max.is_some()) {
+        return Err("bench takes --sizes or --min/--max, not both".into());
+    }
+    let bound = |v: &Option<String>, default: u64| {
+        v.as_deref().map_or(Ok(default), parse_size).map_err(report)
+    };
+    let spec = SweepSpec {
+        kinds,
+        sizes,
+        min: bound(&seen.min, bench::SWEEP_MIN)?,
+        max: bound(&seen.max, bench::SWEEP_MAX)?,
+        flags,
+        iters: seen
+            .iters
+            .as_deref()
+            .map_or(Ok(bench::DEFAULT_SWEEP_ITERS), |s| parse_count("iters", s))
+            .map_err(report)?,
+        progress: !seen.no_progress,
+    };
+    if spec.min > spec.max {
+        return Err("bench --min is above --max".into());
+    }
+    Ok(spec)
+}
+
+/// Runs a sweep on `dev`, handing each point's output (a JSON line, or a table row after
+/// the table's header) to `emit` as it is measured; `progress` is called before each
+/// point with its index and the number of points.
+pub fn sweep<D: Device + ?Sized>(
+    dev: &D,
+    spec: &SweepSpec,
+    json: bool,
+    mut progress: impl FnMut(usize, usize, &bench::PointSpec),
+    mut emit: impl FnMut(&str),
+) -> Result<Vec<bench::PointReport>> {
+    let info = dev.info()?;
+    let points = spec.points(&info);
+    if !json {
+        emit(&bench::table_header());
+    }
+    let mut reports = Vec::with_capacity(points.len());
+    for (i, p) in points.iter().enumerate() {
+        progress(i, points.len(), p);
+        let r = bench::measure(dev, p, spec.flags);
+        emit(&if json {
+            json_line(&r)?
+        } else {
+            bench::table_row(&r)
+        });
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+/// `report LOG`: the summary (table or one JSON object), and the SVG and HTML files.
+pub fn report(
+    log: &std::path::Path,
+    svg: Option<&std::path::Path>,
+    html: Option<&std::path::Path>,
+    json: bool,
+) -> Result<Output> {
+    let r = LogReport::read(log)?;
+    let mut written = Vec::new();
+    if let Some(path) = svg {
+        write_file(path, &r.to_svg()?)?;
+        written.push(format!("wrote {}", path.display()));
+    }
+    if let Some(path) = html {
+        write_file(path, &r.to_html(&log.display().to_string())?)?;
+        written.push(format!("wrote {}", path.display()));
+    }
+    Ok(Output {
+        stdout: if json { json_line(&r)? } else { r.to_text() },
+        note: (!written.is_empty()).then(|| written.join("\n")),
     })
 }
 
@@ -360,6 +535,12 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
             let r = BenchReport::from(&dev.bench(*kind, *size, *flags, *iters)?);
             Output::text(if json { json_line(&r)? } else { r.to_text() })
         }
+        Command::Sweep(spec) => {
+            let mut stdout = String::new();
+            sweep(dev, spec, json, |_, _, _| {}, |s| stdout.push_str(s))?;
+            Output::text(stdout)
+        }
+        Command::Report { log, svg, html } => report(log, svg.as_deref(), html.as_deref(), json)?,
         Command::Trigger { count } => {
             let r = TriggerReport::from(&dev.trigger(*count)?);
             Output::text(if json { json_line(&r)? } else { r.to_text() })
@@ -381,7 +562,7 @@ pub fn hint(command: &Command, err: &Error) -> Option<String> {
              /dev/kmemlab)"
                 .into(),
         ),
-        (Command::Alloc { .. } | Command::Bench { .. }, Errno::E2BIG) => Some(
+        (Command::Alloc { .. } | Command::Bench { .. } | Command::Sweep(_), Errno::E2BIG) => Some(
             "larger than the module allows for this kind (`kmemlabctl info` shows max size)".into(),
         ),
         (Command::Alloc { .. }, Errno::ENOSPC) => Some(
@@ -389,7 +570,7 @@ pub fn hint(command: &Command, err: &Error) -> Option<String> {
              `kmemlabctl list`)"
                 .into(),
         ),
-        (Command::Alloc { .. } | Command::Bench { .. }, Errno::EINVAL) => Some(
+        (Command::Alloc { .. } | Command::Bench { .. } | Command::Sweep(_), Errno::EINVAL) => Some(
             "the module refuses this kind, size or flag combination (`kmemlabctl info` lists \
              the gfp flags it accepts; GFP_DMA only for kmalloc and pages, GFP_DMA32 only for \
              pages)"
@@ -724,5 +905,94 @@ mod tests {
         assert!(hint(&Command::Stats, &err)
             .unwrap()
             .contains("does not know"));
+    }
+
+    #[test]
+    fn bench_is_a_sweep_without_kind_and_size() {
+        assert!(matches!(
+            command(&["bench", "--kind", "kmalloc", "--size", "64", "--iters", "5"]),
+            Command::Bench { iters: 5, .. }
+        ));
+        let Command::Sweep(spec) = command(&["bench"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!(spec, SweepSpec::default());
+        let Command::Sweep(spec) = command(&[
+            "bench",
+            "--kinds",
+            "kmalloc,vmalloc",
+            "--sizes",
+            "64,4K",
+            "--iters",
+            "300",
+            "--no-progress",
+        ]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!(spec.kinds, Some(vec![Kind::Kmalloc, Kind::Vmalloc]));
+        assert_eq!(spec.sizes, Some(vec![64, 4096]));
+        assert_eq!((spec.iters, spec.progress), (300, false));
+        let Command::Sweep(spec) = command(&["bench", "--kind", "pages", "--min", "1K"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!((spec.kinds, spec.min), (Some(vec![Kind::Pages]), 1024));
+        for (args, want) in [
+            (
+                &["bench", "--kind", "kmalloc", "--kinds", "vmalloc"][..],
+                "not both",
+            ),
+            (&["bench", "--sizes", "8", "--max", "1M"][..], "not both"),
+            (&["bench", "--min", "1M", "--max", "1K"][..], "above --max"),
+            (&["bench", "--kinds", "kmalloc,slab"][..], "invalid kind"),
+            (&["report"][..], "report needs a LOG"),
+            (
+                &["report", "x", "--iters", "3"][..],
+                "report takes no --iters",
+            ),
+            (&["info", "--svg", "x"][..], "info takes no --svg"),
+        ] {
+            let msg = usage_error(args);
+            assert!(msg.contains(want), "{args:?}: {msg}");
+        }
+        assert_eq!(
+            command(&["report", "log.jsonl", "--svg", "a.svg"]),
+            Command::Report {
+                log: "log.jsonl".into(),
+                svg: Some("a.svg".into()),
+                html: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_sweep_on_the_mock_prints_a_row_or_a_json_line_per_point() {
+        let dev = MockDevice::new();
+        let args = [
+            "bench", "--kinds", "kmalloc", "--sizes", "64,2M,8M", "--iters", "300",
+        ];
+        let text = run(&dev, &args).unwrap().stdout;
+        let rows: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(rows.len(), 4, "{text}");
+        assert!(rows[0].starts_with("KIND"), "{text}");
+        assert!(
+            rows[1].starts_with("kmalloc") && rows[1].contains('x'),
+            "{text}"
+        );
+        assert!(rows[2].contains(" 50 "), "2M is capped at 50 iters: {text}");
+        assert!(rows[3].contains("above max size"), "{text}");
+
+        let mut args = args.to_vec();
+        args.push("--json");
+        let lines = json_lines(&run(&dev, &args).unwrap());
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["floor"]["pair_mean_ns"], 190);
+        assert!(lines[0]["batched_ratio"].as_f64().unwrap() > 0.0);
+        assert!(lines[0]["single_ns_per_pair"].as_f64().unwrap() > 0.0);
+        assert_eq!(lines[1]["iters"], 50);
+        assert!(lines[2]["skipped"]
+            .as_str()
+            .unwrap()
+            .starts_with("above max size"));
+        assert!(dev.live().is_empty());
     }
 }

@@ -3,6 +3,23 @@
 //!
 //! Each press (a UIO count read) runs the next step of the [`Plan`] and writes one line;
 //! see [`crate::event`] for the formats.
+//!
+//! - Coalescing: one read of the UIO count is one wake-up and runs at most one step. When
+//!   the count jumped by more than one since the previous read, the interrupts in between
+//!   are written as a `coalesced` line (before the press's own line) and counted, so that
+//!   `presses + bounces + coalesced` always equals the count minus the start count.
+//! - Debounce: a wake-up less than `debounce_ms` after the previous *accepted* press is a
+//!   `bounce` line and runs no step. Times are the kernel's interrupt timestamps from the
+//!   heap's ring when it has the record (`"clock":"irq"`), else CLOCK_MONOTONIC at the
+//!   wake-up (`"clock":"wake"`); both are CLOCK_MONOTONIC. No timer is involved: an idle
+//!   daemon sleeps in `epoll_wait` without a timeout.
+//! - SIGHUP re-reads the config file and reopens the output. A changed plan frees what
+//!   the daemon holds (a `free` line with a null `seq`) and starts again at its first step.
+//! - SIGUSR1 writes a `stats` line; SIGTERM and SIGINT free what is held, write `summary`
+//!   and `stop`.
+//! - With `$NOTIFY_SOCKET` set, systemd is told `READY=1` once the devices are open, the
+//!   heap is mapped, the descriptors are registered and the `start` line is written;
+//!   `STATUS=` after each wake-up; `STOPPING=1` when a stop signal arrives.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -15,13 +32,16 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::config::ConfigSource;
 use crate::device::{check_abi, Device, KmemlabDevice};
 use crate::error::{Error, Result};
-use crate::event::{monotonic_ns, now_ns, Event, EventWriter, Op, Press, StopReason};
+use crate::event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, StopReason};
+use crate::notify::Notifier;
 use crate::plan::{Outcome, Plan, PlanRunner};
 use crate::report::AllocReport;
 use crate::ring::{self, RingMemory};
 use crate::spec::Kind;
+use crate::stats::{Counters, Stats};
 use crate::uio::{find_uio, IrqSource, Uio};
 use crate::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
 
@@ -46,7 +66,12 @@ pub struct DaemonConfig {
     pub log: Option<PathBuf>,
     /// What each press does.
     pub plan: Plan,
+    /// Presses closer than this to the previous accepted press are bounces (0: off).
+    pub debounce_ms: u64,
 }
+
+/// The default debounce interval, ms.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -56,6 +81,7 @@ impl Default for DaemonConfig {
             sysfs_uio: DEFAULT_SYSFS_UIO.into(),
             log: None,
             plan: Plan::default(),
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
         }
     }
 }
@@ -102,6 +128,12 @@ pub struct Daemon<D, I, W: Write> {
     ring: Option<Box<dyn RingMemory>>,
     monotonic: fn() -> u64,
     vmallocinfo: Option<PathBuf>,
+    config: DaemonConfig,
+    last_accepted_ns: Option<u64>,
+    bounces: u64,
+    coalesced: u64,
+    events: u64,
+    stats: Stats,
 }
 
 impl<D: fmt::Debug, I: fmt::Debug, W: Write + fmt::Debug> fmt::Debug for Daemon<D, I, W> {
@@ -115,13 +147,18 @@ impl<D: fmt::Debug, I: fmt::Debug, W: Write + fmt::Debug> fmt::Debug for Daemon<
             .field("runner", &self.runner)
             .field("ring", &self.ring.as_ref().map(|r| r.len()))
             .field("vmallocinfo", &self.vmallocinfo)
+            .field("config", &self.config)
+            .field("bounces", &self.bounces)
+            .field("coalesced", &self.coalesced)
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
 
 impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     /// A daemon over `device` and `irq`, writing to `out`, running the default plan,
-    /// without a ring (no `irq_to_wake_ns`), reading [`VMALLOCINFO`].
+    /// without a ring (no `irq_to_wake_ns`), reading [`VMALLOCINFO`], without debounce
+    /// (see [`Daemon::with_config`]).
     pub fn new(device: D, irq: I, out: EventWriter<W>, start: StartInfo) -> Self {
         let last = start.irq_count;
         Self {
@@ -135,13 +172,39 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             ring: None,
             monotonic: monotonic_ns,
             vmallocinfo: Some(VMALLOCINFO.into()),
+            config: DaemonConfig {
+                debounce_ms: 0,
+                ..DaemonConfig::default()
+            },
+            last_accepted_ns: None,
+            bounces: 0,
+            coalesced: 0,
+            events: 0,
+            stats: Stats::default(),
         }
     }
 
     /// Runs `plan` instead.
     #[must_use]
     pub fn with_plan(mut self, plan: Plan) -> Self {
-        self.runner = PlanRunner::new(plan);
+        self.runner = PlanRunner::new(plan.clone());
+        self.config.plan = plan;
+        self
+    }
+
+    /// Runs with `config`: its plan and debounce interval, and its log path and devices
+    /// as the ones a reload compares against.
+    #[must_use]
+    pub fn with_config(mut self, config: &DaemonConfig) -> Self {
+        self.runner = PlanRunner::new(config.plan.clone());
+        self.config = config.clone();
+        self
+    }
+
+    /// Sets the debounce interval (0: off).
+    #[must_use]
+    pub fn with_debounce_ms(mut self, ms: u64) -> Self {
+        self.config.debounce_ms = ms;
         self
     }
 
@@ -215,16 +278,49 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             return self.irq.enable();
         }
         let missed = missed(self.last, count);
+        // First, before newer events can overwrite the record.
+        let irq_ns = self.ring.as_deref().and_then(|ring| {
+            ring::find_record(ring, count)
+                .inspect_err(|miss| tracing::debug!("no ring record for count {count}: {miss:?}"))
+                .ok()
+                .map(|rec| rec.ktime_ns)
+        });
+        let irq_to_wake_ns = irq_ns.and_then(|k| wake_ns.checked_sub(k));
+        self.irq.enable()?;
+        self.events += u64::from(count.wrapping_sub(self.last));
+        self.last = count;
         if missed > 0 {
             tracing::debug!("{missed} interrupts coalesced before count {count}");
+            self.coalesced += u64::from(missed);
+            self.out.emit(&Event::Coalesced {
+                ts_ns,
+                irq_count: count,
+                missed,
+                coalesced: self.coalesced,
+                events: self.events,
+            })?;
         }
-        // First, before newer events can overwrite the record.
-        let irq_to_wake_ns = self
-            .ring
-            .as_deref()
-            .and_then(|ring| ring::irq_to_wake_ns(ring, count, wake_ns));
-        self.irq.enable()?;
-        self.last = count;
+        let (at_ns, clock) = match irq_ns {
+            Some(k) => (k, Clock::Irq),
+            None => (wake_ns, Clock::Wake),
+        };
+        let debounce_ns = self.config.debounce_ms.saturating_mul(1_000_000);
+        if let Some(prev) = self.last_accepted_ns {
+            let since_last_ns = at_ns.saturating_sub(prev);
+            if since_last_ns < debounce_ns {
+                self.bounces += 1;
+                return self.out.emit(&Event::Bounce {
+                    ts_ns,
+                    irq_count: count,
+                    missed,
+                    since_last_ns,
+                    debounce_ms: self.config.debounce_ms,
+                    clock,
+                    irq_to_wake_ns,
+                });
+            }
+        }
+        self.last_accepted_ns = Some(at_ns);
         self.presses += 1;
         let press = Press {
             ts_ns,
@@ -234,8 +330,150 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             irq_to_wake_ns,
         };
         let outcome = self.runner.press(&self.device);
+        self.count(&outcome);
         let event = self.event_for(press, outcome);
         self.out.emit(&event)
+    }
+
+    /// Adds what a step did to the per-kind counts.
+    fn count(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Allocated { step, alloc } => {
+                self.stats.alloc(step.kind, step.size, alloc.alloc_ns)
+            }
+            Outcome::Freed { held, free } => self.stats.free(held.step.kind, free.free_ns),
+            Outcome::AllocFailed { step, .. } => self.stats.error(step.kind),
+            Outcome::FreeFailed { held, .. } => self.stats.error(held.step.kind),
+        }
+    }
+
+    /// The counts of `stats` and `summary` lines.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            irq_count: self.last,
+            events: self.events,
+            presses: self.presses,
+            bounces: self.bounces,
+            coalesced: self.coalesced,
+            live: u64::from(self.runner.held().is_some()),
+            errors: self.stats.errors(),
+            kinds: self.stats.report(),
+        }
+    }
+
+    /// The `STATUS=` text for systemd.
+    pub fn status(&self) -> String {
+        format!(
+            "presses {}, bounces {}, coalesced {}, live {}, errors {}",
+            self.presses,
+            self.bounces,
+            self.coalesced,
+            u64::from(self.runner.held().is_some()),
+            self.stats.errors()
+        )
+    }
+
+    /// Writes a `stats` line (SIGUSR1).
+    pub fn write_stats(&mut self) -> Result<()> {
+        self.out.emit(&Event::Stats {
+            ts_ns: now_ns(),
+            counters: self.counters(),
+        })
+    }
+
+    /// Frees what the plan holds, with a `free` line whose `seq` is null.
+    fn release(&mut self) -> Result<()> {
+        if let Some(outcome) = self.runner.release(&self.device) {
+            self.count(&outcome);
+            let press = Press {
+                ts_ns: now_ns(),
+                seq: None,
+                irq_count: self.last,
+                missed: 0,
+                irq_to_wake_ns: None,
+            };
+            let event = self.event_for(press, outcome);
+            self.out.emit(&event)?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: `loaded` is the re-read config (`None`: no config file, nothing to
+    /// re-read); `reopen` opens the output anew for a log path (`None`: keep it).
+    ///
+    /// The output is reopened first, even when the config is invalid, so that a rotated
+    /// log is let go. A valid config takes effect at once: a changed plan frees what is
+    /// held and starts at its first step; the debounce interval applies from the next
+    /// press; `uio_name` and `device` need a restart. An invalid one is an `error` line
+    /// (`"op":"reload"`) and the running config stays. Then a `reload` line.
+    pub fn reload(
+        &mut self,
+        config_file: Option<&Path>,
+        loaded: Option<Result<DaemonConfig>>,
+        reopen: Option<Reopen<W>>,
+    ) -> Result<()> {
+        let (mut new, failed) = match loaded {
+            None => (self.config.clone(), None),
+            Some(Ok(config)) => (config, None),
+            Some(Err(e)) => (self.config.clone(), Some(e)),
+        };
+        let mut log_reopened = false;
+        let mut log_failed = None;
+        if let Some(reopen) = reopen {
+            match reopen(new.log.as_deref()) {
+                Ok(w) => {
+                    self.out = EventWriter::new(w);
+                    log_reopened = true;
+                }
+                Err(e) => {
+                    new.log = self.config.log.clone();
+                    log_failed = Some(e);
+                }
+            }
+        }
+        let ok = failed.is_none() && log_failed.is_none();
+        for e in failed.iter().chain(log_failed.iter()) {
+            tracing::warn!("reload: {}", e.report());
+            self.out.emit(&Event::ReloadError {
+                ts_ns: now_ns(),
+                op: Op::Reload,
+                error: e.errno_name(),
+                message: e.report(),
+            })?;
+        }
+        let mut changed = Vec::new();
+        if new.plan != self.config.plan {
+            changed.push("plan");
+            self.release()?;
+            self.runner = PlanRunner::new(new.plan.clone());
+        }
+        if new.debounce_ms != self.config.debounce_ms {
+            changed.push("debounce_ms");
+        }
+        if new.log != self.config.log {
+            changed.push("log");
+        }
+        let mut restart_needed = Vec::new();
+        if new.uio_name != self.config.uio_name {
+            restart_needed.push("uio_name");
+            new.uio_name = self.config.uio_name.clone();
+        }
+        if new.device != self.config.device {
+            restart_needed.push("device");
+            new.device = self.config.device.clone();
+        }
+        self.config = new;
+        self.out.emit(&Event::Reload {
+            ts_ns: now_ns(),
+            ok,
+            config: config_file.map(|p| p.display().to_string()),
+            changed,
+            restart_needed,
+            log_reopened,
+            plan: self.runner.plan().to_string(),
+            debounce_ms: self.config.debounce_ms,
+            log: self.config.log.as_ref().map(|p| p.display().to_string()),
+        })
     }
 
     /// The line for what a press (or the shutdown) did.
@@ -309,19 +547,13 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     }
 
     /// Frees what the plan holds (with a `free` line whose `seq` is null), then writes
-    /// the `stop` line.
+    /// the `summary` and `stop` lines.
     pub fn stop(&mut self, reason: StopReason) -> Result<()> {
-        if let Some(outcome) = self.runner.release(&self.device) {
-            let press = Press {
-                ts_ns: now_ns(),
-                seq: None,
-                irq_count: self.last,
-                missed: 0,
-                irq_to_wake_ns: None,
-            };
-            let event = self.event_for(press, outcome);
-            self.out.emit(&event)?;
-        }
+        self.release()?;
+        self.out.emit(&Event::Summary {
+            ts_ns: now_ns(),
+            counters: self.counters(),
+        })?;
         self.out.emit(&Event::Stop {
             ts_ns: now_ns(),
             irq_count: self.last,
@@ -341,9 +573,29 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
         self.last
     }
 
-    /// Presses handled so far.
+    /// Presses accepted so far (each ran a step).
     pub fn presses(&self) -> u64 {
         self.presses
+    }
+
+    /// Presses refused by the debounce.
+    pub fn bounces(&self) -> u64 {
+        self.bounces
+    }
+
+    /// Interrupts coalesced into other reads.
+    pub fn coalesced(&self) -> u64 {
+        self.coalesced
+    }
+
+    /// Interrupts since start: `presses + bounces + coalesced`.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &DaemonConfig {
+        &self.config
     }
 
     /// The plan's state.
@@ -367,20 +619,34 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     }
 }
 
-/// SIGTERM and SIGINT, delivered through a non-blocking signalfd.
+/// What a signal asks of the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SIGTERM or SIGINT: free, summarize, stop.
+    Stop(StopReason),
+    /// SIGHUP: re-read the config, reopen the log.
+    Reload,
+    /// SIGUSR1: write a `stats` line.
+    Stats,
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1, delivered through a non-blocking signalfd.
 #[derive(Debug)]
 pub struct Signals {
     fd: SignalFd,
 }
 
 impl Signals {
-    /// Blocks SIGTERM and SIGINT in the calling thread and opens a signalfd for them.
+    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and opens a
+    /// signalfd for them.
     /// Call it before any other thread starts, so every thread inherits the mask and the
     /// signals stay pending for the signalfd.
     pub fn new() -> Result<Self> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        mask.add(Signal::SIGUSR1);
         mask.thread_block()
             .map_err(|source| Error::Signals { source })?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
@@ -389,14 +655,15 @@ impl Signals {
     }
 
     /// Reads one pending signal; `Ok(None)` when none is pending.
-    pub fn read(&mut self) -> Result<Option<StopReason>> {
+    pub fn read(&mut self) -> Result<Option<Request>> {
         loop {
             return match self.fd.read_signal() {
                 Ok(None) => Ok(None),
-                Ok(Some(info)) => Ok(Some(if info.ssi_signo == Signal::SIGINT as u32 {
-                    StopReason::Sigint
-                } else {
-                    StopReason::Sigterm
+                Ok(Some(info)) => Ok(Some(match info.ssi_signo {
+                    n if n == Signal::SIGINT as u32 => Request::Stop(StopReason::Sigint),
+                    n if n == Signal::SIGHUP as u32 => Request::Reload,
+                    n if n == Signal::SIGUSR1 as u32 => Request::Stats,
+                    _ => Request::Stop(StopReason::Sigterm),
                 })),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(source) => Err(Error::Signals { source }),
@@ -415,13 +682,61 @@ fn poll_err(source: io::Error) -> Error {
     Error::Poll { source }
 }
 
+/// Opens the output anew for a log path (`None`: stdout), as [`open_output`] does.
+pub type Reopen<W> = fn(Option<&Path>) -> Result<W>;
+
+/// What the loop does besides the daemon's own work: systemd notifications and reloads.
+pub struct Hooks<W> {
+    /// Where `READY=1`, `STATUS=` and `STOPPING=1` go.
+    pub notifier: Notifier,
+    /// Re-read on SIGHUP when it names a config file.
+    pub source: Option<ConfigSource>,
+    /// Opens the output anew on SIGHUP (`None`: the output is kept).
+    pub reopen: Option<Reopen<W>>,
+}
+
+impl<W> Default for Hooks<W> {
+    fn default() -> Self {
+        Self {
+            notifier: Notifier::disabled(),
+            source: None,
+            reopen: None,
+        }
+    }
+}
+
+impl<W> fmt::Debug for Hooks<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("notifier", &self.notifier)
+            .field("source", &self.source)
+            .field("reopen", &self.reopen.is_some())
+            .finish()
+    }
+}
+
+/// [`run_with`] without notifications, reloads of a file or reopens.
+pub fn run<D, I, W>(daemon: &mut Daemon<D, I, W>, signals: &mut Signals) -> Result<StopReason>
+where
+    D: Device,
+    I: IrqSource + AsRawFd,
+    W: Write,
+{
+    run_with(daemon, signals, &Hooks::default())
+}
+
 /// The event loop: registers the interrupt source and the signals with one `mio::Poll`,
-/// writes the `start` line, then handles events until SIGTERM or SIGINT, and writes the
-/// `stop` line. Returns the signal that stopped it; on error, returns it without
+/// writes the `start` line, tells systemd `READY=1`, then handles events until SIGTERM
+/// or SIGINT (SIGHUP reloads, SIGUSR1 writes `stats`), and writes the `summary` and
+/// `stop` lines. Returns the signal that stopped it; on error, returns it without
 /// writing a line (see [`Daemon::fail`]).
 ///
 /// No timeouts: an idle daemon sleeps in `epoll_wait`.
-pub fn run<D, I, W>(daemon: &mut Daemon<D, I, W>, signals: &mut Signals) -> Result<StopReason>
+pub fn run_with<D, I, W>(
+    daemon: &mut Daemon<D, I, W>,
+    signals: &mut Signals,
+    hooks: &Hooks<W>,
+) -> Result<StopReason>
 where
     D: Device,
     I: IrqSource + AsRawFd,
@@ -439,7 +754,10 @@ where
 
     // Registered first: an interrupt from here on is reported by the first poll.
     daemon.start()?;
+    // The devices are open, the heap mapped (by the caller), the descriptors registered.
+    hooks.notifier.ready(&daemon.status());
 
+    let config_file = hooks.source.as_ref().and_then(|s| s.file.clone());
     let mut events = Events::with_capacity(8);
     loop {
         match poll.poll(&mut events, None) {
@@ -457,13 +775,29 @@ where
                     // Edge-triggered: drain until the read would block.
                     if daemon.on_readable()? == 0 {
                         tracing::debug!("spurious wakeup on the uio device");
+                    } else {
+                        hooks.notifier.status(&daemon.status());
                     }
                 }
                 SIGNAL_TOKEN => {
                     let mut any = false;
-                    while let Some(reason) = signals.read()? {
+                    while let Some(request) = signals.read()? {
                         any = true;
-                        stop.get_or_insert(reason);
+                        match request {
+                            Request::Stop(reason) => {
+                                stop.get_or_insert(reason);
+                            }
+                            Request::Reload => {
+                                let loaded = hooks
+                                    .source
+                                    .as_ref()
+                                    .filter(|s| s.file.is_some())
+                                    .map(ConfigSource::load);
+                                daemon.reload(config_file.as_deref(), loaded, hooks.reopen)?;
+                                hooks.notifier.status(&daemon.status());
+                            }
+                            Request::Stats => daemon.write_stats()?,
+                        }
                     }
                     if !any {
                         tracing::debug!("spurious wakeup on the signalfd");
@@ -473,6 +807,7 @@ where
             }
         }
         if let Some(reason) = stop {
+            hooks.notifier.stopping();
             daemon.stop(reason)?;
             return Ok(reason);
         }
@@ -503,9 +838,10 @@ pub fn open_output(log: Option<&std::path::Path>) -> Result<File> {
 }
 
 /// kmemlabd from start to finish: blocks the signals, opens the output, `/dev/kmemlab`
-/// and the UIO device, and runs the loop. A failure after the output is open is also
+/// and the UIO device, maps the heap and runs the loop, notifying `$NOTIFY_SOCKET` if
+/// set. `source` is re-read on SIGHUP. A failure after the output is open is also
 /// written as an `error` line.
-pub fn serve(config: &DaemonConfig) -> Result<StopReason> {
+pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<StopReason> {
     let mut signals = Signals::new()?;
     let mut out = EventWriter::new(open_output(config.log.as_deref())?);
     let opened = (|| {
@@ -546,11 +882,16 @@ pub fn serve(config: &DaemonConfig) -> Result<StopReason> {
             None
         }
     };
-    let mut daemon = Daemon::new(device, uio, out, start).with_plan(config.plan.clone());
+    let mut daemon = Daemon::new(device, uio, out, start).with_config(config);
     if let Some(map) = ring {
         daemon = daemon.with_ring(Box::new(map));
     }
-    run(&mut daemon, &mut signals).inspect_err(|e| daemon.fail(e))
+    let hooks = Hooks {
+        notifier: Notifier::from_env(),
+        source: source.cloned(),
+        reopen: Some(open_output),
+    };
+    run_with(&mut daemon, &mut signals, &hooks).inspect_err(|e| daemon.fail(e))
 }
 
 #[cfg(test)]
@@ -796,6 +1137,7 @@ mod tests {
                 "line alloc seq=1 irq_count=2 missed=0 kind=kmalloc handle=1",
                 "read 5",
                 "enable",
+                "line coalesced irq_count=5 missed=2",
                 "line free seq=2 irq_count=5 missed=2 kind=kmalloc handle=1",
                 "would block",
                 "read 6",
@@ -820,6 +1162,7 @@ mod tests {
             [
                 format!("line alloc seq=1 irq_count={} missed=0", u32::MAX),
                 "line free seq=2 irq_count=0 missed=0".to_string(),
+                "line coalesced irq_count=2 missed=1".to_string(),
                 "line alloc seq=3 irq_count=2 missed=1".to_string(),
             ]
         );
@@ -975,6 +1318,7 @@ mod tests {
             take(&log),
             [
                 "line free seq=null irq_count=3 missed=0 kind=kmalloc handle=1",
+                "line summary irq_count=3",
                 "line stop irq_count=3 reason=SIGINT"
             ]
         );
@@ -988,7 +1332,201 @@ mod tests {
         d.on_readable().unwrap();
         take(&log);
         d.stop(StopReason::Sigterm).unwrap();
-        assert_eq!(take(&log), ["line stop irq_count=2 reason=SIGTERM"]);
+        assert_eq!(
+            take(&log),
+            [
+                "line summary irq_count=2",
+                "line stop irq_count=2 reason=SIGTERM"
+            ]
+        );
+    }
+
+    /// A clock the test moves: CLOCK_MONOTONIC ns at each wake-up, one per read.
+    fn scripted_clock(times: &[u64]) -> fn() -> u64 {
+        thread_local! {
+            static TIMES: RefCell<VecDeque<u64>> = RefCell::default();
+        }
+        TIMES.with(|t| *t.borrow_mut() = times.iter().copied().collect());
+        || TIMES.with(|t| t.borrow_mut().pop_front().unwrap_or(u64::MAX))
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn debounce_refuses_presses_too_close_to_the_last_accepted_one() {
+        let reads = [Some(1), Some(2), Some(3), Some(4), None];
+        let (d, log, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        // 0 ms, +10 ms (bounce), +49 ms (bounce: still within 50 of the first), +50 ms.
+        let mut d = d.with_debounce_ms(50).with_clock(scripted_clock(&[
+            100 * MS,
+            110 * MS,
+            149 * MS,
+            150 * MS,
+        ]));
+        assert_eq!(d.on_readable().unwrap(), 4);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line bounce irq_count=2 missed=0",
+                "line bounce irq_count=3 missed=0",
+                "line free seq=2 irq_count=4 missed=0 kind=kmalloc handle=1",
+            ]
+        );
+        let lines = lines.borrow();
+        assert_eq!(lines[1]["since_last_ns"], 10 * MS);
+        assert_eq!(lines[1]["clock"], "wake");
+        assert_eq!(lines[1]["debounce_ms"], 50);
+        assert_eq!(lines[2]["since_last_ns"], 49 * MS);
+        assert!(lines[1].get("seq").is_none());
+        assert_eq!((d.presses(), d.bounces(), d.events()), (2, 2, 4));
+        // Only the accepted presses ran steps.
+        assert_eq!(d.device().calls().len(), 2);
+    }
+
+    #[test]
+    fn debounce_prefers_the_kernel_timestamps() {
+        let mut ring = RingBuilder::standard();
+        ring.push(1, 100 * MS, SOURCE_IRQ);
+        ring.push(2, 105 * MS, SOURCE_IRQ);
+        let reads = [Some(1), Some(2), None];
+        let (d, log, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        // The daemon woke late for the first and on time for the second: the wake-ups
+        // are 100 ms apart, the interrupts 5 ms.
+        let mut d = d
+            .with_ring(Box::new(ring.into_bytes()))
+            .with_debounce_ms(50)
+            .with_clock(scripted_clock(&[101 * MS, 201 * MS]));
+        d.on_readable().unwrap();
+        assert_eq!(
+            take_lines(&log)[1],
+            "line bounce irq_count=2 missed=0".to_string()
+        );
+        let v = &lines.borrow()[1];
+        assert_eq!(v["clock"], "irq");
+        assert_eq!(v["since_last_ns"], 5 * MS);
+        assert_eq!(v["irq_to_wake_ns"], 96 * MS);
+    }
+
+    #[test]
+    fn a_hundred_coalesced_interrupts_count_exactly() {
+        // `trigger --count 100` as three wake-ups: counts 1, 60, 100.
+        let reads = [Some(1), Some(60), None, Some(100), None];
+        let (d, log, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        let mut d = d
+            .with_debounce_ms(50)
+            .with_clock(scripted_clock(&[0, MS, 2 * MS]));
+        d.on_readable().unwrap();
+        d.on_readable().unwrap();
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line coalesced irq_count=60 missed=58",
+                "line bounce irq_count=60 missed=58",
+                "line coalesced irq_count=100 missed=39",
+                "line bounce irq_count=100 missed=39",
+            ]
+        );
+        assert_eq!(lines.borrow()[3]["coalesced"], 97);
+        assert_eq!(lines.borrow()[3]["events"], 100);
+        assert_eq!(d.presses() + d.bounces() + d.coalesced(), 100);
+        assert_eq!(d.events(), 100);
+        d.write_stats().unwrap();
+        let v = lines.borrow().last().unwrap().clone();
+        assert_eq!(v["event"], "stats");
+        assert_eq!(
+            (
+                &v["events"],
+                &v["presses"],
+                &v["bounces"],
+                &v["coalesced"],
+                &v["live"]
+            ),
+            (&100.into(), &1.into(), &2.into(), &97.into(), &1.into())
+        );
+        assert_eq!(v["kinds"]["kmalloc"]["count"], 1);
+        assert_eq!(v["kinds"]["kmalloc"]["bytes"], 1);
+        assert!(v["kinds"]["kmalloc"]["alloc_ns_p50"].as_u64().is_some());
+        assert_eq!(v["kinds"]["kmalloc"]["free_ns_p50"], Value::Null);
+    }
+
+    #[test]
+    fn summary_counts_per_kind() {
+        let reads: Vec<Option<u32>> = (1..=7).map(Some).chain([None]).collect();
+        let (mut d, _, lines) = daemon_with(MockDevice::new(), 0, &reads);
+        d.device().fail_next(Errno::ENOMEM);
+        d.on_readable().unwrap();
+        d.stop(StopReason::Sigterm).unwrap();
+        let lines = lines.borrow();
+        let summary = &lines[lines.len() - 2];
+        assert_eq!(summary["event"], "summary");
+        assert_eq!(summary["presses"], 7);
+        assert_eq!(summary["errors"], 1);
+        assert_eq!(summary["live"], 0);
+        let k = &summary["kinds"];
+        assert_eq!(k["kmalloc"]["errors"], 1);
+        assert_eq!(k["kmalloc"]["count"], 1);
+        // vmalloc, dma_coherent, then kmalloc again (held, freed at stop).
+        assert_eq!(k["vmalloc"]["count"], 1);
+        assert_eq!(k["dma_coherent"]["count"], 1);
+        assert_eq!(k["dma_coherent"]["bytes"], 1024);
+        assert_eq!(k["kmalloc"]["frees"], 1);
+        assert!(k["dma_coherent"]["free_ns_p99"].as_u64().is_some());
+        assert_eq!(k["pages"]["count"], 0);
+        assert!(d.device().live().is_empty());
+    }
+
+    #[test]
+    fn reload_swaps_plan_and_debounce_or_keeps_them() {
+        let (d, log, lines) = daemon_with(MockDevice::new(), 0, &[Some(1), None]);
+        let mut d = d.with_config(&DaemonConfig {
+            debounce_ms: 0,
+            ..DaemonConfig::default()
+        });
+        d.on_readable().unwrap();
+        take(&log);
+        let new = DaemonConfig {
+            plan: Plan::parse("pages:8K").unwrap(),
+            debounce_ms: 20,
+            uio_name: "other".into(),
+            ..DaemonConfig::default()
+        };
+        d.reload(Some(Path::new("/etc/k.conf")), Some(Ok(new)), None)
+            .unwrap();
+        assert_eq!(
+            take(&log),
+            [
+                "line free seq=null irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line reload"
+            ]
+        );
+        let v = lines.borrow().last().unwrap().clone();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["changed"], serde_json::json!(["plan", "debounce_ms"]));
+        assert_eq!(v["restart_needed"], serde_json::json!(["uio_name"]));
+        assert_eq!(v["plan"], "pages:8K:GFP_KERNEL");
+        assert_eq!(v["log_reopened"], false);
+        assert_eq!(v["config"], "/etc/k.conf");
+        assert_eq!(d.config().uio_name, "kmemlab");
+        assert_eq!(d.config().debounce_ms, 20);
+        assert!(d.runner().held().is_none());
+
+        let bad = Err(Error::Config {
+            path: "/etc/k.conf".into(),
+            message: "unknown field `x`".into(),
+        });
+        d.reload(Some(Path::new("/etc/k.conf")), Some(bad), None)
+            .unwrap();
+        assert_eq!(
+            take(&log),
+            ["line error op=reload error=EINVAL", "line reload"]
+        );
+        let v = lines.borrow().last().unwrap().clone();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["changed"], serde_json::json!([]));
+        assert_eq!(d.config().debounce_ms, 20);
+        assert_eq!(d.runner().plan().to_string(), "pages:8K:GFP_KERNEL");
     }
 
     #[test]
@@ -999,6 +1537,7 @@ mod tests {
         assert_eq!(c.sysfs_uio, PathBuf::from("/sys/class/uio"));
         assert_eq!(c.log, None);
         assert_eq!(c.plan, Plan::default());
+        assert_eq!(c.debounce_ms, 50);
     }
 
     #[test]

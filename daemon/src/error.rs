@@ -35,6 +35,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Writing a file (a chart, a page) failed.
+    #[error("failed to write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Reading the UIO interrupt count failed.
     #[error("failed to read the interrupt count from {}", path.display())]
     IrqRead {
@@ -121,6 +130,14 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// The config file is not valid.
+    #[error("invalid config {}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Serializing an event or report failed.
     #[error("failed to serialize json")]
     Json {
@@ -141,6 +158,7 @@ impl Error {
             Error::UioNotFound { .. } => Errno::ENODEV,
             Error::Sysfs { source, .. }
             | Error::Open { source, .. }
+            | Error::Write { source, .. }
             | Error::IrqRead { source, .. }
             | Error::IrqEnable { source, .. }
             | Error::Map { source, .. }
@@ -148,7 +166,10 @@ impl Error {
             | Error::Output { source } => io_errno(source),
             Error::Ioctl { source, .. } | Error::Signals { source } => *source,
             Error::AbiMismatch { .. } => Errno::EPROTO,
-            Error::Json { .. } | Error::Invalid { .. } | Error::PlanStep { .. } => Errno::EINVAL,
+            Error::Json { .. }
+            | Error::Invalid { .. }
+            | Error::PlanStep { .. }
+            | Error::Config { .. } => Errno::EINVAL,
         }
     }
 

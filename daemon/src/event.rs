@@ -21,6 +21,23 @@
 //! ```
 //!
 //! The last form (no `seq`) is fatal: the daemon exits after it.
+//!
+//! Lines beyond the presses (issue 4):
+//!
+//! - `coalesced`: the UIO count jumped by more than one between two reads; `missed`
+//!   interrupts had no read of their own. Written before the line of the press that read
+//!   the count (each wake-up runs at most one plan step).
+//! - `bounce`: a press less than the debounce interval after the previous accepted press;
+//!   it runs no step and has no `seq`.
+//! - `stats` (SIGUSR1) and `summary` (at shutdown, before `stop`): counts per kind and
+//!   latency quantiles. Always `events == presses + bounces + coalesced`, the UIO count
+//!   minus the start count.
+//! - `reload` (SIGHUP): what changed; an invalid config on reload is an `error` line with
+//!   `"op":"reload"` before a `reload` line with `"ok":false`, and the daemon goes on.
+//!
+//! There is no separate `press` line: an accepted press is its `alloc`, `free` or
+//! `error` line (they carry `seq`), a refused one its `bounce` line. The contract is
+//! `daemon/schema/kmemlabd-event.schema.json`.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,6 +46,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::report::AllocReport;
+use crate::stats::Counters;
 
 /// Why the daemon stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +83,19 @@ pub enum Op {
     Alloc,
     /// FREE.
     Free,
+    /// Reloading the config (SIGHUP).
+    Reload,
+}
+
+/// Which clock a bounce's `since_last_ns` was measured on, both CLOCK_MONOTONIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// The kernel's timestamps of the interrupts, from the heap's ring (preferred:
+    /// unaffected by how late the daemon woke).
+    Irq,
+    /// The daemon's wake-ups (no ring record).
+    Wake,
 }
 
 /// One line of the daemon's JSON stream.
@@ -136,6 +167,86 @@ pub enum Event {
         gfp: Vec<&'static str>,
         /// The handle a failed free was for (null for a failed alloc).
         handle: Option<u64>,
+    },
+    /// The UIO count jumped by more than one since the previous read.
+    Coalesced {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// The UIO count read.
+        irq_count: u32,
+        /// Interrupts without a read of their own (the jump minus one).
+        missed: u32,
+        /// Running total of coalesced interrupts since start.
+        coalesced: u64,
+        /// Interrupts since start (presses + bounces + coalesced).
+        events: u64,
+    },
+    /// A press within the debounce interval of the previous accepted press: no step.
+    Bounce {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// The UIO count read.
+        irq_count: u32,
+        /// Interrupts coalesced into this read.
+        missed: u32,
+        /// Since the previous accepted press, ns.
+        since_last_ns: u64,
+        /// The debounce interval, ms.
+        debounce_ms: u64,
+        /// Which timestamps `since_last_ns` compares.
+        clock: Clock,
+        /// Kernel interrupt timestamp to daemon wake-up, ns; null when unknown.
+        irq_to_wake_ns: Option<u64>,
+    },
+    /// Counts so far (SIGUSR1).
+    Stats {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// The counts.
+        #[serde(flatten)]
+        counters: Counters,
+    },
+    /// Counts at shutdown, after the held allocation was freed, before `stop`.
+    Summary {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// The counts.
+        #[serde(flatten)]
+        counters: Counters,
+    },
+    /// SIGHUP: the config was re-read and the log reopened.
+    Reload {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// Whether the config file was valid (else the running config is kept).
+        ok: bool,
+        /// The config file re-read; null when kmemlabd runs without `--config`.
+        config: Option<String>,
+        /// Keys whose value changed and took effect (`plan`, `debounce_ms`, `log`).
+        changed: Vec<&'static str>,
+        /// Keys that changed but take effect only at the next start (`uio_name`,
+        /// `device`).
+        restart_needed: Vec<&'static str>,
+        /// Whether the output was reopened (the log file, or stdout).
+        log_reopened: bool,
+        /// The plan now running.
+        plan: String,
+        /// The debounce interval now, ms.
+        debounce_ms: u64,
+        /// The log file now; null: stdout.
+        log: Option<String>,
+    },
+    /// A failed reload (invalid config, log not reopened); the daemon goes on.
+    #[serde(rename = "error")]
+    ReloadError {
+        /// Timestamp, `CLOCK_REALTIME` ns.
+        ts_ns: u64,
+        /// Always `reload`.
+        op: Op,
+        /// The errno name, e.g. `EINVAL`.
+        error: String,
+        /// The error message with its causes.
+        message: String,
     },
     /// The daemon stopped cleanly.
     Stop {

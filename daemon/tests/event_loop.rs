@@ -88,6 +88,11 @@ fn presses_then_sigterm() {
         h.interrupt(count);
         // The interrupt is re-enabled before the line is written.
         h.expect_enable();
+        if missed > 0 {
+            let c = h.line();
+            assert_eq!(c["event"], "coalesced");
+            assert_eq!(c["missed"], missed);
+        }
         let v = h.line();
         assert_eq!(v["event"], event);
         assert_eq!(v["kind"], kind);
@@ -105,6 +110,12 @@ fn presses_then_sigterm() {
     assert_eq!(free["event"], "free");
     assert_eq!(free["kind"], "vmalloc");
     assert!(free["seq"].is_null());
+    let summary = h.line();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["presses"], 3);
+    assert_eq!(summary["coalesced"], 2);
+    assert_eq!(summary["events"], 5);
+    assert_eq!(summary["kinds"]["vmalloc"]["frees"], 1);
     let stop = h.line();
     assert_eq!(stop["event"], "stop");
     assert_eq!(stop["reason"], "SIGTERM");
@@ -117,6 +128,7 @@ fn sigint_before_any_interrupt() {
     let mut h = Harness::start(7);
     assert_eq!(h.line()["irq_count"], 7);
     pthread_kill(h.tid, Signal::SIGINT).unwrap();
+    assert_eq!(h.line()["event"], "summary");
     let stop = h.line();
     assert_eq!(stop["reason"], "SIGINT");
     assert_eq!(stop["irq_count"], 7);

@@ -97,6 +97,11 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
     // A count the ring has no record of: null, and the daemon goes on.
     uio.write_all(&5u32.to_ne_bytes()).unwrap();
     std::io::Read::read_exact(&mut uio, &mut buf).unwrap();
+    let c = line();
+    assert_eq!(
+        (c["event"].as_str(), c["missed"].as_u64()),
+        (Some("coalesced"), Some(1))
+    );
     let v = line();
     assert_eq!(
         (v["seq"].as_u64(), v["missed"].as_u64()),

@@ -47,7 +47,11 @@ echo '== end'";
 pub fn run_all(art: &Artifacts) -> Result<()> {
     let mut summary = Summary::default();
     let mut failed = Vec::new();
+    let only = std::env::var("KMEMLAB_TESTS").unwrap_or_default();
     for (name, test) in TESTS {
+        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
+            continue;
+        }
         step(format!("debug-kernel test {name}"));
         let start = Instant::now();
         let mut art = art.clone();
@@ -109,6 +113,7 @@ pub fn run_all(art: &Artifacts) -> Result<()> {
 fn boot(art: &Artifacts, s: &mut Summary, opts: VmOptions) -> Result<VmOutcome> {
     let outcome = run_vm(art, &opts)?;
     s.vm_runs += 1;
+    crate::vm::check_log_schema(&outcome.log)?;
     let splats = outcome.splats();
     s.kernel_splats += splats.len() as u64;
     let leaks = section(&outcome.cmd_output, "kmemleak")

@@ -37,11 +37,13 @@ commands:
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
                           the VM tests
+  test --vm-only          only the VM tests on the test kernel
   test --debug-kernel     the hardening tests (fuzzing, fault injection, kill -9,
                           unload, permissions, load, hostile device trees) on the
                           debug kernel, ending with a table
 
-The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).";
+The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).
+KMEMLAB_TESTS=name,name runs only the VM tests whose names contain one of these.";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -134,7 +136,13 @@ fn real_main() -> Result<ExitCode> {
             [] => test(false)?,
             [flag] if flag == "--host-only" => test(true)?,
             [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
-            _ => bail!("usage: cargo xtask test [--host-only | --debug-kernel]"),
+            [flag] if flag == "--vm-only" => {
+                let art = prepare(Flavor::Test)?;
+                let result = vmtests::run_all(&art);
+                cleanup(&art);
+                result?;
+            }
+            _ => bail!("usage: cargo xtask test [--host-only | --vm-only | --debug-kernel]"),
         },
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown command `{other}`\n{USAGE}"),

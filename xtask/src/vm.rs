@@ -556,6 +556,38 @@ fn json_event(line: &str) -> Option<(String, serde_json::Value)> {
     Some((event, value))
 }
 
+/// Every line of kmemlabd's log must validate against the JSON log contract
+/// (daemon/schema/kmemlabd-event.schema.json); returns how many lines were checked.
+pub fn check_log_schema(lines: &[String]) -> Result<usize> {
+    static VALIDATOR: std::sync::OnceLock<Result<jsonschema::Validator, String>> =
+        std::sync::OnceLock::new();
+    let validator = VALIDATOR
+        .get_or_init(|| {
+            let path = repo_root().join("daemon/schema/kmemlabd-event.schema.json");
+            let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let schema: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            jsonschema::validator_for(&schema).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot load the log schema: {e}"))?;
+    for line in lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not a JSON line: {line}"))?;
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        if !errors.is_empty() {
+            bail!(
+                "a kmemlabd line breaks the log schema: {line}\n{}",
+                errors.join("\n")
+            );
+        }
+    }
+    Ok(lines.len())
+}
+
 /// Prints a finished run the way `cargo xtask vm` shows it.
 pub fn print_outcome(outcome: &VmOutcome) {
     if !outcome.cmd_output.is_empty() {

@@ -37,12 +37,25 @@ const TESTS: &[(&str, VmTest)] = &[
         "a_hung_guest_is_killed_and_named",
         a_hung_guest_is_killed_and_named,
     ),
+    (
+        "sighup_reloads_and_reopens_the_log",
+        sighup_reloads_and_reopens_the_log,
+    ),
+    ("debounce_and_coalescing", debounce_and_coalescing),
+    (
+        "ready_only_after_the_devices_are_open",
+        ready_only_after_the_devices_are_open,
+    ),
 ];
 
 /// Runs every VM test; fails if any failed, after running them all.
 pub fn run_all(art: &Artifacts) -> Result<()> {
     let mut failed = Vec::new();
+    let only = std::env::var("KMEMLAB_TESTS").unwrap_or_default();
     for (name, test) in TESTS {
+        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
+            continue;
+        }
         step(format!("vm test {name}"));
         let start = Instant::now();
         let mut art = art.clone();
@@ -64,6 +77,7 @@ pub fn run_all(art: &Artifacts) -> Result<()> {
 /// Boots with `opts`, and fails on a kernel splat.
 fn boot(art: &Artifacts, opts: VmOptions) -> Result<VmOutcome> {
     let outcome = run_vm(art, &opts)?;
+    crate::vm::check_log_schema(&outcome.log)?;
     let splats = outcome.splats();
     ensure!(
         splats.is_empty(),
@@ -604,5 +618,229 @@ fn a_hung_guest_is_killed_and_named(art: &Artifacts) -> Result<()> {
         "killing the hung guest took {:?}",
         started.elapsed()
     );
+    Ok(())
+}
+
+/// A shell function for guest scripts: `wait_lines FILE PATTERN N` waits (at most 10 s)
+/// until FILE has N lines matching PATTERN.
+const WAIT_LINES: &str = r#"
+wait_lines() {
+    i=0
+    while :; do
+        n=$(grep -c "$2" "$1" 2>/dev/null || true)
+        [ "${n:-0}" -ge "$3" ] && return 0
+        i=$((i + 1))
+        [ $i -gt 1000 ] && { echo "timed out waiting for $3 x $2 in $1"; cat "$1"; return 1; }
+        usleep 10000
+    done
+}
+"#;
+
+fn events_of(log: &[Value]) -> Vec<&str> {
+    log.iter()
+        .filter_map(|v| v.get("event").and_then(Value::as_str))
+        .collect()
+}
+
+/// Issue 4: SIGHUP re-reads the config (a new plan takes effect) and reopens the log
+/// (logrotate's rename); an invalid config on reload is an error line and the old config
+/// stays; SIGTERM writes the summary and exits 0.
+fn sighup_reloads_and_reopens_the_log(art: &Artifacts) -> Result<()> {
+    let script = format!(
+        r#"{WAIT_LINES}
+set -e
+stop-kmemlabd
+printf 'plan = "kmalloc:64"\ndebounce_ms = 0\n' > /tmp/k.conf
+kmemlabd --config /tmp/k.conf --log /tmp/a.log 2>/tmp/a.err &
+pid=$!
+wait_lines /tmp/a.log '"start"' 1
+kmemlabctl trigger > /dev/null
+wait_lines /tmp/a.log '"seq"' 1
+mv /tmp/a.log /tmp/a.log.1
+printf 'plan = "vmalloc:4K"\ndebounce_ms = 0\n' > /tmp/k.conf
+kill -HUP $pid
+wait_lines /tmp/a.log '"reload"' 1
+kmemlabctl trigger > /dev/null
+wait_lines /tmp/a.log '"seq"' 1
+echo 'plan = [' > /tmp/k.conf
+kill -HUP $pid
+wait_lines /tmp/a.log '"reload"' 2
+kmemlabctl trigger > /dev/null
+wait_lines /tmp/a.log '"seq"' 2
+kill -TERM $pid
+set +e
+wait $pid
+echo "exit=$?"
+echo '== old'
+cat /tmp/a.log.1
+echo '== new'
+cat /tmp/a.log
+echo '== end'"#
+    );
+    let outcome = boot(
+        art,
+        VmOptions {
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    ensure!(
+        out.contains("exit=0"),
+        "kmemlabd did not exit 0 on SIGTERM:\n{out}"
+    );
+    let lines = |name: &str| -> Vec<String> {
+        section(out, name).iter().map(|l| (*l).to_owned()).collect()
+    };
+    let (old, new) = (lines("old"), lines("new"));
+    crate::vm::check_log_schema(&old)?;
+    crate::vm::check_log_schema(&new)?;
+    let old: Vec<Value> = old
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let new: Vec<Value> = new
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    ensure!(
+        events_of(&old) == ["start", "alloc"]
+            && old[1].get("kind").and_then(Value::as_str) == Some("kmalloc"),
+        "the renamed log should hold start and the kmalloc step: {:?}",
+        events_of(&old)
+    );
+    // A changed plan frees what the old plan held (a free line with no press) and the
+    // reload line follows; both land in the reopened file.
+    let first = new
+        .iter()
+        .find(|v| v.get("event").and_then(Value::as_str) == Some("reload"))
+        .context("the reopened log has no reload line")?;
+    ensure!(
+        first.get("log_reopened") == Some(&Value::Bool(true))
+            && first.get("ok") == Some(&Value::Bool(true)),
+        "the first reload should succeed and reopen the log: {first}"
+    );
+    let allocs: Vec<&str> = new
+        .iter()
+        .filter(|v| v.get("event").and_then(Value::as_str) == Some("alloc"))
+        .filter_map(|v| v.get("kind").and_then(Value::as_str))
+        .collect();
+    ensure!(
+        allocs == ["vmalloc"],
+        "after the reload the new plan (vmalloc) should run: {allocs:?}"
+    );
+    ensure!(
+        new.iter()
+            .any(|v| v.get("event").and_then(Value::as_str) == Some("error")
+                && v.get("op").and_then(Value::as_str) == Some("reload")),
+        "an invalid config on reload should give an error line: {:?}",
+        events_of(&new)
+    );
+    // The old config (vmalloc) is kept: the third press frees the vmalloc allocation.
+    let frees: Vec<&Value> = new
+        .iter()
+        .filter(|v| {
+            v.get("event").and_then(Value::as_str) == Some("free")
+                && v.get("seq").is_some_and(|s| !s.is_null())
+        })
+        .collect();
+    ensure!(
+        frees.len() == 1 && frees[0].get("kind").and_then(Value::as_str) == Some("vmalloc"),
+        "after the failed reload the vmalloc plan should carry on: {:?}",
+        events_of(&new)
+    );
+    let tail: Vec<&str> = events_of(&new).into_iter().rev().take(2).collect();
+    ensure!(
+        tail == ["stop", "summary"],
+        "SIGTERM should end with summary, stop: {tail:?}"
+    );
+    Ok(())
+}
+
+/// Issue 4: two presses 10 ms apart give one step and one bounce; 100 coalesced events
+/// leave the daemon's total at exactly the kernel's count.
+fn debounce_and_coalescing(art: &Artifacts) -> Result<()> {
+    let script = format!(
+        r#"{WAIT_LINES}
+L=/tmp/kmemlabd.log
+kmemlab-abi-probe trigger-pair 10
+wait_lines $L '"bounce"' 1
+kmemlabctl trigger --count 100 --json
+wait_lines $L '"irq_count":102' 1
+kill -USR1 $(cat /run/kmemlabd.pid)
+wait_lines $L '"stats"' 1
+echo '== stats'
+kmemlabctl stats --json"#
+    );
+    let outcome = boot(
+        art,
+        VmOptions {
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    ensure!(
+        outcome.cmd_status == 0,
+        "the script failed:\n{}",
+        outcome.cmd_output
+    );
+    let log = parse_log(&outcome)?;
+    let steps = press_lines(&log);
+    // The pair's events are 1 and 2; the 100 that follow may bring more bounces.
+    let bounces: Vec<&Value> = events(&log, "bounce")
+        .into_iter()
+        .filter(|v| num(v, "irq_count").is_some_and(|c| c <= 2))
+        .collect();
+    ensure!(
+        bounces.len() == 1,
+        "two presses 10 ms apart should give one bounce: {:?}",
+        events_of(&log)
+    );
+    let since = num(bounces[0], "since_last_ns").context("bounce without since_last_ns")?;
+    ensure!(
+        since < 50_000_000,
+        "the bounce came {since} ns after the press, not under 50 ms"
+    );
+    let first_steps = steps
+        .iter()
+        .filter(|v| num(v, "irq_count").is_some_and(|c| c <= 2))
+        .count();
+    ensure!(
+        first_steps == 1,
+        "the pair should run one plan step, ran {first_steps}"
+    );
+    let stats = events(&log, "stats");
+    let s = stats.last().context("no stats line after SIGUSR1")?;
+    let total = num(s, "presses").unwrap_or(0)
+        + num(s, "bounces").unwrap_or(0)
+        + num(s, "coalesced").unwrap_or(0);
+    let kernel = section(&outcome.cmd_output, "stats")
+        .iter()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| num(&v, "events"))
+        .context("kmemlabctl stats --json has no events")?;
+    ensure!(
+        kernel == 102 && num(s, "irq_count") == Some(102) && total == 102,
+        "the daemon's total ({total}: presses + bounces + coalesced) must equal the kernel's 102 events ({kernel}): {s}"
+    );
+    Ok(())
+}
+
+/// Issue 4: with NOTIFY_SOCKET set to a socket the test owns, READY=1 arrives only when
+/// kmemlabd holds /dev/kmemlab, the UIO device and the heap mapping; STOPPING=1 at the end.
+fn ready_only_after_the_devices_are_open(art: &Artifacts) -> Result<()> {
+    let outcome = boot(
+        art,
+        VmOptions {
+            cmd: "stop-kmemlabd && kmemlab-abi-probe notify-test /usr/bin/kmemlabd".to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let report = outcome
+        .cmd_output
+        .lines()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .with_context(|| format!("no readiness report:\n{}", outcome.cmd_output))?;
+    ensure!(outcome.cmd_status == 0, "readiness test failed: {report}");
     Ok(())
 }

@@ -4,10 +4,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::cell::OnceCell;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use kmemlab::ctl::{self, Command};
-use kmemlab::KmemlabDevice;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kmemlab::bench::{SweepSpec, PROGRESS_POINTS};
+use kmemlab::ctl::{self, Command, Output};
+use kmemlab::{format_size, KmemlabDevice, Result};
 
 /// Prints an error as JSON on stdout or as text on stderr.
 fn report_error(json: bool, error: &str, message: &str, hint: Option<String>) {
@@ -19,6 +23,54 @@ fn report_error(json: bool, error: &str, message: &str, hint: Option<String>) {
             eprintln!("hint: {hint}");
         }
     }
+}
+
+/// Runs a sweep, printing each point as it is measured. A progress bar is drawn on
+/// stderr for sweeps of [`PROGRESS_POINTS`] points or more, when stderr is a terminal
+/// that is not `TERM=dumb`, never in JSON mode or with `--no-progress`.
+fn sweep(dev: &KmemlabDevice, spec: &SweepSpec, json: bool) -> Result<Output> {
+    let terminal = std::io::stderr().is_terminal()
+        && std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb");
+    let wanted = spec.progress && !json && terminal;
+    let bar: OnceCell<ProgressBar> = OnceCell::new();
+    let mut stdout = std::io::stdout();
+    ctl::sweep(
+        dev,
+        spec,
+        json,
+        |i, n, p| {
+            if wanted && n >= PROGRESS_POINTS {
+                bar.get_or_init(|| {
+                    let b =
+                        ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
+                    if let Ok(style) =
+                        ProgressStyle::with_template("{bar:40} {pos}/{len} points, {elapsed} {msg}")
+                    {
+                        b.set_style(style);
+                    }
+                    b
+                });
+            }
+            if let Some(b) = bar.get() {
+                b.set_position(i as u64);
+                b.set_message(format!("{} {}", p.kind, format_size(p.size)));
+            }
+        },
+        |line| {
+            let mut print = || {
+                let _ = stdout.write_all(line.as_bytes());
+                let _ = stdout.flush();
+            };
+            match bar.get() {
+                Some(b) => b.suspend(print),
+                None => print(),
+            }
+        },
+    )?;
+    if let Some(b) = bar.get() {
+        b.finish_and_clear();
+    }
+    Ok(Output::default())
 }
 
 fn main() -> ExitCode {
@@ -37,8 +89,17 @@ fn main() -> ExitCode {
         print!("{}", ctl::USAGE);
         return ExitCode::SUCCESS;
     }
-    let result =
-        KmemlabDevice::open(&inv.device).and_then(|dev| ctl::execute(&inv.command, &dev, inv.json));
+    let result = match &inv.command {
+        Command::Report { log, svg, html } => {
+            ctl::report(log, svg.as_deref(), html.as_deref(), inv.json)
+        }
+        Command::Sweep(spec) => {
+            KmemlabDevice::open(&inv.device).and_then(|dev| sweep(&dev, spec, inv.json))
+        }
+        command => {
+            KmemlabDevice::open(&inv.device).and_then(|dev| ctl::execute(command, &dev, inv.json))
+        }
+    };
     match result {
         Ok(out) => {
             print!("{}", out.stdout);

@@ -1,22 +1,30 @@
 //! kmemlabd: waits for the kmemlab button interrupt on its UIO device, runs the next
 //! step of its plan on each press and writes one JSON line per press. See
-//! `kmemlab::event` for the line formats and `kmemlab::plan` for plans.
+//! `kmemlab::event` for the line formats, `kmemlab::plan` for plans and
+//! `kmemlab::config` for the config file.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use kmemlab::{DaemonConfig, Plan};
+use kmemlab::ConfigSource;
 
 const USAGE: &str = "\
-usage: kmemlabd [--plan PLAN] [--log FILE] [--uio-name NAME] [--device PATH]
+usage: kmemlabd [--config FILE] [--plan PLAN] [--debounce-ms MS] [--log FILE]
+                [--uio-name NAME] [--device PATH]
 
 Waits for the kmemlab button interrupt. Each press runs the next step of the
 plan: a press allocates the step, the next press frees it, the one after
 allocates the next step, and around again. One JSON line per press (alloc,
-free or error), and start and stop lines, to stdout or appended to FILE.
-Diagnostics go to stderr (level from KMEMLAB_LOG, default info).
-SIGTERM or SIGINT free what the daemon holds and stop it with a \"stop\" line.
+free or error; bounce for a press within the debounce interval; coalesced for
+interrupts that came without a read of their own), and start, summary and stop
+lines, to stdout or appended to FILE. Diagnostics go to stderr (level from
+KMEMLAB_LOG, default info).
+
+Signals: SIGTERM or SIGINT free what the daemon holds and stop it with a
+\"summary\" and a \"stop\" line; SIGHUP re-reads the config file and reopens the
+log file (logrotate); SIGUSR1 writes a \"stats\" line. Under systemd
+(Type=notify, $NOTIFY_SOCKET) it reports READY=1, STATUS= and STOPPING=1.
 
 PLAN is KIND[:SIZE[:FLAG|FLAG]] steps separated by commas, e.g.
   vmalloc                                  one kind, with the seed's size
@@ -24,41 +32,22 @@ PLAN is KIND[:SIZE[:FLAG|FLAG]] steps separated by commas, e.g.
 The default replays the seed module:
   kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1024:GFP_ATOMIC
 
-options:
+options (each wins over the config file's key of the same name):
+  --config FILE     read plan, debounce_ms, log, uio_name, device from FILE
+                    (TOML); an invalid file is exit status 2
   --plan PLAN       what each press does (default: the seed's cycle)
+  --debounce-ms MS  presses closer than MS to the previous accepted one are
+                    bounces (default 50; 0: off)
   --log FILE        append JSON lines to FILE instead of stdout
   --uio-name NAME   the UIO device's name in /sys/class/uio (default kmemlab)
   --device PATH     the kmemlab misc device (default /dev/kmemlab)
   -h, --help        print this help
 ";
 
-/// `Ok(None)`: help was asked for.
-fn parse_args() -> Result<Option<DaemonConfig>, String> {
-    use lexopt::prelude::*;
-
-    let mut config = DaemonConfig::default();
-    let mut parser = lexopt::Parser::from_env();
-    let e = |e: lexopt::Error| e.to_string();
-    while let Some(arg) = parser.next().map_err(e)? {
-        match arg {
-            Long("log") => config.log = Some(parser.value().map_err(e)?.into()),
-            Long("uio-name") => config.uio_name = parser.value().map_err(e)?.string().map_err(e)?,
-            Long("device") => config.device = parser.value().map_err(e)?.into(),
-            Long("plan") => {
-                let plan = parser.value().map_err(e)?.string().map_err(e)?;
-                config.plan = Plan::parse(&plan).map_err(|err| err.report())?;
-            }
-            Short('h') | Long("help") => return Ok(None),
-            _ => return Err(arg.unexpected().to_string()),
-        }
-    }
-    Ok(Some(config))
-}
-
 fn main() -> ExitCode {
     kmemlab::init_tracing();
-    let config = match parse_args() {
-        Ok(Some(config)) => config,
+    let source = match ConfigSource::from_args(std::env::args_os().skip(1)) {
+        Ok(Some(source)) => source,
         Ok(None) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -68,7 +57,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match kmemlab::serve(&config) {
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kmemlabd: {}", e.report());
+            return ExitCode::from(2);
+        }
+    };
+    match kmemlab::serve(&config, Some(&source)) {
         Ok(reason) => {
             tracing::info!("stopped by {reason:?}");
             ExitCode::SUCCESS

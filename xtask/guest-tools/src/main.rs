@@ -9,6 +9,8 @@
 //! kmemlab-abi-probe as-user UID GID GROUPS  what /dev/kmemlab allows that user
 //! kmemlab-abi-probe load THREADS SECS SEED  every kind allocated and freed for SECS
 //! kmemlab-abi-probe module-range NAME       "0xSTART 0xEND" of a module's memory
+//! kmemlab-abi-probe trigger-pair GAP_MS     two software presses GAP_MS apart
+//! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices
 //! ```
 
 mod stress;
@@ -434,6 +436,98 @@ fn module_range(name: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Two TRIGGERs from one process, `gap_ms` apart (a bouncing button).
+fn trigger_pair(gap_ms: u64) -> Result<bool, String> {
+    let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let mut t = Trigger {
+        count: 1,
+        ..Trigger::default()
+    };
+    dev.call(IOCTL_TRIGGER, &mut t).map_err(errno_name)?;
+    let first = t.events;
+    std::thread::sleep(std::time::Duration::from_millis(gap_ms));
+    let mut t = Trigger {
+        count: 1,
+        ..Trigger::default()
+    };
+    dev.call(IOCTL_TRIGGER, &mut t).map_err(errno_name)?;
+    println!(
+        "{}",
+        serde_json::json!({"gap_ms": gap_ms, "events": [first, t.events]})
+    );
+    Ok(true)
+}
+
+/// Starts `daemon` with NOTIFY_SOCKET set to a datagram socket owned here; when READY=1
+/// arrives, checks that the daemon already holds /dev/kmemlab, the UIO device and the
+/// heap mapping and has written its start line; then stops it and waits for STOPPING=1.
+fn notify_test(daemon: &str) -> Result<bool, String> {
+    use std::os::unix::net::UnixDatagram;
+    let sock_path = "/tmp/kmemlab-notify.sock";
+    let log = "/tmp/kmemlab-notify.log";
+    let _ = std::fs::remove_file(sock_path);
+    let _ = std::fs::remove_file(log);
+    let sock = UnixDatagram::bind(sock_path).map_err(|e| format!("bind: {e}"))?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(daemon)
+        .args(["--log", log])
+        .env("NOTIFY_SOCKET", sock_path)
+        .spawn()
+        .map_err(|e| format!("cannot start {daemon}: {e}"))?;
+    let pid = child.id();
+    let mut buf = [0u8; 4096];
+    let mut messages = Vec::new();
+    let mut at_ready = None;
+    while at_ready.is_none() {
+        let n = sock
+            .recv(&mut buf)
+            .map_err(|e| format!("no READY=1: {e}"))?;
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.lines().any(|l| l == "READY=1") {
+            // What the daemon holds at the moment it says it is ready.
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map_err(|e| e.to_string())?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect();
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            let started = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("\"event\":\"start\"");
+            at_ready = Some((
+                fds.iter().any(|f| f == DEVICE),
+                fds.iter().any(|f| f.starts_with("/dev/uio")),
+                maps.lines().any(|l| l.contains("/dev/uio")),
+                started,
+            ));
+        }
+        messages.push(msg);
+    }
+    // SAFETY: kill(2) with a pid this process started and has not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        stopping |= msg.lines().any(|l| l == "STOPPING=1");
+        messages.push(msg);
+        if stopping {
+            break;
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let (kmemlab, uio, heap, started) = at_ready.unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({"ready": true, "device_open_at_ready": kmemlab,
+            "uio_open_at_ready": uio, "heap_mapped_at_ready": heap,
+            "start_line_before_ready": started, "stopping": stopping,
+            "exit": status.code(), "messages": messages})
+    );
+    Ok(kmemlab && uio && heap && started && stopping && status.success())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -451,6 +545,8 @@ fn main() -> ExitCode {
             (|| stress::fuzz(num(threads)?, num(calls)?, num(seed)?))()
         }
         ["module-range", name] => module_range(name),
+        ["trigger-pair", gap_ms] => (|| trigger_pair(num(gap_ms)?))(),
+        ["notify-test", daemon] => notify_test(daemon),
         ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
         ["as-user", uid, gid, groups] => (|| {
             let groups: Vec<u32> = groups
