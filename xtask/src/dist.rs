@@ -135,6 +135,11 @@ pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
         &stage.join("usr/lib/modules-load.d/kmemlab.conf"),
         0o644,
     )?;
+    install(
+        &systemd.join("kmemlabd.conf"),
+        &stage.join("etc/kmemlab/kmemlabd.conf"),
+        0o644,
+    )?;
     let overlays = stage.join("usr/share/kmemlab/overlays");
     fs::create_dir_all(&overlays)?;
     for (src, name) in OVERLAYS {
@@ -196,6 +201,11 @@ pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
         0o755,
     )?;
     write(&stage.join("DEBIAN/postrm"), POSTRM, 0o755)?;
+    write(
+        &stage.join("DEBIAN/conffiles"),
+        "/etc/kmemlab/kmemlabd.conf\n",
+        0o644,
+    )?;
     let deb = out.join(format!("kmemlab_{version}_arm64.deb"));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
@@ -258,6 +268,7 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         ("/usr/lib/systemd/system/kmemlabd.service".to_owned(), 0o644),
         ("/usr/lib/udev/rules.d/60-kmemlab.rules".to_owned(), 0o644),
         ("/usr/lib/modules-load.d/kmemlab.conf".to_owned(), 0o644),
+        ("/etc/kmemlab/kmemlabd.conf".to_owned(), 0o644),
         (
             "/usr/share/kmemlab/overlays/kmemlab-rpi4.dtbo".to_owned(),
             0o644,

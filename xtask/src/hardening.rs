@@ -453,6 +453,7 @@ load=$!
 n=0
 while kill -0 $load 2>/dev/null; do kmemlabctl trigger --count 7 > /dev/null; n=$((n + 1)); done
 wait $load; echo \"load-rc=$?\"
+stop-kmemlabd
 echo '== load'
 cat /tmp/load.json
 echo '== stats'
@@ -488,10 +489,20 @@ echo \"storms=$n\"";
         .rev()
         .find(|v| v.get("event").and_then(Value::as_str) == Some("stop"))
         .context("kmemlabd wrote no stop line")?;
-    let kernel_events = json_objects(&section(out, "stats").join("\n"))
+    let stats = json_objects(&section(out, "stats").join("\n"));
+    let kernel_events = stats
         .iter()
         .find_map(|v| v.get("events").and_then(Value::as_u64))
         .context("stats --json has no events")?;
+    let live: u64 = stats
+        .iter()
+        .filter_map(|v| v.get("kinds").and_then(Value::as_object))
+        .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
+        .sum();
+    ensure!(
+        live == 0,
+        "{live} allocations left after the load and kmemlabd stopped"
+    );
     ensure!(
         num(stop, "irq_count") == kernel_events,
         "kmemlabd counted {} events, the kernel raised {kernel_events}",

@@ -1,5 +1,6 @@
 //! kmemlab's build and test harness: `cargo xtask <command>`.
 
+mod bench;
 mod build;
 mod dist;
 mod hardening;
@@ -34,6 +35,8 @@ commands:
                           --debug-kernel boots the debug kernel; --overlay replaces
                           dts/qemu-virt.dtso
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
+  bench                   issue 5's figures in the VM: floor vs single and batched
+                          paths, test_vmalloc comparison, kmemlabd's RSS
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
                           the VM tests
@@ -115,6 +118,17 @@ fn real_main() -> Result<ExitCode> {
             return Ok(ExitCode::from(
                 u8::try_from(outcome.cmd_status).unwrap_or(1),
             ));
+        }
+        "bench" => {
+            no_args(rest)?;
+            let art = prepare(Flavor::Test)?;
+            let tc = setup::setup()?;
+            let test_vmalloc = build::kernel(&tc, Flavor::Test)?
+                .dir
+                .join("lib/test_vmalloc.ko");
+            let result = bench::bench(&art, test_vmalloc);
+            cleanup(&art);
+            result?;
         }
         "demo" => {
             no_args(rest)?;

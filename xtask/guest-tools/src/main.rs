@@ -10,6 +10,7 @@
 //! kmemlab-abi-probe load THREADS SECS SEED  every kind allocated and freed for SECS
 //! kmemlab-abi-probe module-range NAME       "0xSTART 0xEND" of a module's memory
 //! kmemlab-abi-probe trigger-pair GAP_MS     two software presses GAP_MS apart
+//! kmemlab-abi-probe presses N GAP_US        N software presses GAP_US apart
 //! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices
 //! ```
 
@@ -458,6 +459,23 @@ fn trigger_pair(gap_ms: u64) -> Result<bool, String> {
     Ok(true)
 }
 
+/// `n` TRIGGERs of one event each, `gap_us` apart.
+fn presses(n: u64, gap_us: u64) -> Result<bool, String> {
+    let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let mut last = 0;
+    for _ in 0..n {
+        let mut t = Trigger {
+            count: 1,
+            ..Trigger::default()
+        };
+        dev.call(IOCTL_TRIGGER, &mut t).map_err(errno_name)?;
+        last = t.events;
+        std::thread::sleep(std::time::Duration::from_micros(gap_us));
+    }
+    println!("{}", serde_json::json!({"presses": n, "events": last}));
+    Ok(true)
+}
+
 /// Starts `daemon` with NOTIFY_SOCKET set to a datagram socket owned here; when READY=1
 /// arrives, checks that the daemon already holds /dev/kmemlab, the UIO device and the
 /// heap mapping and has written its start line; then stops it and waits for STOPPING=1.
@@ -546,6 +564,7 @@ fn main() -> ExitCode {
         }
         ["module-range", name] => module_range(name),
         ["trigger-pair", gap_ms] => (|| trigger_pair(num(gap_ms)?))(),
+        ["presses", n, gap_us] => (|| presses(num(n)?, num(gap_us)?))(),
         ["notify-test", daemon] => notify_test(daemon),
         ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
         ["as-user", uid, gid, groups] => (|| {

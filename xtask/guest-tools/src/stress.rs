@@ -491,5 +491,7 @@ pub fn load(threads: u64, seconds: u64, seed: u64) -> Result<bool, String> {
                "stats_consistent": consistent, "live_after": live,
                "allocs": stats.kinds.iter().map(|k| k.allocs).sum::<u64>()})
     );
-    Ok(consistent && live == 0 && only_limits)
+    // `live_after` counts other openers too (kmemlabd may hold one); the caller checks
+    // it once they are gone.
+    Ok(consistent && only_limits)
 }

@@ -1,0 +1,164 @@
+//! `cargo xtask bench`: the figures of issue 5, measured in one VM run and printed as one
+//! table: the in-kernel floor against the userspace single and batched paths, kmemlab's
+//! vmalloc figure against the kernel's own test_vmalloc, and kmemlabd's memory footprint.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::util::step;
+use crate::vm::{print_outcome, run_vm, Artifacts, VmOptions};
+
+const SCRIPT: &str = r#"
+stop-kmemlabd
+kmemlabd --debounce-ms 0 --log /tmp/bench.log 2>/tmp/bench.err &
+pid=$!
+i=0; while ! grep -q '"start"' /tmp/bench.log 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 1000 ] && break; usleep 10000; done
+rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status; }
+echo "rss_start_kib=$(rss)"
+kmemlab-abi-probe presses 5000 1000 > /dev/null
+echo "rss_5000_kib=$(rss)"
+kmemlab-abi-probe presses 5000 1000 > /dev/null
+echo "rss_10000_kib=$(rss)"
+kill -TERM $pid; wait $pid
+echo '== points'
+kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --json --no-progress
+kmemlabctl bench --kinds vmalloc --sizes 4K --iters 5000 --json --no-progress
+echo '== test_vmalloc'
+insmod /usr/bin/test_vmalloc.ko run_test_mask=1 nr_threads=1 test_loop_count=20000 2>/dev/null
+dmesg | grep 'Summary: fix_size_alloc_test'
+echo '== kmemlab_vmalloc'
+kmemlabctl bench --kind vmalloc --size 4K --iters 20000 --json
+echo '== end'
+"#;
+
+fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("== {name}");
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+fn field(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// Runs the benchmarks in the VM and prints the table.
+pub fn bench(art: &Artifacts, test_vmalloc: std::path::PathBuf) -> Result<()> {
+    step("benchmarks in the VM (a few minutes under emulation)");
+    let outcome = run_vm(
+        art,
+        &VmOptions {
+            extra: vec![test_vmalloc],
+            cmd: SCRIPT.to_owned(),
+            cmd_timeout: std::time::Duration::from_secs(1800),
+            ..VmOptions::default()
+        },
+    )?;
+    if outcome.cmd_status != 0 {
+        print_outcome(&outcome);
+        anyhow::bail!("the benchmark script failed");
+    }
+    let out = &outcome.cmd_output;
+    let points: Vec<Value> = section(out, "points")
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    println!();
+    println!("| figure | value | target | |");
+    println!("|---|---|---|---|");
+    for p in &points {
+        let name = format!(
+            "{} {} B",
+            p.get("kind").and_then(Value::as_str).unwrap_or("?"),
+            p.get("size").and_then(Value::as_u64).unwrap_or(0)
+        );
+        let floor = p
+            .pointer("/floor/pair_mean_ns")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let single = p
+            .get("single_ratio")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN);
+        let batched = p
+            .get("batched_ratio")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::NAN);
+        println!("| {name}: in-kernel floor (alloc+free mean) | {floor:.0} ns | | |");
+        println!(
+            "| {name}: single ALLOC+FREE / floor | {single:.2}x | <= 3x | {} |",
+            verdict(single <= 3.0)
+        );
+        println!(
+            "| {name}: batched (256) / floor | {batched:.2}x | <= 1.2x | {} |",
+            verdict(batched <= 1.2)
+        );
+    }
+    // test_vmalloc's fix_size_alloc_test: `avg` is the time of all its loops in usec.
+    let summary = section(out, "test_vmalloc").join("\n");
+    let tv_usec = summary
+        .split_whitespace()
+        .skip_while(|w| *w != "avg:")
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok());
+    let loops = summary
+        .split_whitespace()
+        .skip_while(|w| *w != "loops:")
+        .nth(1)
+        .and_then(|v| v.parse::<f64>().ok());
+    let ours = section(out, "kmemlab_vmalloc")
+        .iter()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            let mean = |side: &str| {
+                v.pointer(&format!("/{side}/mean_ns"))
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            };
+            mean("alloc") + mean("free")
+        });
+    match (tv_usec, loops, ours) {
+        (Some(us), Some(loops), Some(ours)) if loops > 0.0 => {
+            let theirs = us * 1000.0 / loops;
+            let diff = (ours - theirs).abs() / theirs;
+            println!("| test_vmalloc fix_size_alloc_test, 1 page, per vmalloc+vfree | {theirs:.0} ns | | |");
+            println!("| kmemlab BENCH vmalloc 4 KiB, alloc+free mean | {ours:.0} ns | | |");
+            println!(
+                "| difference | {:.0}% | <= 25% | {} |",
+                diff * 100.0,
+                verdict(diff <= 0.25)
+            );
+        }
+        _ => println!("| test_vmalloc comparison | not measured: {summary} | | |"),
+    }
+    let rss = |k: &str| field(out, k).context(format!("no {k}"));
+    let (r0, r5, r10) = (
+        rss("rss_start_kib")?,
+        rss("rss_5000_kib")?,
+        rss("rss_10000_kib")?,
+    );
+    println!(
+        "| kmemlabd RSS after start | {r0:.0} KiB | <= 4096 KiB | {} |",
+        verdict(r0 <= 4096.0)
+    );
+    println!("| kmemlabd RSS after 5,000 presses | {r5:.0} KiB | | |");
+    println!(
+        "| kmemlabd RSS after 10,000 presses | {r10:.0} KiB | <= 4096 KiB, no growth | {} |",
+        verdict(r10 <= 4096.0 && r10 <= r5)
+    );
+    println!();
+    Ok(())
+}
