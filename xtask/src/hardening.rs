@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::util::{repo_root, step};
-use crate::vm::{run_vm, Artifacts, VmOptions, VmOutcome};
+use crate::vm::{json_lines, run_vm, section, Artifacts, VmOptions, VmOutcome};
 
 /// The figures the run ends with.
 #[derive(Default, Debug)]
@@ -134,22 +134,6 @@ fn boot(art: &Artifacts, s: &mut Summary, opts: VmOptions) -> Result<VmOutcome> 
     Ok(outcome)
 }
 
-fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
-    let header = format!("== {name}");
-    text.lines()
-        .skip_while(|l| l.trim() != header)
-        .skip(1)
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
-fn json_objects(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -169,7 +153,7 @@ fn fuzz_ioctls(art: &Artifacts, s: &mut Summary) -> Result<()> {
             ..VmOptions::default()
         },
     )?;
-    let report = json_objects(&outcome.cmd_output)
+    let report = json_lines(&outcome.cmd_output.lines().collect::<Vec<_>>())
         .into_iter()
         .find(|v| v.get("calls").is_some())
         .context("the fuzzer printed no report")?;
@@ -249,7 +233,7 @@ kmemlabctl stats --json
         out.contains("daemon-alive"),
         "kmemlabd died under fault injection:\n{out}"
     );
-    let client = json_objects(&section(out, "client").join("\n"));
+    let client = json_lines(&section(out, "client"));
     let client_errors: Vec<&Value> = client.iter().filter(|v| v.get("error").is_some()).collect();
     let wrong: Vec<String> = client_errors
         .iter()
@@ -328,7 +312,7 @@ cat /tmp/second.log
     )?;
     let out = &outcome.cmd_output;
     let live = |name: &str| -> u64 {
-        json_objects(&section(out, name).join("\n"))
+        json_lines(&section(out, name))
             .iter()
             .filter_map(|v| v.get("kinds").and_then(Value::as_object))
             .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
@@ -346,7 +330,7 @@ cat /tmp/second.log
         serde_json::from_str::<Value>(line)
             .with_context(|| format!("torn line in the killed daemon's log: {line}"))?;
     }
-    let second = json_objects(&section(out, "second").join("\n"));
+    let second = json_lines(&section(out, "second"));
     ensure!(
         second.iter().any(|v| v.get("seq").is_some()),
         "the restarted daemon handled no press:\n{out}"
@@ -393,11 +377,10 @@ rmmod kmemlab && echo unloaded
         out.contains("\nunloaded"),
         "rmmod failed with no file open:\n{out}"
     );
-    let allocs = json_objects(
+    let allocs = json_lines(
         &out.lines()
             .take_while(|l| !l.starts_with("== "))
-            .collect::<Vec<_>>()
-            .join("\n"),
+            .collect::<Vec<_>>(),
     );
     ensure!(
         allocs.len() == 5,
@@ -422,7 +405,7 @@ kmemlab-abi-probe as-user 1000 1000 990";
             ..VmOptions::default()
         },
     )?;
-    let reports = json_objects(&outcome.cmd_output);
+    let reports = json_lines(&outcome.cmd_output.lines().collect::<Vec<_>>());
     ensure!(
         reports.len() == 2,
         "want two reports:\n{}",
@@ -469,7 +452,7 @@ echo \"storms=$n\"";
         },
     )?;
     let out = &outcome.cmd_output;
-    let report = json_objects(&section(out, "load").join("\n"))
+    let report = json_lines(&section(out, "load"))
         .into_iter()
         .next()
         .with_context(|| format!("no load report:\n{out}"))?;
@@ -489,7 +472,7 @@ echo \"storms=$n\"";
         .rev()
         .find(|v| v.get("event").and_then(Value::as_str) == Some("stop"))
         .context("kmemlabd wrote no stop line")?;
-    let stats = json_objects(&section(out, "stats").join("\n"));
+    let stats = json_lines(&section(out, "stats"));
     let kernel_events = stats
         .iter()
         .find_map(|v| v.get("events").and_then(Value::as_u64))

@@ -556,6 +556,26 @@ fn json_event(line: &str) -> Option<(String, serde_json::Value)> {
     Some((event, value))
 }
 
+/// Lines of a guest command's output between `== name` and the next `== ` header.
+pub fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("== {name}");
+    text.lines()
+        .skip_while(|l| l.trim() != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+/// The JSON objects among `lines` (other lines are skipped).
+pub fn json_lines<S: AsRef<str>>(lines: &[S]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Every line of kmemlabd's log must validate against the JSON log contract
 /// (daemon/schema/kmemlabd-event.schema.json); returns how many lines were checked.
 pub fn check_log_schema(lines: &[String]) -> Result<usize> {

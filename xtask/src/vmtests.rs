@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::util::step;
-use crate::vm::{run_vm, Artifacts, VmOptions, VmOutcome};
+use crate::vm::{json_lines, run_vm, section, Artifacts, VmOptions, VmOutcome};
 
 type VmTest = fn(&Artifacts) -> Result<()>;
 
@@ -231,25 +231,6 @@ fn stop_unload_reload_is_clean(art: &Artifacts) -> Result<()> {
         "dmesg has no line from the module at all (was the log captured?)"
     );
     Ok(())
-}
-
-/// Lines of `text` between `== name` and the next `== ` header.
-fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
-    let header = format!("== {name}");
-    text.lines()
-        .skip_while(|l| l.trim() != header)
-        .skip(1)
-        .take_while(|l| !l.starts_with("== "))
-        .collect()
-}
-
-/// The JSON objects among `lines`.
-fn json_lines(lines: &[&str]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l.trim_start().starts_with('{'))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn hex(v: &Value, key: &str) -> Option<u64> {
