@@ -418,6 +418,20 @@ impl platform::Driver for KmemlabDriver {
             // SAFETY: The heap is at least a page, page aligned, and not yet shared with anyone
             // (no UIO device, no device DMA), so this write races with nothing.
             unsafe { ptr::write_volatile(heap.as_mut_ptr().cast::<uapi::RingHeader>(), ring) };
+            // The glue maps the heap to userspace as one run of page frames from its first
+            // one. Behind an IOMMU, dma_alloc_coherent() may join scattered pages with a
+            // remap; mapping "the pages after the first" would then hand out whatever
+            // memory follows it. Refuse such a heap.
+            // SAFETY: The heap is a live DMA-coherent allocation of `size` bytes, mapped in
+            // the linear map or (remapped) in vmalloc space.
+            if !unsafe { mem::phys_contiguous(heap.as_ptr().cast(), size) } {
+                dev_err!(
+                    dev,
+                    "the {} byte DMA-coherent heap is not physically contiguous (an IOMMU?): it cannot be mapped to userspace\n",
+                    size
+                );
+                return Err(ENXIO);
+            }
             let heap_desc = uio::Heap {
                 cpu: heap.as_mut_ptr().cast(),
                 // SAFETY: The heap is a live DMA-coherent allocation, mapped in the linear map or

@@ -101,8 +101,12 @@ impl Kind {
         match self {
             Kind::Kmalloc => u64::from(bindings::KMALLOC_MAX_SIZE),
             Kind::Pages => (PAGE_SIZE as u64) << bindings::MAX_PAGE_ORDER,
+            // When CMA cannot serve a request, dma-direct falls back to `alloc_pages()`,
+            // which WARNs on an order above `MAX_PAGE_ORDER`: a size the module parameter
+            // allowed would then splat the kernel on an opener's request.
+            Kind::DmaCoherent => (PAGE_SIZE as u64) << bindings::MAX_PAGE_ORDER,
             Kind::Kvmalloc => i32::MAX as u64,
-            Kind::Vmalloc | Kind::DmaCoherent => u64::MAX,
+            Kind::Vmalloc => u64::MAX,
         }
     }
 }
@@ -260,6 +264,21 @@ pub(crate) unsafe fn phys_of(addr: *const c_void) -> u64 {
     // SAFETY: By the caller's guarantee.
     let pfn = unsafe { pfn_of(addr) };
     pfn * PAGE_SIZE as u64 + offset
+}
+
+/// Whether the `size` bytes at page-aligned `addr` are one physically contiguous run.
+///
+/// # Safety
+///
+/// `addr..addr + size` is mapped: in the linear map, or mapped vmalloc space.
+pub(crate) unsafe fn phys_contiguous(addr: *const c_void, size: usize) -> bool {
+    // SAFETY: By the caller's guarantee.
+    let first = unsafe { pfn_of(addr) };
+    (1..size.div_ceil(PAGE_SIZE)).all(|i| {
+        // SAFETY: Page `i` lies inside the mapped range, by the caller's guarantee.
+        let pfn = unsafe { pfn_of(addr.wrapping_byte_add(i * PAGE_SIZE)) };
+        pfn == first + i as u64
+    })
 }
 
 /// Memory obtained from one of the allocators, freed on drop.
