@@ -11,6 +11,7 @@
 //! kmemlab-abi-probe module-range NAME       "0xSTART 0xEND" of a module's memory
 //! kmemlab-abi-probe trigger-pair GAP_MS     two software presses GAP_MS apart
 //! kmemlab-abi-probe presses N GAP_US        N software presses GAP_US apart
+//! kmemlab-abi-probe unbind-live             unbind the device under a mapping and allocations
 //! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices
 //! ```
 
@@ -459,6 +460,104 @@ fn trigger_pair(gap_ms: u64) -> Result<bool, String> {
     Ok(true)
 }
 
+/// Unbinds the device while this process holds allocations of every kind and has the
+/// heap mapped: the mapping must fault (SIGBUS) afterwards, new requests get ENODEV, the
+/// dma_coherent allocation is gone (freed at unbind, ENOENT), the others can still be
+/// freed; then the device binds again and works.
+fn unbind_live() -> Result<bool, String> {
+    const DRIVER: &str = "/sys/bus/platform/drivers/kmemlab";
+    let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    let mut handles = Vec::new();
+    for kind in 0..KIND_COUNT {
+        let a = dev
+            .alloc(kind, FLAG_GFP_KERNEL, 4096)
+            .map_err(|e| format!("alloc kind {kind}: {}", errno_name(e)))?;
+        handles.push((kind, a.handle));
+    }
+    let uio = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/uio0")
+        .map_err(|e| format!("/dev/uio0: {e}"))?;
+    // SAFETY: a fresh shared mapping of map 0 at an address the kernel picks.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            uio.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(format!(
+            "mmap of map 0: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the mapping is live and at least 4 bytes long; the kernel fills it on fault.
+    let magic = unsafe { std::ptr::read_volatile(map.cast::<u32>()) };
+    std::fs::write(format!("{DRIVER}/unbind"), "kmemlab").map_err(|e| format!("unbind: {e}"))?;
+    // A child touches the revoked mapping; it must die of SIGBUS.
+    // SAFETY: fork in a process whose other threads (none here) hold no locks we need.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: the child only reads the mapping and exits.
+        unsafe {
+            let _ = std::ptr::read_volatile(map.cast::<u32>());
+            libc::_exit(0)
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let sigbus = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS;
+    let alloc_after = outcome(dev.alloc(KIND_KMALLOC, FLAG_GFP_KERNEL, 64));
+    let mut trig = Trigger {
+        count: 1,
+        ..Trigger::default()
+    };
+    let trigger_after = outcome(dev.call(IOCTL_TRIGGER, &mut trig));
+    let mut frees = Vec::new();
+    for (kind, handle) in &handles {
+        frees.push((*kind, outcome(dev.free(*handle))));
+    }
+    // SAFETY: unmaps the mapping made above.
+    unsafe { libc::munmap(map, 4096) };
+    drop(uio);
+    drop(dev);
+    std::fs::write(format!("{DRIVER}/bind"), "kmemlab").map_err(|e| format!("bind: {e}"))?;
+    let again = Dev::open().map_err(|e| format!("reopen after bind: {e}"))?;
+    let rebound = again
+        .alloc(KIND_DMA_COHERENT, FLAG_GFP_KERNEL, 4096)
+        .and_then(|a| again.free(a.handle));
+    let dma_free = frees
+        .iter()
+        .find(|(k, _)| *k == KIND_DMA_COHERENT)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default();
+    let others_freed = frees
+        .iter()
+        .filter(|(k, _)| *k != KIND_DMA_COHERENT)
+        .all(|(_, r)| r == "ok");
+    let pass = magic == RING_MAGIC
+        && sigbus
+        && alloc_after == "ENODEV"
+        && trigger_after == "ENODEV"
+        && dma_free == "ENOENT"
+        && others_freed
+        && rebound.is_ok();
+    println!(
+        "{}",
+        serde_json::json!({"ring_magic_before": magic == RING_MAGIC, "sigbus_after_unbind": sigbus,
+            "alloc_after_unbind": alloc_after, "trigger_after_unbind": trigger_after,
+            "dma_free_after_unbind": dma_free, "other_kinds_freed": others_freed,
+            "works_after_rebind": rebound.is_ok(), "pass": pass})
+    );
+    Ok(pass)
+}
+
 /// `n` TRIGGERs of one event each, `gap_us` apart.
 fn presses(n: u64, gap_us: u64) -> Result<bool, String> {
     let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
@@ -565,6 +664,7 @@ fn main() -> ExitCode {
         ["module-range", name] => module_range(name),
         ["trigger-pair", gap_ms] => (|| trigger_pair(num(gap_ms)?))(),
         ["presses", n, gap_us] => (|| presses(num(n)?, num(gap_us)?))(),
+        ["unbind-live"] => unbind_live(),
         ["notify-test", daemon] => notify_test(daemon),
         ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
         ["as-user", uid, gid, groups] => (|| {
