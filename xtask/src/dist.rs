@@ -268,7 +268,8 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         ("/usr/lib/systemd/system/kmemlabd.service".to_owned(), 0o644),
         ("/usr/lib/udev/rules.d/60-kmemlab.rules".to_owned(), 0o644),
         ("/usr/lib/modules-load.d/kmemlab.conf".to_owned(), 0o644),
-        ("/etc/kmemlab/kmemlabd.conf".to_owned(), 0o644),
+        // A conffile stays as .dpkg-new until the package is configured.
+        ("/etc/kmemlab/kmemlabd.conf.dpkg-new".to_owned(), 0o644),
         (
             "/usr/share/kmemlab/overlays/kmemlab-rpi4.dtbo".to_owned(),
             0o644,
