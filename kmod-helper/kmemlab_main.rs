@@ -471,8 +471,11 @@ impl platform::Driver for KmemlabDriver {
                 _claim: claim,
                 shared: state.clone(),
                 _heap: heap,
-                _unbind: Unbind(state.clone()),
+                // `_button` before `_unbind`: if a later field fails, the fields written so
+                // far are dropped in reverse, and the interrupt (freed by `Unbind`) must go
+                // before its GPIO line is put, as in the declaration order used on removal.
                 _button: button,
+                _unbind: Unbind(state.clone()),
                 pfns <- dir.read_callback_file::<Arc<Shared>, core::convert::Infallible, _>(
                     c"pfns",
                     state,

@@ -147,7 +147,9 @@ static struct kmemlab_uio *kmemlab_map_live;
 static u64 kmemlab_map_last_id;
 
 /*
- * Writes the next record; @uio->lock must be held with interrupts off. The
+ * Writes the next record; @uio->lock must be held: by the interrupt handler
+ * (in hard-irq context, or in its thread under threadirqs), or elsewhere with
+ * spin_lock_irqsave(). The
  * slot's seq is 0 while its other fields change, so a reader that copies a
  * record and then finds the seq it expected has a consistent copy.
  */
