@@ -152,6 +152,28 @@ pub struct KindSummary {
     pub irq_to_wake_p99_ns: Option<u64>,
 }
 
+impl KindSummary {
+    /// The row of the summary table, in [`LogReport::HEADERS`]'s order ("-" for none).
+    fn cells(&self) -> [String; 13] {
+        let o = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        [
+            self.kind.clone(),
+            self.allocs.to_string(),
+            self.frees.to_string(),
+            self.errors.to_string(),
+            self.bytes.to_string(),
+            o(self.alloc_p50_ns),
+            o(self.alloc_p90_ns),
+            o(self.alloc_p99_ns),
+            o(self.alloc_max_ns),
+            o(self.free_p50_ns),
+            o(self.free_p99_ns),
+            o(self.irq_to_wake_p50_ns),
+            o(self.irq_to_wake_p99_ns),
+        ]
+    }
+}
+
 /// A log, read and summarized.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LogReport {
@@ -307,28 +329,7 @@ impl LogReport {
 
     /// The summary table, then a line on skipped and ignored lines.
     pub fn to_text(&self) -> String {
-        let o = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-        let rows = self
-            .kinds
-            .iter()
-            .map(|k| {
-                vec![
-                    k.kind.clone(),
-                    k.allocs.to_string(),
-                    k.frees.to_string(),
-                    k.errors.to_string(),
-                    k.bytes.to_string(),
-                    o(k.alloc_p50_ns),
-                    o(k.alloc_p90_ns),
-                    o(k.alloc_p99_ns),
-                    o(k.alloc_max_ns),
-                    o(k.free_p50_ns),
-                    o(k.free_p99_ns),
-                    o(k.irq_to_wake_p50_ns),
-                    o(k.irq_to_wake_p99_ns),
-                ]
-            })
-            .collect();
+        let rows = self.kinds.iter().map(|k| k.cells().to_vec()).collect();
         let mut out = table(&Self::HEADERS, rows);
         out.push_str(&self.footer());
         out
@@ -518,26 +519,11 @@ impl LogReport {
             .find("<svg")
             .map_or(svg.as_str(), |i| &svg[i..])
             .to_owned();
-        let o = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let mut rows = String::new();
         for k in &self.kinds {
             rows.push_str("<tr>");
-            for cell in [
-                escape(&k.kind),
-                k.allocs.to_string(),
-                k.frees.to_string(),
-                k.errors.to_string(),
-                k.bytes.to_string(),
-                o(k.alloc_p50_ns),
-                o(k.alloc_p90_ns),
-                o(k.alloc_p99_ns),
-                o(k.alloc_max_ns),
-                o(k.free_p50_ns),
-                o(k.free_p99_ns),
-                o(k.irq_to_wake_p50_ns),
-                o(k.irq_to_wake_p99_ns),
-            ] {
-                rows.push_str(&format!("<td>{cell}</td>"));
+            for cell in k.cells() {
+                rows.push_str(&format!("<td>{}</td>", escape(&cell)));
             }
             rows.push_str("</tr>\n");
         }
