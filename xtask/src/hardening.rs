@@ -2,13 +2,13 @@
 //! fault injection, DMA API debugging): fuzzing, fault injection, kill -9, unload with
 //! live allocations, permissions, load, hostile device trees. Ends with a table.
 
-use std::time::Instant;
-
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::util::{repo_root, step};
-use crate::vm::{json_lines, run_vm, section, Artifacts, VmOptions, VmOutcome};
+use crate::util::repo_root;
+use crate::vm::{
+    json_lines, run_suite, run_vm, section, Artifacts, VmOptions, VmOutcome, KMEMLEAK_SCAN,
+};
 
 /// The figures the run ends with.
 #[derive(Default, Debug)]
@@ -35,36 +35,11 @@ const TESTS: &[(&str, Test)] = &[
     ("hostile_device_trees", hostile_device_trees),
 ];
 
-/// kmemleak reports only objects older than 5 s: wait that long, scan twice (as its
-/// documentation advises), print what it found between `== kmemleak` and `== end`.
-const KMEMLEAK_SCAN: &str = "
-sleep 6
-echo scan > /sys/kernel/debug/kmemleak
-echo scan > /sys/kernel/debug/kmemleak
-echo '== kmemleak'
-cat /sys/kernel/debug/kmemleak
-echo '== end'";
-
 pub fn run_all(art: &Artifacts) -> Result<()> {
     let mut summary = Summary::default();
-    let mut failed = Vec::new();
-    let only = std::env::var("KMEMLAB_TESTS").unwrap_or_default();
-    for (name, test) in TESTS {
-        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
-            continue;
-        }
-        step(format!("debug-kernel test {name}"));
-        let start = Instant::now();
-        let mut art = art.clone();
-        art.work = art.work.join(name);
-        match test(&art, &mut summary) {
-            Ok(()) => eprintln!("    ok   {name} ({:.1?})", start.elapsed()),
-            Err(err) => {
-                eprintln!("    FAIL {name}: {err:#}");
-                failed.push(*name);
-            }
-        }
-    }
+    let failed = run_suite(art, "debug-kernel test", TESTS, |test, art| {
+        test(art, &mut summary)
+    });
     println!();
     println!("| debug kernel                    | count |");
     println!("|---------------------------------|-------|");
@@ -133,6 +108,15 @@ fn boot(art: &Artifacts, s: &mut Summary, opts: VmOptions) -> Result<VmOutcome> 
         section(&outcome.cmd_output, "kmemleak").join("\n")
     );
     Ok(outcome)
+}
+
+/// Live allocations of every kind in `kmemlabctl stats --json` objects.
+fn live_count(stats: &[Value]) -> u64 {
+    stats
+        .iter()
+        .filter_map(|v| v.get("kinds").and_then(Value::as_object))
+        .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
+        .sum()
 }
 
 fn num(v: &Value, key: &str) -> u64 {
@@ -312,13 +296,7 @@ cat /tmp/second.log
         },
     )?;
     let out = &outcome.cmd_output;
-    let live = |name: &str| -> u64 {
-        json_lines(&section(out, name))
-            .iter()
-            .filter_map(|v| v.get("kinds").and_then(Value::as_object))
-            .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
-            .sum()
-    };
+    let live = |name: &str| live_count(&json_lines(&section(out, name)));
     ensure!(
         live("before") >= 1,
         "the daemon held no allocation before the kill:\n{out}"
@@ -505,11 +483,7 @@ echo \"storms=$n\"";
         .iter()
         .find_map(|v| v.get("events").and_then(Value::as_u64))
         .context("stats --json has no events")?;
-    let live: u64 = stats
-        .iter()
-        .filter_map(|v| v.get("kinds").and_then(Value::as_object))
-        .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
-        .sum();
+    let live = live_count(&stats);
     ensure!(
         live == 0,
         "{live} allocations left after the load and kmemlabd stopped"

@@ -556,6 +556,47 @@ fn json_event(line: &str) -> Option<(String, serde_json::Value)> {
     Some((event, value))
 }
 
+/// A guest-script tail: kmemleak reports only objects older than 5 s, so wait that long,
+/// scan twice (as its documentation advises), and print what it found between
+/// `== kmemleak` and `== end`.
+pub const KMEMLEAK_SCAN: &str = "
+sleep 6
+echo scan > /sys/kernel/debug/kmemleak
+echo scan > /sys/kernel/debug/kmemleak
+echo '== kmemleak'
+cat /sys/kernel/debug/kmemleak
+echo '== end'";
+
+/// Runs each named test of a suite (only those named in `KMEMLAB_TESTS`, when set), each
+/// with its own work folder, and returns the names of those that failed, after running
+/// them all.
+pub fn run_suite<T>(
+    art: &Artifacts,
+    label: &str,
+    tests: &[(&'static str, T)],
+    mut run: impl FnMut(&T, &Artifacts) -> Result<()>,
+) -> Vec<&'static str> {
+    let only = std::env::var("KMEMLAB_TESTS").unwrap_or_default();
+    let mut failed = Vec::new();
+    for (name, test) in tests {
+        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
+            continue;
+        }
+        step(format!("{label} {name}"));
+        let start = Instant::now();
+        let mut art = art.clone();
+        art.work = art.work.join(name);
+        match run(test, &art) {
+            Ok(()) => eprintln!("    ok   {name} ({:.1?})", start.elapsed()),
+            Err(err) => {
+                eprintln!("    FAIL {name}: {err:#}");
+                failed.push(*name);
+            }
+        }
+    }
+    failed
+}
+
 /// Lines of a guest command's output between `== name` and the next `== ` header.
 pub fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
     let header = format!("== {name}");

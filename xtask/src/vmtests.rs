@@ -6,8 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::util::step;
-use crate::vm::{json_lines, run_vm, section, Artifacts, VmOptions, VmOutcome};
+use crate::vm::{
+    json_lines, run_suite, run_vm, section, Artifacts, VmOptions, VmOutcome, KMEMLEAK_SCAN,
+};
 
 type VmTest = fn(&Artifacts) -> Result<()>;
 
@@ -50,24 +51,7 @@ const TESTS: &[(&str, VmTest)] = &[
 
 /// Runs every VM test; fails if any failed, after running them all.
 pub fn run_all(art: &Artifacts) -> Result<()> {
-    let mut failed = Vec::new();
-    let only = std::env::var("KMEMLAB_TESTS").unwrap_or_default();
-    for (name, test) in TESTS {
-        if !only.is_empty() && !only.split(',').any(|o| name.contains(o)) {
-            continue;
-        }
-        step(format!("vm test {name}"));
-        let start = Instant::now();
-        let mut art = art.clone();
-        art.work = art.work.join(name);
-        match test(&art) {
-            Ok(()) => eprintln!("    ok   {name} ({:.1?})", start.elapsed()),
-            Err(err) => {
-                eprintln!("    FAIL {name}: {err:#}");
-                failed.push(*name);
-            }
-        }
-    }
+    let failed = run_suite(art, "vm test", TESTS, |test, art| test(art));
     if !failed.is_empty() {
         bail!("{} VM test(s) failed: {}", failed.len(), failed.join(", "));
     }
@@ -382,19 +366,13 @@ fn bad_inputs_give_documented_errnos(art: &Artifacts) -> Result<()> {
 
 /// Issue 3: closing a file that holds 1000 allocations frees them all; kmemleak agrees.
 fn closing_a_file_frees_its_allocations(art: &Artifacts) -> Result<()> {
-    // kmemleak reports only objects older than 5 s, so the scan waits that long after
-    // the allocations were made; two scans, as its documentation advises.
-    let script = "\
-        set -e
+    // The allocations must be older than kmemleak's 5 s before the scan (KMEMLEAK_SCAN).
+    let script = format!(
+        "set -e
         kmemlab-abi-probe hold 1000 0 64
         kmemlab-abi-probe hold 200 1 4096
-        kmemlab-abi-probe hold 50 2 1024
-        sleep 6
-        echo scan > /sys/kernel/debug/kmemleak
-        echo scan > /sys/kernel/debug/kmemleak
-        echo '== kmemleak'
-        cat /sys/kernel/debug/kmemleak
-        echo '== end'";
+        kmemlab-abi-probe hold 50 2 1024{KMEMLEAK_SCAN}"
+    );
     let outcome = boot(
         art,
         VmOptions {
