@@ -208,14 +208,27 @@ pub(crate) fn gfp_for(kind: Kind, flags: u32, persist_ok: bool) -> Result<bindin
     Ok(gfp)
 }
 
-/// `ktime_get_ns()`.
-fn now() -> Instant<Monotonic> {
-    Instant::<Monotonic>::now()
-}
+/// A stopwatch on `ktime_get_ns()` that times consecutive calls with one clock read between
+/// two of them.
+///
+/// Each lap covers what ran since the previous read, plus the part of one `ktime_get_ns()` that
+/// falls between two reads of the counter: the same as a pair of reads around each call, which
+/// under emulation costs as much as a small allocation, at half the reads.
+pub(crate) struct Lap(Instant<Monotonic>);
 
-/// Nanoseconds since `start`.
-fn elapsed_ns(start: Instant<Monotonic>) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(0)
+impl Lap {
+    /// Starts timing.
+    pub(crate) fn start() -> Self {
+        Self(Instant::<Monotonic>::now())
+    }
+
+    /// Nanoseconds since the start or the previous lap; starts the next lap.
+    pub(crate) fn lap(&mut self) -> u64 {
+        let now = Instant::<Monotonic>::now();
+        let ns = (now - self.0).as_nanos();
+        self.0 = now;
+        u64::try_from(ns).unwrap_or(0)
+    }
 }
 
 /// Whether the current task has a fatal signal pending.
@@ -322,8 +335,9 @@ pub(crate) struct Layout {
 }
 
 impl Mem {
-    /// Allocates `size` bytes (not 0) of `kind` with `gfp`; returns the memory and the time the
-    /// allocator call took, in ns. `dev` is the device for `Kind::DmaCoherent`.
+    /// Allocates `size` bytes (not 0) of `kind` with `gfp`; `ENOMEM` when the allocator fails.
+    /// `dev` is the device for `Kind::DmaCoherent`. The caller times it (see [`Lap`]); freeing is
+    /// dropping.
     ///
     /// # Safety
     ///
@@ -334,9 +348,8 @@ impl Mem {
         size: usize,
         gfp: bindings::gfp_t,
         dev: &Device,
-    ) -> Result<(Mem, u64)> {
+    ) -> Result<Mem> {
         let nid = bindings::NUMA_NO_NODE;
-        let start = now();
         // INVARIANT: each arm keeps what its allocator returned, in the matching variant.
         let mem = match kind {
             Kind::Kmalloc => {
@@ -378,15 +391,7 @@ impl Mem {
                 })
             }
         };
-        let ns = elapsed_ns(start);
-        mem.map(|m| (m, ns)).ok_or(ENOMEM)
-    }
-
-    /// Frees the memory; returns the time the free call took, in ns.
-    pub(crate) fn free(self) -> u64 {
-        let start = now();
-        drop(self);
-        elapsed_ns(start)
+        mem.ok_or(ENOMEM)
     }
 
     /// Kernel virtual address of the first byte.

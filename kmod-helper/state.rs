@@ -5,11 +5,11 @@
 //!
 //! # Ownership and unbind
 //!
-//! Every live allocation is in one tree, keyed by handle, with its owner: an open file, or the
-//! device (`FLAG_PERSIST`). A file's allocations are freed when the file is released; the device's
-//! when the device is unbound (which module unload does). `Shared` itself is reference-counted
-//! and outlives the unbind while files are open, so a file's kmalloc, vmalloc, kvmalloc and pages
-//! allocations stay valid (and freeable) until the file is closed.
+//! Every live allocation is in one table ([`Table`]), keyed by handle, with its owner: an open
+//! file, or the device (`FLAG_PERSIST`). A file's allocations are freed when the file is released;
+//! the device's when the device is unbound (which module unload does). `Shared` itself is
+//! reference-counted and outlives the unbind while files are open, so a file's kmalloc, vmalloc,
+//! kvmalloc and pages allocations stay valid (and freeable) until the file is closed.
 //!
 //! dma_coherent allocations must not outlive the binding: they are freed against the device. So
 //! unbind frees *every* dma_coherent allocation, whoever owns it, while the device is still
@@ -24,9 +24,10 @@
 //!
 //! ALLOC and FREE are batches of one: [`Shared::alloc`] and [`Shared::free`] take a slice of
 //! requests, so a batch of 256 takes `inner` twice (reserve, insert) for ALLOC and once for
-//! FREE, like a single request does, and allocates no memory of its own per request: tree
-//! nodes of freed allocations are kept in a spare list and reused, and the counters are added
-//! once per batch.
+//! FREE, like a single request does, and allocates no memory of its own per request: the table
+//! makes room for the whole batch at once, and the counters are added once per batch. The
+//! allocator calls of a batch run back to back, timed with one clock read between two
+//! ([`Lap`]); the reports (page walk, `ksize()`) are written after them.
 //!
 //! # Counters
 //!
@@ -42,10 +43,6 @@ use kernel::{
     page::PAGE_SIZE,
     platform,
     prelude::*,
-    rbtree::{
-        RBTree,
-        RBTreeNodeReservation, //
-    },
     sync::{
         aref::ARef,
         atomic::{
@@ -64,8 +61,10 @@ use crate::mem::{
     fatal_signal_pending,
     gfp_for,
     Kind,
+    Lap,
     Mem, //
 };
+use crate::table::Table;
 use crate::uapi;
 use crate::uio;
 
@@ -148,12 +147,6 @@ impl Tally {
     }
 }
 
-/// Tree nodes kept for reuse, at most: two full batches.
-const SPARE_NODES: usize = 2 * uapi::BATCH_MAX as usize;
-
-/// A tree node without key and value.
-type Node = RBTreeNodeReservation<u64, Allocation>;
-
 /// Who owns an allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -200,8 +193,7 @@ impl Limits {
 struct Allocation {
     owner: Owner,
     kind: Kind,
-    /// `Some` while the allocation is in the tree; taken out to be freed outside the lock.
-    mem: Option<Mem>,
+    mem: Mem,
     /// The report ALLOC returned, before hiding addresses and adding ownership bits.
     report: uapi::Alloc,
 }
@@ -226,61 +218,39 @@ impl Counters {
 struct Inner {
     /// False from unbind on.
     bound: bool,
-    allocs: RBTree<u64, Allocation>,
+    allocs: Table<Allocation>,
     counters: Counters,
-    /// Nodes of freed allocations, for reuse; capacity [`SPARE_NODES`], allocated up front.
-    spare: KVec<Node>,
 }
 
 impl Inner {
     /// Frees every allocation for which `pred` holds.
     fn free_where(&mut self, pred: impl Fn(&Allocation) -> bool) {
         let mut tally = Tally::default();
-        let mut cursor = self.allocs.cursor_front_mut();
-        while let Some(cur) = cursor {
-            let (_, a) = cur.current();
-            if pred(a) {
-                let (next, node) = cur.remove_current();
-                let (_, a) = node.to_key_value();
-                self.counters.unreserve(a.report.size);
-                tally.add(a.kind, a.report.size);
-                drop(a);
-                cursor = next;
-            } else {
-                cursor = cur.move_next();
-            }
-        }
+        let counters = &mut self.counters;
+        self.allocs.remove_where(pred, |a| {
+            counters.unreserve(a.report.size);
+            tally.add(a.kind, a.report.size);
+            drop(a);
+        });
         tally.count_frees();
     }
 
-    /// A node for a new allocation: a spare one, or a new one.
-    fn node(&mut self) -> Result<Node> {
-        match self.spare.pop() {
-            Some(node) => Ok(node),
-            None => RBTreeNodeReservation::new(GFP_KERNEL),
-        }
-    }
-
-    /// Takes allocation `handle` out of the tree if `owner` may see it and keeps its node for
-    /// reuse; returns its kind, size and memory, to be freed after the lock is dropped. Returns
-    /// `None`, leaving it in place, for a dma_coherent one when the caller does not hold the
-    /// DMA gate (`gated`), which must be held across its free.
+    /// Takes allocation `handle` out of the table if `owner` may see it; returns its kind, size
+    /// and memory, to be freed after the lock is dropped. Returns `None`, leaving it in place,
+    /// for a dma_coherent one when the caller does not hold the DMA gate (`gated`), which must
+    /// be held across its free.
     fn take(&mut self, owner: Owner, handle: u64, gated: bool) -> Result<Option<(Kind, u64, Mem)>> {
-        let mut entry = self.allocs.find_mut(&handle).ok_or(ENOENT)?;
-        let a = entry.get_mut();
+        let entry = self.allocs.entry(handle).ok_or(ENOENT)?;
+        let a = entry.get().ok_or(ENOENT)?;
         if a.owner != owner && a.owner != Owner::Device {
             return Err(ENOENT);
         }
         if a.kind == Kind::DmaCoherent && !gated {
             return Ok(None);
         }
-        let (kind, size) = (a.kind, a.report.size);
-        let mem = a.mem.take().ok_or(ENOENT)?;
-        let node = entry.remove_node().into_reservation();
-        // A full spare list drops the node (`kfree()` under a mutex is fine).
-        let _ = self.spare.push_within_capacity(node);
-        self.counters.unreserve(size);
-        Ok(Some((kind, size, mem)))
+        let a = entry.remove().ok_or(ENOENT)?;
+        self.counters.unreserve(a.report.size);
+        Ok(Some((a.kind, a.report.size, a.mem)))
     }
 }
 
@@ -324,16 +294,18 @@ impl Request {
 }
 
 /// Scratch space for one entry of a batch: its checked request and, between the allocator
-/// call and the tree (or the tree and the free), its memory.
+/// call and the table (or the table and the free), its memory and how long the allocator took.
 pub(crate) struct Slot {
     req: Option<Request>,
     mem: Option<Mem>,
+    alloc_ns: u64,
 }
 
 impl Slot {
     pub(crate) const EMPTY: Slot = Slot {
         req: None,
         mem: None,
+        alloc_ns: 0,
     };
 }
 
@@ -391,12 +363,11 @@ impl Shared {
                 dma_gate <- new_mutex!(true),
                 inner <- new_mutex!(Inner {
                     bound: true,
-                    allocs: RBTree::new(),
+                    allocs: Table::new(),
                     counters: Counters {
                         outstanding_bytes: 0,
                         outstanding_count: 0,
                     },
-                    spare: KVec::with_capacity(SPARE_NODES, GFP_KERNEL)?,
                 }),
                 uio <- new_mutex!(UioState { reg: Some(reg) }),
             }),
@@ -424,18 +395,25 @@ impl Shared {
             error: None,
         };
 
-        // Check every entry first, so that the batch reserves only what it may allocate.
+        // Check every entry first, so that the batch reserves only what it may allocate. An entry
+        // equal to the one before it passes as that one did.
         let mut dma = false;
+        let mut prev: Option<(&uapi::Alloc, Request)> = None;
         for (i, (e, slot)) in entries
             .iter()
             .zip(slots.iter_mut())
             .enumerate()
             .take(out.done)
         {
-            match Request::check(e, &limits) {
+            let checked = match prev {
+                Some((p, r)) if p == e => Ok(r),
+                _ => Request::check(e, &limits),
+            };
+            match checked {
                 Ok(r) => {
                     dma |= r.kind == Kind::DmaCoherent;
                     slot.req = Some(r);
+                    prev = Some((e, r));
                 }
                 Err(err) => {
                     out.stop(i, err);
@@ -465,6 +443,10 @@ impl Shared {
                 out.stop(0, ENODEV);
                 return out;
             }
+            if let Err(err) = inner.allocs.reserve(out.done) {
+                out.stop(0, err);
+                return out;
+            }
             let c = &mut inner.counters;
             for (i, (e, slot)) in entries.iter().zip(slots.iter()).enumerate().take(out.done) {
                 if c.outstanding_count >= limits.max_outstanding_count
@@ -482,17 +464,30 @@ impl Shared {
         }
         let reserved = out.done;
 
-        // The allocator calls, without a lock.
-        for (i, (e, slot)) in entries
-            .iter_mut()
-            .zip(slots.iter_mut())
-            .enumerate()
-            .take(reserved)
-        {
-            if let Err(err) = self.alloc_one(e, slot) {
-                out.stop(i, err);
+        // The allocator calls, without a lock and back to back, one clock read between two.
+        let mut lap = Lap::start();
+        for (i, slot) in slots.iter_mut().enumerate().take(reserved) {
+            let Some(r) = slot.req else {
+                out.stop(i, EINVAL);
                 break;
+            };
+            // SAFETY: For dma_coherent, the caller holds the DMA gate, which says the device is
+            // bound, until the allocation is in the table (from where unbind frees it under the
+            // gate) or freed.
+            let mem = unsafe { Mem::alloc(r.kind, r.size, r.gfp, self.dev()) };
+            slot.alloc_ns = lap.lap();
+            match mem {
+                Ok(mem) => slot.mem = Some(mem),
+                Err(err) => {
+                    count_failure(r.kind);
+                    out.stop(i, err);
+                    break;
+                }
             }
+        }
+        // Then their reports, untimed.
+        for (e, slot) in entries.iter_mut().zip(slots.iter()).take(out.done) {
+            report(e, slot);
         }
 
         // Insert what was allocated, return the rest of the reservation.
@@ -515,30 +510,26 @@ impl Shared {
                 out.stop(i, ENODEV);
                 break;
             }
-            let node = match inner.node() {
-                Ok(node) => node,
-                Err(err) => {
-                    out.stop(i, err);
-                    break;
-                }
-            };
-            // `alloc_one` succeeded for every entry below `out.done`: the slot is full.
+            // Every entry below `out.done` was allocated: the slot is full.
             let (Some(mem), Some(r)) = (slot.mem.take(), slot.req) else {
                 out.stop(i, EINVAL);
                 break;
             };
-            let kind = r.kind;
-            e.handle = first + i as u64;
-            tally.add(kind, e.size);
-            inner.allocs.insert(node.into_node(
-                e.handle,
-                Allocation {
-                    owner,
-                    kind,
-                    mem: Some(mem),
-                    report: *e,
-                },
-            ));
+            let handle = first + i as u64;
+            let a = Allocation {
+                owner,
+                kind: r.kind,
+                mem,
+                report: uapi::Alloc { handle, ..*e },
+            };
+            if let Err(a) = inner.allocs.push(handle, a) {
+                // No room (reserved above, so this does not happen): free it below.
+                slot.mem = Some(a.mem);
+                out.stop(i, ENOMEM);
+                break;
+            }
+            e.handle = handle;
+            tally.add(r.kind, e.size);
         }
         for (e, slot) in entries
             .iter()
@@ -560,40 +551,6 @@ impl Shared {
         }
         drop(gate);
         out
-    }
-
-    /// Allocates the checked entry `e` and writes its report, handle 0, into it.
-    fn alloc_one(&self, e: &mut uapi::Alloc, slot: &mut Slot) -> Result {
-        let r = slot.req.ok_or(EINVAL)?;
-        // SAFETY: For dma_coherent, the caller holds the DMA gate, which says the device is
-        // bound, until the allocation is in the tree (from where unbind frees it under the gate)
-        // or freed.
-        let (mem, alloc_ns) = unsafe { Mem::alloc(r.kind, r.size, r.gfp, self.dev()) }
-            .inspect_err(|_| count_failure(r.kind))?;
-        let layout = mem.layout(r.size);
-        let mut result = 0;
-        if e.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
-            result |= uapi::RESULT_ZEROED;
-        }
-        if mem.dma().is_some() {
-            result |= uapi::RESULT_DMA;
-        }
-        *e = uapi::Alloc {
-            kind: e.kind,
-            flags: e.flags,
-            size: e.size,
-            vaddr: mem.vaddr() as u64,
-            phys: layout.phys,
-            dma: mem.dma().unwrap_or(0),
-            usable_size: layout.usable_size,
-            alloc_ns,
-            pages: layout.pages,
-            phys_segments: layout.phys_segments,
-            result,
-            ..Default::default()
-        };
-        slot.mem = Some(mem);
-        Ok(())
     }
 
     /// FREE and FREE_BATCH: frees the handles of `entries` that `owner` may see, in order,
@@ -642,12 +599,14 @@ impl Shared {
             }
             i += 1;
         }
+        inner.allocs.compact();
         drop(inner);
 
+        // The frees, back to back, one clock read between two.
+        let mut lap = Lap::start();
         for (e, slot) in entries.iter_mut().zip(slots.iter_mut()).take(out.done) {
-            if let Some(mem) = slot.mem.take() {
-                e.free_ns = mem.free();
-            }
+            drop(slot.mem.take());
+            e.free_ns = lap.lap();
         }
         drop(gate);
         tally.count_frees();
@@ -703,7 +662,7 @@ impl Shared {
                 continue;
             }
             total += 1;
-            if *handle > after && out.len() < capacity {
+            if handle > after && out.len() < capacity {
                 let mut entry = a.report;
                 if a.owner == owner {
                     entry.result |= uapi::RESULT_OWN;
@@ -794,10 +753,13 @@ impl Shared {
             } else {
                 None
             };
+            let mut lap = Lap::start();
             // SAFETY: For dma_coherent, the DMA gate is held and says the device is bound, until
             // after the free below.
-            let (mem, a_ns) = unsafe { Mem::alloc(kind, size, gfp, self.dev()) }?;
-            let f_ns = mem.free();
+            let mem = unsafe { Mem::alloc(kind, size, gfp, self.dev()) };
+            let a_ns = lap.lap();
+            drop(mem?);
+            let f_ns = lap.lap();
             drop(gate);
             alloc.record(a_ns);
             free.record(f_ns);
@@ -813,18 +775,45 @@ impl Shared {
         for (handle, a) in inner.allocs.iter() {
             writeln!(f, "{} {} {}", handle, a.kind.name(), a.report.pages)?;
             let mut res = Ok(());
-            if let Some(mem) = &a.mem {
-                mem.walk_pfns(a.report.usable_size, |pfn| {
-                    if res.is_ok() {
-                        res = writeln!(f, "{:#x}", pfn);
-                    }
-                });
-            }
+            a.mem.walk_pfns(a.report.usable_size, |pfn| {
+                if res.is_ok() {
+                    res = writeln!(f, "{:#x}", pfn);
+                }
+            });
             res?;
             writeln!(f)?;
         }
         Ok(())
     }
+}
+
+/// Writes the report of the allocation in `slot` (allocated for `e`), handle 0, into `e`.
+fn report(e: &mut uapi::Alloc, slot: &Slot) {
+    let (Some(mem), Some(r)) = (&slot.mem, &slot.req) else {
+        return;
+    };
+    let layout = mem.layout(r.size);
+    let mut result = 0;
+    if e.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
+        result |= uapi::RESULT_ZEROED;
+    }
+    if mem.dma().is_some() {
+        result |= uapi::RESULT_DMA;
+    }
+    *e = uapi::Alloc {
+        kind: e.kind,
+        flags: e.flags,
+        size: e.size,
+        vaddr: mem.vaddr() as u64,
+        phys: layout.phys,
+        dma: mem.dma().unwrap_or(0),
+        usable_size: layout.usable_size,
+        alloc_ns: slot.alloc_ns,
+        pages: layout.pages,
+        phys_segments: layout.phys_segments,
+        result,
+        ..Default::default()
+    };
 }
 
 /// Clears the addresses of a report for an opener without CAP_SYSLOG.

@@ -426,8 +426,27 @@ pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// What a refused allocation of the load counts as: [`LIMIT`], [`REFUSED`], or anything else
+/// named with its request (which fails the test).
+fn load_error(e: Errno, kind: u32, size: u64) -> String {
+    match e {
+        libc::ENOSPC => LIMIT.to_owned(),
+        libc::ENOMEM => REFUSED.to_owned(),
+        _ => format!("{} (kind {kind}, {size} bytes)", errno_name(e)),
+    }
+}
+
+/// The module's limits refused an allocation.
+const LIMIT: &str = "ENOSPC";
+/// The allocator itself returned NULL. Under this load (8 threads, 64 MiB outstanding in a
+/// 256 MiB guest, sizes up to 1 MiB) the page allocator now and then has no block for a
+/// contiguous request above order 3 (it gives up there rather than retry), and the debug
+/// kernel's CMA area is often busy; seen for dma_coherent and vmalloc requests of 0.3 to 1 MiB.
+const REFUSED: &str = "ENOMEM";
+
 /// `threads` threads allocating and freeing every kind for `seconds`; only limit errors
-/// (ENOSPC) are allowed, and the counts must add up at the end.
+/// (ENOSPC) and the allocators' own refusals (ENOMEM) are allowed, each counted by the module
+/// as a failure, and the counts must add up at the end.
 pub fn load(threads: u64, seconds: u64, seed: u64) -> Result<bool, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
@@ -445,7 +464,7 @@ pub fn load(threads: u64, seconds: u64, seed: u64) -> Result<bool, String> {
                         let size = 1 + rng.below(if kind == KIND_KMALLOC { 8192 } else { 1 << 20 });
                         match dev.alloc(kind, FLAG_GFP_KERNEL, size) {
                             Ok(a) => live.push(a.handle),
-                            Err(e) => *errs.entry(errno_name(e)).or_default() += 1,
+                            Err(e) => *errs.entry(load_error(e, kind, size)).or_default() += 1,
                         }
                     } else {
                         let h = live.swap_remove(rng.below(live.len() as u64) as usize);
@@ -484,11 +503,15 @@ pub fn load(threads: u64, seconds: u64, seed: u64) -> Result<bool, String> {
         .iter()
         .all(|k| k.allocs - k.frees == k.live_count);
     let live = live_total(&stats);
-    let only_limits = errs.keys().all(|k| k == "ENOSPC");
+    // Every refusal the threads saw is a failure the module counted (kmemlabd's add to those).
+    let refused = errs.get(LIMIT).unwrap_or(&0) + errs.get(REFUSED).unwrap_or(&0);
+    let failures: u64 = stats.kinds.iter().map(|k| k.failures).sum();
+    let only_limits = errs.keys().all(|k| k == LIMIT || k == REFUSED) && failures >= refused;
     println!(
         "{}",
         json!({"threads": threads, "seconds": seconds, "ops": ops, "errors": errs,
                "stats_consistent": consistent, "live_after": live,
+               "failures_per_kind": stats.kinds.iter().map(|k| k.failures).collect::<Vec<_>>(),
                "allocs": stats.kinds.iter().map(|k| k.allocs).sum::<u64>()})
     );
     // `live_after` counts other openers too (kmemlabd may hold one); the caller checks

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The table of live allocations: values keyed by handle, in handle order.
+//!
+//! Handles are handed out in increasing order under the lock that guards the table, so a new
+//! value always goes at the end: an append into room reserved beforehand, with no allocation and
+//! no rebalancing. Lookup is a binary search over a flat array. Removing a value leaves a hole
+//! that keeps its handle, so the array stays sorted; holes are squeezed out once they outnumber
+//! the live values, which makes that cost about one move per removal.
+//!
+//! This replaced a red-black tree with recycled nodes: under emulation an insert there (a walk
+//! down the right spine and a rebalance) cost about half an emulated kmalloc, which a batch of
+//! ALLOC calls pays per entry.
+
+use kernel::prelude::*;
+
+/// Values keyed by strictly increasing `u64` handles; see the module documentation.
+pub(crate) struct Table<V> {
+    /// Sorted by handle; `None` is a hole left by a removal.
+    slots: KVVec<(u64, Option<V>)>,
+    /// The `Some` entries of `slots`.
+    live: usize,
+    /// Where the next lookup looks first: after the last slot found. Frees tend to come in the
+    /// order of the allocations, so this usually saves the binary search.
+    hint: usize,
+}
+
+/// Fewest holes worth a compaction.
+const MIN_HOLES: usize = 64;
+
+/// Room kept however empty the table gets (about 180 KiB): enough for a few full batches, so that
+/// a steady load does not keep reallocating the array.
+const KEEP: usize = 1024;
+
+impl<V> Table<V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: KVVec::new(),
+            live: 0,
+            hint: 0,
+        }
+    }
+
+    /// Makes room for `n` more values, so that the next `n` [`Table::push`] calls succeed.
+    pub(crate) fn reserve(&mut self, n: usize) -> Result {
+        self.slots.reserve(n, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Appends `value` under `handle` into room made by [`Table::reserve`]. Gives `value` back
+    /// when there is no room or `handle` is not above every handle in the table.
+    pub(crate) fn push(&mut self, handle: u64, value: V) -> Result<(), V> {
+        let full = self.slots.len() >= self.slots.capacity();
+        if full || self.slots.last().is_some_and(|(last, _)| *last >= handle) {
+            return Err(value);
+        }
+        // Cannot fail: there is room, checked above.
+        let _ = self.slots.push_within_capacity((handle, Some(value)));
+        self.live += 1;
+        Ok(())
+    }
+
+    /// The index of `handle`'s slot, if it is live.
+    fn index(&mut self, handle: u64) -> Option<usize> {
+        let i = match self.slots.get(self.hint) {
+            Some((h, _)) if *h == handle => self.hint,
+            _ => self.slots.binary_search_by_key(&handle, |(h, _)| *h).ok()?,
+        };
+        self.hint = i + 1;
+        self.slots.get(i)?.1.as_ref().map(|_| i)
+    }
+
+    /// The value of `handle`, to look at and perhaps remove.
+    pub(crate) fn entry(&mut self, handle: u64) -> Option<Entry<'_, V>> {
+        let i = self.index(handle)?;
+        Some(Entry { table: self, i })
+    }
+
+    /// Takes out every value for which `pred` holds and hands it to `f`, in handle order; then
+    /// compacts.
+    pub(crate) fn remove_where(&mut self, pred: impl Fn(&V) -> bool, mut f: impl FnMut(V)) {
+        for (_, slot) in self.slots.iter_mut() {
+            if slot.as_ref().is_some_and(&pred) {
+                if let Some(value) = slot.take() {
+                    self.live -= 1;
+                    f(value);
+                }
+            }
+        }
+        self.compact();
+    }
+
+    /// Squeezes out the holes once they outnumber the live values (and there are at least
+    /// [`MIN_HOLES`]), and gives back memory when the array is mostly empty room (beyond
+    /// [`KEEP`] slots).
+    pub(crate) fn compact(&mut self) {
+        let holes = self.slots.len() - self.live;
+        if holes < MIN_HOLES || holes < self.live {
+            return;
+        }
+        self.slots.retain(|(_, slot)| slot.is_some());
+        let keep = self.slots.len().max(KEEP);
+        if self.slots.capacity() > 4 * keep {
+            // Failing to shrink keeps the larger buffer, which is still correct.
+            let _ = self.slots.shrink_to(2 * keep, GFP_KERNEL);
+        }
+    }
+
+    /// The live values with their handles, in handle order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> {
+        self.slots
+            .iter()
+            .filter_map(|(h, slot)| slot.as_ref().map(|v| (*h, v)))
+    }
+}
+
+/// A live value of a [`Table`], found by [`Table::entry`].
+pub(crate) struct Entry<'a, V> {
+    table: &'a mut Table<V>,
+    i: usize,
+}
+
+impl<V> Entry<'_, V> {
+    /// The value.
+    pub(crate) fn get(&self) -> Option<&V> {
+        self.table.slots.get(self.i).and_then(|(_, slot)| slot.as_ref())
+    }
+
+    /// Takes the value out of the table. Call [`Table::compact`] after a run of removals.
+    pub(crate) fn remove(self) -> Option<V> {
+        let value = self.table.slots.get_mut(self.i)?.1.take();
+        if value.is_some() {
+            self.table.live -= 1;
+        }
+        value
+    }
+}
