@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -106,14 +106,83 @@ pub struct StartInfo {
 /// The `/proc/vmallocinfo` line of the area that starts at `vaddr`, if any.
 pub fn vmallocinfo_line(text: &str, vaddr: u64) -> Option<String> {
     text.lines()
-        .find(|l| {
-            l.split_once('-')
-                .and_then(|(start, _)| {
-                    u64::from_str_radix(start.trim().trim_start_matches("0x"), 16).ok()
-                })
-                .is_some_and(|start| start == vaddr)
-        })
+        .find(|l| area_start(l) == Some(vaddr))
         .map(|l| l.trim_end().to_owned())
+}
+
+/// Reads `/proc/vmallocinfo` text from `reader` a line at a time into `line`, up to the
+/// line of the area that starts at `vaddr`: `Ok(true)` with that line in `line` (without
+/// its line end), `Ok(false)` when no area starts there.
+///
+/// The file is never held whole, and is read no further than that line: Linux lists the
+/// areas it freed lazily (`unpurged vm_area`) after the live ones until it purges them,
+/// which a 2-CPU board does after 64 MiB of them (`lazy_max_pages()`), so the file grows
+/// by a line with each vmalloc the daemon frees, to hundreds of kilobytes.
+pub fn read_vmallocinfo_line<R: BufRead + ?Sized>(
+    reader: &mut R,
+    vaddr: u64,
+    line: &mut String,
+) -> io::Result<bool> {
+    loop {
+        line.clear();
+        if reader.read_line(line)? == 0 {
+            return Ok(false);
+        }
+        if area_start(line) == Some(vaddr) {
+            line.truncate(line.trim_end().len());
+            return Ok(true);
+        }
+    }
+}
+
+/// The start address of the area of a vmallocinfo line (`0x...-0x... size caller ...`).
+fn area_start(line: &str) -> Option<u64> {
+    let (start, _) = line.split_once('-')?;
+    u64::from_str_radix(start.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// Reads vmallocinfo for the daemon through one buffer and one line kept from press to
+/// press: a lookup allocates nothing but the line it returns, and holds no more than the
+/// buffer and the longest line read, however long the file is.
+#[derive(Debug)]
+struct VmallocinfoReader {
+    reader: BufReader<Opened>,
+    line: String,
+}
+
+/// The file a [`VmallocinfoReader`] is reading, if any.
+#[derive(Debug, Default)]
+struct Opened(Option<File>);
+
+impl Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Some(file) => file.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+impl VmallocinfoReader {
+    fn new() -> Self {
+        Self {
+            reader: BufReader::new(Opened::default()),
+            line: String::new(),
+        }
+    }
+
+    /// The line of the area that starts at `vaddr` in the vmallocinfo file at `path`.
+    fn area_line(&mut self, path: &Path, vaddr: u64) -> io::Result<Option<&str>> {
+        let file = File::open(path)?;
+        // Bytes of the previous file that its lookup did not need.
+        let stale = self.reader.buffer().len();
+        self.reader.consume(stale);
+        self.reader.get_mut().0 = Some(file);
+        let found = read_vmallocinfo_line(&mut self.reader, vaddr, &mut self.line);
+        // Closed now rather than at the next lookup.
+        self.reader.get_mut().0 = None;
+        Ok(found?.then_some(self.line.as_str()))
+    }
 }
 
 /// The daemon's state and its reaction to each event, free of descriptors and polling.
@@ -128,6 +197,7 @@ pub struct Daemon<D, I, W: Write> {
     ring: Option<Box<dyn RingMemory>>,
     monotonic: fn() -> u64,
     vmallocinfo: Option<PathBuf>,
+    vmallocinfo_reader: VmallocinfoReader,
     config: DaemonConfig,
     last_accepted_ns: Option<u64>,
     bounces: u64,
@@ -172,6 +242,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             ring: None,
             monotonic: monotonic_ns,
             vmallocinfo: Some(VMALLOCINFO.into()),
+            vmallocinfo_reader: VmallocinfoReader::new(),
             config: DaemonConfig {
                 debounce_ms: 0,
                 ..DaemonConfig::default()
@@ -477,7 +548,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     }
 
     /// The line for what a press (or the shutdown) did.
-    fn event_for(&self, press: Press, outcome: Outcome) -> Event {
+    fn event_for(&mut self, press: Press, outcome: Outcome) -> Event {
         match outcome {
             Outcome::Allocated { step, alloc } => {
                 let report = AllocReport::from(&alloc);
@@ -496,7 +567,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             Outcome::Freed { held, free } => Event::Free {
                 press,
                 handle: free.handle,
-                kind: held.step.kind.name().to_owned(),
+                kind: held.step.kind.name(),
                 size: held.step.size,
                 free_ns: free.free_ns,
             },
@@ -507,7 +578,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
                     op: Op::Alloc,
                     error: error.errno_name(),
                     message: error.report(),
-                    kind: step.kind.name().to_owned(),
+                    kind: step.kind.name(),
                     size: step.size,
                     gfp: step.flags.gfp_names(),
                     handle: None,
@@ -525,7 +596,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
                     op: Op::Free,
                     error: error.errno_name(),
                     message: error.report(),
-                    kind: held.step.kind.name().to_owned(),
+                    kind: held.step.kind.name(),
                     size: held.step.size,
                     gfp: held.step.flags.gfp_names(),
                     handle: Some(held.alloc.handle),
@@ -535,10 +606,10 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     }
 
     /// The vmallocinfo line of the area at `vaddr`, when the file is readable.
-    fn vmallocinfo_of(&self, vaddr: u64) -> Option<String> {
+    fn vmallocinfo_of(&mut self, vaddr: u64) -> Option<String> {
         let path: &Path = self.vmallocinfo.as_deref()?;
-        match std::fs::read_to_string(path) {
-            Ok(text) => vmallocinfo_line(&text, vaddr),
+        match self.vmallocinfo_reader.area_line(path, vaddr) {
+            Ok(line) => line.map(str::to_owned),
             Err(e) => {
                 tracing::debug!("cannot read {}: {e}", path.display());
                 None
@@ -775,7 +846,7 @@ where
                     // Edge-triggered: drain until the read would block.
                     if daemon.on_readable()? == 0 {
                         tracing::debug!("spurious wakeup on the uio device");
-                    } else {
+                    } else if hooks.notifier.enabled() {
                         hooks.notifier.status(&daemon.status());
                     }
                 }
@@ -1280,6 +1351,63 @@ mod tests {
         );
         assert_eq!(vmallocinfo_line(text, 0xffff_8000_8000_5000), None);
         assert_eq!(vmallocinfo_line("garbage\n", 0), None);
+    }
+
+    #[test]
+    fn vmallocinfo_is_read_a_line_at_a_time_up_to_the_area() {
+        let text = "0xffff800080000000-0xffff800080002000    8192 a pages=1 vmalloc\n\
+                    0xffff800080003000-0xffff800080005000    8192 b pages=1 vmalloc  \n\
+                    0xffff800080006000-0xffff800080008000    8192 unpurged vm_area\n";
+        let mut reader = io::Cursor::new(text);
+        let mut line = String::from("left over");
+        assert!(read_vmallocinfo_line(&mut reader, 0xffff_8000_8000_3000, &mut line).unwrap());
+        assert_eq!(
+            line,
+            "0xffff800080003000-0xffff800080005000    8192 b pages=1 vmalloc"
+        );
+        // It stopped there: the rest is still to be read.
+        assert_eq!(
+            reader.position() as usize,
+            text.find("0xffff800080006000").unwrap()
+        );
+        let mut reader = io::Cursor::new(text);
+        assert!(!read_vmallocinfo_line(&mut reader, 0xffff_8000_8000_1000, &mut line).unwrap());
+        assert_eq!(reader.position() as usize, text.len());
+        // The same answers as the whole-text lookup.
+        for vaddr in [0xffff_8000_8000_0000, 0xffff_8000_8000_6000, 1] {
+            let mut reader = io::Cursor::new(text);
+            let found = read_vmallocinfo_line(&mut reader, vaddr, &mut line).unwrap();
+            assert_eq!(found.then(|| line.clone()), vmallocinfo_line(text, vaddr));
+        }
+    }
+
+    #[test]
+    fn a_vmallocinfo_lookup_never_sees_the_previous_files_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, second) = (tmp.path().join("first"), tmp.path().join("second"));
+        // The first lookup stops at its line and leaves the second one in the buffer.
+        std::fs::write(
+            &first,
+            "0xffff800080000000-0xffff800080002000    8192 a\n\
+             0xffff800080003000-0xffff800080005000    8192 b\n",
+        )
+        .unwrap();
+        std::fs::write(&second, "0xffff800080006000-0xffff800080008000    8192 c\n").unwrap();
+        let mut r = VmallocinfoReader::new();
+        assert_eq!(
+            r.area_line(&first, 0xffff_8000_8000_0000).unwrap(),
+            Some("0xffff800080000000-0xffff800080002000    8192 a")
+        );
+        assert_eq!(r.area_line(&second, 0xffff_8000_8000_3000).unwrap(), None);
+        assert_eq!(
+            r.area_line(&second, 0xffff_8000_8000_6000).unwrap(),
+            Some("0xffff800080006000-0xffff800080008000    8192 c")
+        );
+        assert!(r.area_line(&tmp.path().join("missing"), 0).is_err());
+        assert_eq!(
+            r.area_line(&first, 0xffff_8000_8000_3000).unwrap(),
+            Some("0xffff800080003000-0xffff800080005000    8192 b")
+        );
     }
 
     #[test]

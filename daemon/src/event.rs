@@ -39,6 +39,7 @@
 //! `error` line (they carry `seq`), a refused one its `bounce` line. The contract is
 //! `daemon/schema/kmemlabd-event.schema.json`.
 
+use std::fmt;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -141,7 +142,7 @@ pub enum Event {
         /// The handle freed.
         handle: u64,
         /// Its kind.
-        kind: String,
+        kind: &'static str,
         /// Its requested size.
         size: u64,
         /// Time in the free call, ns.
@@ -160,7 +161,7 @@ pub enum Event {
         /// The error message with its causes.
         message: String,
         /// The step's kind.
-        kind: String,
+        kind: &'static str,
         /// The step's size.
         size: u64,
         /// The step's gfp flags.
@@ -306,22 +307,39 @@ pub fn monotonic_ns() -> u64 {
 ///
 /// Give it an unbuffered writer (a `File`, including a dup of stdout), so each line is
 /// one write(2) and a crash never leaves a torn line.
-#[derive(Debug)]
+///
+/// Each line is serialized into one buffer kept from line to line (the bytes of
+/// [`Event::to_line`]), so that once it has grown to the longest line, writing a line
+/// allocates nothing.
 pub struct EventWriter<W: Write> {
     out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write + fmt::Debug> fmt::Debug for EventWriter<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventWriter")
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Write> EventWriter<W> {
     /// Wraps `out`.
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            line: Vec::new(),
+        }
     }
 
     /// Writes one event line.
     pub fn emit(&mut self, event: &Event) -> Result<()> {
-        let line = event.to_line()?;
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, event).map_err(|source| Error::Json { source })?;
+        self.line.push(b'\n');
         self.out
-            .write_all(line.as_bytes())
+            .write_all(&self.line)
             .map_err(|source| Error::Output { source })
     }
 
@@ -420,7 +438,7 @@ mod tests {
         let ev = Event::Free {
             press: press(Some(4)),
             handle: 9,
-            kind: "dma_coherent".into(),
+            kind: "dma_coherent",
             size: 1024,
             free_ns: 777,
         };
@@ -439,7 +457,7 @@ mod tests {
                 ..press(None)
             },
             handle: 9,
-            kind: "kmalloc".into(),
+            kind: "kmalloc",
             size: 1,
             free_ns: 1,
         };
@@ -455,7 +473,7 @@ mod tests {
             op: Op::Alloc,
             error: "ENOMEM".into(),
             message: "ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory".into(),
-            kind: "vmalloc".into(),
+            kind: "vmalloc",
             size: 4096,
             gfp: vec!["GFP_KERNEL"],
             handle: None,
@@ -474,7 +492,7 @@ mod tests {
             op: Op::Free,
             error: "EIO".into(),
             message: "ioctl KMEMLAB_FREE failed".into(),
-            kind: "vmalloc".into(),
+            kind: "vmalloc",
             size: 4096,
             gfp: vec!["GFP_KERNEL"],
             handle: Some(3),
@@ -560,6 +578,39 @@ mod tests {
         let writes = &w.get_ref().writes;
         assert_eq!(writes.len(), 3);
         assert!(writes.iter().all(|l| l.ends_with(b"}\n")));
+    }
+
+    #[test]
+    fn the_reused_buffer_writes_each_line_as_to_line_does() {
+        let dev = MockDevice::new();
+        let a = dev.alloc(Kind::Kmalloc, 64, Flags::GFP_KERNEL).unwrap();
+        // Long, short, then in between: nothing of a longer line stays behind.
+        let events = [
+            Event::Error {
+                ts_ns: 1,
+                error: "EIO".into(),
+                message: "x".repeat(2000),
+            },
+            Event::Stop {
+                ts_ns: 2,
+                irq_count: 3,
+                reason: StopReason::Sigint,
+            },
+            Event::Alloc {
+                press: press(Some(4)),
+                alloc: AllocReport::from(&a),
+                vmallocinfo: None,
+            },
+        ];
+        let mut w = EventWriter::new(CountingWriter { writes: vec![] });
+        for ev in &events {
+            w.emit(ev).unwrap();
+        }
+        let want: Vec<Vec<u8>> = events
+            .iter()
+            .map(|ev| ev.to_line().unwrap().into_bytes())
+            .collect();
+        assert_eq!(w.get_ref().writes, want);
     }
 
     #[test]

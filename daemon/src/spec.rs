@@ -278,9 +278,13 @@ pub fn parse_handle(s: &str) -> Result<u64> {
     }
 }
 
-/// An address as JSON shows it: `0x` and lower-case hex.
+/// An address as JSON shows it: `0x` and lower-case hex. One allocation, of the longest
+/// address's size (`format!` would start smaller and grow).
 pub fn hex(addr: u64) -> String {
-    format!("{addr:#x}")
+    use fmt::Write;
+    let mut s = String::with_capacity(2 + 16);
+    let _ = write!(s, "{addr:#x}");
+    s
 }
 
 fn invalid(what: &'static str, input: &str, reason: &str) -> Error {
