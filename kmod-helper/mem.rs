@@ -81,6 +81,11 @@ impl Kind {
         self as usize
     }
 
+    /// The ABI number (`uapi::KIND_*`).
+    pub(crate) fn abi(self) -> u32 {
+        self as u32
+    }
+
     /// The name used in the debugfs dump.
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -190,12 +190,19 @@ impl Limits {
 }
 
 /// One live allocation.
+///
+/// Only what cannot be found again is kept: LIST rebuilds the rest of the report from the memory
+/// (see [`report`]), which keeps the table's slots small.
 struct Allocation {
     owner: Owner,
     kind: Kind,
+    /// The request's `FLAG_*` bits.
+    flags: u32,
+    /// The requested size.
+    size: u64,
+    /// Time in the allocator call.
+    alloc_ns: u64,
     mem: Mem,
-    /// The report ALLOC returned, before hiding addresses and adding ownership bits.
-    report: uapi::Alloc,
 }
 
 /// Counters under `Shared::inner`: what counts against the limits.
@@ -228,8 +235,8 @@ impl Inner {
         let mut tally = Tally::default();
         let counters = &mut self.counters;
         self.allocs.remove_where(pred, |a| {
-            counters.unreserve(a.report.size);
-            tally.add(a.kind, a.report.size);
+            counters.unreserve(a.size);
+            tally.add(a.kind, a.size);
             drop(a);
         });
         tally.count_frees();
@@ -249,8 +256,8 @@ impl Inner {
             return Ok(None);
         }
         let a = entry.remove().ok_or(ENOENT)?;
-        self.counters.unreserve(a.report.size);
-        Ok(Some((a.kind, a.report.size, a.mem)))
+        self.counters.unreserve(a.size);
+        Ok(Some((a.kind, a.size, a.mem)))
     }
 }
 
@@ -487,7 +494,9 @@ impl Shared {
         }
         // Then their reports, untimed.
         for (e, slot) in entries.iter_mut().zip(slots.iter()).take(out.done) {
-            report(e, slot);
+            if let Some(mem) = &slot.mem {
+                *e = report(e.kind, e.flags, e.size, slot.alloc_ns, mem);
+            }
         }
 
         // Insert what was allocated, return the rest of the reservation.
@@ -519,8 +528,10 @@ impl Shared {
             let a = Allocation {
                 owner,
                 kind: r.kind,
+                flags: e.flags,
+                size: e.size,
+                alloc_ns: e.alloc_ns,
                 mem,
-                report: uapi::Alloc { handle, ..*e },
             };
             if let Err(a) = inner.allocs.push(handle, a) {
                 // No room (reserved above, so this does not happen): free it below.
@@ -663,7 +674,8 @@ impl Shared {
             }
             total += 1;
             if handle > after && out.len() < capacity {
-                let mut entry = a.report;
+                let mut entry = report(a.kind.abi(), a.flags, a.size, a.alloc_ns, &a.mem);
+                entry.handle = handle;
                 if a.owner == owner {
                     entry.result |= uapi::RESULT_OWN;
                 }
@@ -773,9 +785,10 @@ impl Shared {
     pub(crate) fn write_pfns(this: &Arc<Shared>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = this.inner.lock();
         for (handle, a) in inner.allocs.iter() {
-            writeln!(f, "{} {} {}", handle, a.kind.name(), a.report.pages)?;
+            let layout = a.mem.layout(usize::try_from(a.size).unwrap_or(usize::MAX));
+            writeln!(f, "{} {} {}", handle, a.kind.name(), layout.pages)?;
             let mut res = Ok(());
-            a.mem.walk_pfns(a.report.usable_size, |pfn| {
+            a.mem.walk_pfns(layout.usable_size, |pfn| {
                 if res.is_ok() {
                     res = writeln!(f, "{:#x}", pfn);
                 }
@@ -787,33 +800,32 @@ impl Shared {
     }
 }
 
-/// Writes the report of the allocation in `slot` (allocated for `e`), handle 0, into `e`.
-fn report(e: &mut uapi::Alloc, slot: &Slot) {
-    let (Some(mem), Some(r)) = (&slot.mem, &slot.req) else {
-        return;
-    };
-    let layout = mem.layout(r.size);
+/// The report of an allocation (handle 0, unhidden, without ownership bits): the request's
+/// `kind`, `flags` and `size`, the allocator's time, and where `mem` is (a page walk, which
+/// finds the same pages each time: none of these allocators moves its memory).
+fn report(kind: u32, flags: u32, size: u64, alloc_ns: u64, mem: &Mem) -> uapi::Alloc {
+    let layout = mem.layout(usize::try_from(size).unwrap_or(usize::MAX));
     let mut result = 0;
-    if e.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
+    if flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
         result |= uapi::RESULT_ZEROED;
     }
     if mem.dma().is_some() {
         result |= uapi::RESULT_DMA;
     }
-    *e = uapi::Alloc {
-        kind: e.kind,
-        flags: e.flags,
-        size: e.size,
+    uapi::Alloc {
+        kind,
+        flags,
+        size,
         vaddr: mem.vaddr() as u64,
         phys: layout.phys,
         dma: mem.dma().unwrap_or(0),
         usable_size: layout.usable_size,
-        alloc_ns: slot.alloc_ns,
+        alloc_ns,
         pages: layout.pages,
         phys_segments: layout.phys_segments,
         result,
         ..Default::default()
-    };
+    }
 }
 
 /// Clears the addresses of a report for an opener without CAP_SYSLOG.

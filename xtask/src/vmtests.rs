@@ -239,6 +239,8 @@ fn allocations_report_truthful_layout(art: &Artifacts) -> Result<()> {
         cat /proc/vmallocinfo
         echo '== pfns'
         cat /sys/kernel/debug/kmemlab/pfns
+        echo '== list'
+        kmemlabctl list --json
         echo '== frees'
         for h in $(kmemlabctl list --json | sed -n 's/.*\"handle\":\\([0-9]*\\).*/\\1/p'); do
             kmemlabctl free \"$h\" --json
@@ -258,6 +260,12 @@ fn allocations_report_truthful_layout(art: &Artifacts) -> Result<()> {
     let allocs = json_lines(&section(out, "allocs"));
     ensure!(allocs.len() == 4, "want 4 allocation reports, got:\n{out}");
     let (kmalloc, vmalloc1, vmalloc4m, dma) = (&allocs[0], &allocs[1], &allocs[2], &allocs[3]);
+    // LIST rebuilds each report from the memory (a new page walk): the same as ALLOC's.
+    let listed = json_lines(&section(out, "list"));
+    ensure!(
+        listed == allocs,
+        "LIST should repeat the ALLOC reports:\n{listed:?}\nALLOC:\n{allocs:?}"
+    );
 
     ensure!(
         num(kmalloc, "usable_size") == Some(8) && num(kmalloc, "phys_segments") == Some(1),
