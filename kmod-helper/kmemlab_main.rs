@@ -541,16 +541,13 @@ impl BatchBuffers {
         })
     }
 
-    /// The buffers of `guard`, allocated on first use, with the first `count` slots emptied.
-    fn get<'a>(guard: &'a mut Option<BatchBuffers>, count: usize) -> Result<&'a mut Self> {
-        let buf = match guard {
-            Some(buf) => buf,
-            None => guard.insert(Self::new()?),
-        };
-        for slot in buf.slots.iter_mut().take(count) {
-            *slot = state::Slot::EMPTY;
+    /// The buffers of `guard`, allocated on first use. The slots need no emptying between
+    /// calls: `Shared::alloc` and `Shared::free` leave no memory in them.
+    fn get(guard: &mut Option<BatchBuffers>) -> Result<&mut Self> {
+        match guard {
+            Some(buf) => Ok(buf),
+            None => Ok(guard.insert(Self::new()?)),
         }
-        Ok(buf)
     }
 }
 
@@ -667,7 +664,7 @@ impl KmemlabFile {
         let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
         let (mut array_in, mut array_out) = batch_array::<uapi::Alloc>(req.entries, count)?;
         let mut guard = self.batch.lock();
-        let buf = BatchBuffers::get(&mut guard, count)?;
+        let buf = BatchBuffers::get(&mut guard)?;
         let entries = &mut buf.allocs[..count];
         array_in.read_slice(entries.as_bytes_mut())?;
         let out = self.shared.alloc(self.owner(), entries, &mut buf.slots[..count]);
@@ -737,7 +734,7 @@ impl KmemlabFile {
         let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
         let (mut array_in, mut array_out) = batch_array::<uapi::Free>(req.entries, count)?;
         let mut guard = self.batch.lock();
-        let buf = BatchBuffers::get(&mut guard, count)?;
+        let buf = BatchBuffers::get(&mut guard)?;
         let entries = &mut buf.frees[..count];
         array_in.read_slice(entries.as_bytes_mut())?;
 

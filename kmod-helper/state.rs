@@ -389,7 +389,7 @@ impl Shared {
     /// ALLOC and ALLOC_BATCH: allocates `entries` in order, stopping at the first that fails,
     /// and writes each allocated entry's report (without the `RESULT_OWN`/`RESULT_PERSIST` bits
     /// and unhidden) into it. `FLAG_PERSIST` entries belong to the device, the others to `file`.
-    /// `slots` is scratch space, one [`Slot::EMPTY`] per entry.
+    /// `slots` is scratch space, one per entry, without memory in it (as each call leaves them).
     pub(crate) fn alloc(
         &self,
         file: Owner,
@@ -492,12 +492,6 @@ impl Shared {
                 }
             }
         }
-        // Then their reports, untimed.
-        for (e, slot) in entries.iter_mut().zip(slots.iter()).take(out.done) {
-            if let Some(mem) = &slot.mem {
-                *e = report(e.kind, e.flags, e.size, slot.alloc_ns, mem);
-            }
-        }
 
         // Insert what was allocated, return the rest of the reservation.
         let mut tally = Tally::default();
@@ -524,6 +518,8 @@ impl Shared {
                 out.stop(i, EINVAL);
                 break;
             };
+            // The report, untimed.
+            *e = report(e.kind, e.flags, e.size, slot.alloc_ns, &mem);
             let handle = first + i as u64;
             let a = Allocation {
                 owner,
@@ -567,7 +563,7 @@ impl Shared {
     /// FREE and FREE_BATCH: frees the handles of `entries` that `owner` may see, in order,
     /// stopping at the first that fails (`EINVAL` for an entry with a nonzero out or reserved
     /// field, `ENOENT` for an unknown handle), and writes each freed entry's `free_ns`.
-    /// `slots` is scratch space, one [`Slot::EMPTY`] per entry.
+    /// `slots` is scratch space, one per entry, without memory in it (as each call leaves them).
     pub(crate) fn free(
         &self,
         owner: Owner,

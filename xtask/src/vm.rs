@@ -29,8 +29,6 @@ const MACHINE: &[&str] = &[
     "cortex-a53",
     "-m",
     "256M",
-    "-smp",
-    "2",
     "-nic",
     "none",
 ];
@@ -56,6 +54,8 @@ pub struct Artifacts {
 #[derive(Clone, Debug)]
 pub struct VmOptions {
     pub presses: u32,
+    /// Virtual CPUs (`-smp`): 2 for the tests; `cargo xtask bench` boots with 1 (see there).
+    pub cpus: u32,
     pub daemon: bool,
     /// Load kmemlab.ko at boot (tests of failing probes load it themselves).
     pub module: bool,
@@ -75,6 +75,7 @@ impl Default for VmOptions {
     fn default() -> Self {
         Self {
             presses: 0,
+            cpus: 2,
             daemon: true,
             module: true,
             cmd: "true".to_owned(),
@@ -129,10 +130,11 @@ impl VmOutcome {
 }
 
 /// The board's device tree with the overlay from dts/ applied.
-fn device_tree(work: &Path, overlay_src: &Path) -> Result<PathBuf> {
+fn device_tree(work: &Path, overlay_src: &Path, cpus: u32) -> Result<PathBuf> {
     let base = work.join("virt.dtb");
     run(Command::new(QEMU)
         .args(MACHINE)
+        .args(["-smp", &cpus.to_string()])
         .arg("-machine")
         .arg(format!("dumpdtb={}", base.display()))
         .args(["-display", "none"])
@@ -377,12 +379,13 @@ impl Qmp {
 /// Boots the guest, presses the button, runs the command; returns what came back.
 pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     fs::create_dir_all(&art.work)?;
-    let dtb = device_tree(&art.work, &opts.overlay)?;
+    let dtb = device_tree(&art.work, &opts.overlay, opts.cpus)?;
     let initrd = initramfs(art, opts)?;
     let qmp_path = art.work.join("qmp.sock");
     let _ = fs::remove_file(&qmp_path);
     let mut child = Command::new(QEMU)
         .args(MACHINE)
+        .args(["-smp", &opts.cpus.to_string()])
         .args([
             "-display",
             "none",
