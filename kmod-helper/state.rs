@@ -518,8 +518,8 @@ impl Shared {
                 out.stop(i, EINVAL);
                 break;
             };
-            // The report, untimed.
-            *e = report(e.kind, e.flags, e.size, slot.alloc_ns, &mem);
+            // The report, untimed. `e` passed `Request::check`: its out fields are zero.
+            write_report(e, slot.alloc_ns, &mem);
             let handle = first + i as u64;
             let a = Allocation {
                 owner,
@@ -670,8 +670,14 @@ impl Shared {
             }
             total += 1;
             if handle > after && out.len() < capacity {
-                let mut entry = report(a.kind.abi(), a.flags, a.size, a.alloc_ns, &a.mem);
-                entry.handle = handle;
+                let mut entry = uapi::Alloc {
+                    handle,
+                    kind: a.kind.abi(),
+                    flags: a.flags,
+                    size: a.size,
+                    ..Default::default()
+                };
+                write_report(&mut entry, a.alloc_ns, &a.mem);
                 if a.owner == owner {
                     entry.result |= uapi::RESULT_OWN;
                 }
@@ -796,32 +802,27 @@ impl Shared {
     }
 }
 
-/// The report of an allocation (handle 0, unhidden, without ownership bits): the request's
-/// `kind`, `flags` and `size`, the allocator's time, and where `mem` is (a page walk, which
-/// finds the same pages each time: none of these allocators moves its memory).
-fn report(kind: u32, flags: u32, size: u64, alloc_ns: u64, mem: &Mem) -> uapi::Alloc {
-    let layout = mem.layout(usize::try_from(size).unwrap_or(usize::MAX));
+/// Writes the report of an allocation into `e`, which holds its request (`kind`, `flags`,
+/// `size`) and zeros: the allocator's time and where `mem` is (a page walk, which finds the same
+/// pages each time: none of these allocators moves its memory). Only the out fields are written,
+/// one by one, as copying whole reports costs a good part of a batch entry under emulation.
+fn write_report(e: &mut uapi::Alloc, alloc_ns: u64, mem: &Mem) {
+    let layout = mem.layout(usize::try_from(e.size).unwrap_or(usize::MAX));
     let mut result = 0;
-    if flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
+    if e.flags & uapi::FLAG_ZERO != 0 || mem.always_zeroed() {
         result |= uapi::RESULT_ZEROED;
     }
     if mem.dma().is_some() {
         result |= uapi::RESULT_DMA;
     }
-    uapi::Alloc {
-        kind,
-        flags,
-        size,
-        vaddr: mem.vaddr() as u64,
-        phys: layout.phys,
-        dma: mem.dma().unwrap_or(0),
-        usable_size: layout.usable_size,
-        alloc_ns,
-        pages: layout.pages,
-        phys_segments: layout.phys_segments,
-        result,
-        ..Default::default()
-    }
+    e.vaddr = mem.vaddr() as u64;
+    e.phys = layout.phys;
+    e.dma = mem.dma().unwrap_or(0);
+    e.usable_size = layout.usable_size;
+    e.alloc_ns = alloc_ns;
+    e.pages = layout.pages;
+    e.phys_segments = layout.phys_segments;
+    e.result = result;
 }
 
 /// Clears the addresses of a report for an opener without CAP_SYSLOG.

@@ -2,6 +2,11 @@
 //! the userspace single-call path (ALLOC then FREE, one ioctl each) and the batched path
 //! (ALLOC_BATCH then FREE_BATCH of up to [`uapi::BATCH_MAX`]), with the same number of
 //! pairs for all three, and the ratios of the userspace paths to the floor.
+//!
+//! With `rounds` above 1 the three paths take turns: each round measures all three on its
+//! share of the pairs, so that a slow stretch of the machine (under emulation, the host taking
+//! the guest's CPU away) weighs on the floor and the userspace paths alike. The ratios are then
+//! of the totals over all rounds.
 
 use kmemlab_uapi as uapi;
 use kmemlab_uapi::{Alloc, Free, Info};
@@ -86,6 +91,8 @@ pub struct SweepSpec {
     pub flags: Flags,
     /// Pairs per point and path, before the caps of [`iters_for`].
     pub iters: u32,
+    /// Rounds the pairs of a point are split into (`--rounds`; see the module documentation).
+    pub rounds: u32,
     /// Whether a progress bar may be drawn (`--no-progress` clears it).
     pub progress: bool,
 }
@@ -99,6 +106,7 @@ impl Default for SweepSpec {
             max: SWEEP_MAX,
             flags: Flags::GFP_KERNEL,
             iters: DEFAULT_SWEEP_ITERS,
+            rounds: 1,
             progress: true,
         }
     }
@@ -115,6 +123,8 @@ pub struct PointSpec {
     pub iters: u32,
     /// Entries per batch.
     pub batch: usize,
+    /// Rounds (at most `iters`).
+    pub rounds: u32,
     /// The kind's largest allocation, when `size` is above it (the point is skipped).
     pub too_big: Option<u64>,
 }
@@ -142,6 +152,7 @@ impl SweepSpec {
                     size,
                     iters,
                     batch: batch_for(size, iters, info),
+                    rounds: self.rounds.clamp(1, iters),
                     too_big: (size > max).then_some(max),
                 });
             }
@@ -174,7 +185,10 @@ pub struct PointReport {
     pub iters: u32,
     /// Entries per ALLOC_BATCH/FREE_BATCH.
     pub batch: usize,
-    /// In-kernel figures (BENCH).
+    /// Rounds the pairs were split into.
+    pub rounds: u32,
+    /// In-kernel figures (BENCH). Over several rounds, min, max, mean and standard deviation
+    /// are those of all the pairs; p50 and p99 are the medians of the rounds' own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<Floor>,
     /// Single-call path, ns per alloc+free pair.
@@ -216,6 +230,7 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         gfp: flags.gfp_names(),
         iters: p.iters,
         batch: p.batch,
+        rounds: p.rounds,
         floor: None,
         single_ns_per_pair: None,
         batched_ns_per_pair: None,
@@ -229,17 +244,30 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         return r;
     }
     let result = (|| -> Result<()> {
-        let b = dev.bench(p.kind, p.size, flags, p.iters)?;
-        let floor = b.alloc.mean_ns + b.free.mean_ns;
+        let rounds = p.rounds.clamp(1, p.iters.max(1));
+        let (mut allocs, mut frees) = (Vec::new(), Vec::new());
+        let (mut single, mut batched) = (0.0, 0.0);
+        for round in 0..rounds {
+            // This round's share of the pairs.
+            let n = p.iters / rounds + u32::from(round < p.iters % rounds);
+            let b = dev.bench(p.kind, p.size, flags, n)?;
+            allocs.push((n, b.alloc));
+            frees.push((n, b.free));
+            single += single_path(dev, p.kind, p.size, flags, n)? * f64::from(n);
+            let batch = p.batch.min(n as usize);
+            batched += batched_path(dev, p.kind, p.size, flags, n, batch)? * f64::from(n);
+        }
+        let (alloc, free) = (merge(&allocs), merge(&frees));
+        let floor = alloc.mean_ns + free.mean_ns;
         r.floor = Some(Floor {
-            alloc: TimingReport::from(&b.alloc),
-            free: TimingReport::from(&b.free),
+            alloc,
+            free,
             pair_mean_ns: floor,
         });
-        let single = single_path(dev, p.kind, p.size, flags, p.iters)?;
+        let pairs = f64::from(p.iters.max(1));
+        let (single, batched) = (single / pairs, batched / pairs);
         r.single_ns_per_pair = Some(round2(single));
         r.single_ratio = ratio(single, floor);
-        let batched = batched_path(dev, p.kind, p.size, flags, p.iters, p.batch)?;
         r.batched_ns_per_pair = Some(round2(batched));
         r.batched_ratio = ratio(batched, floor);
         Ok(())
@@ -249,6 +277,45 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         r.skipped = Some(e.report());
     }
     r
+}
+
+/// The figures of BENCH calls of `n` pairs each, as one: min, max, mean and standard deviation
+/// of all their pairs; p50 and p99 the medians of the calls' own (upper median for an even
+/// count).
+pub fn merge(parts: &[(u32, uapi::Timing)]) -> TimingReport {
+    if let [(_, t)] = parts {
+        return TimingReport::from(t);
+    }
+    let n: f64 = parts.iter().map(|(n, _)| f64::from(*n)).sum();
+    if n == 0.0 {
+        return TimingReport::from(&uapi::Timing::default());
+    }
+    let mean = parts
+        .iter()
+        .map(|(k, t)| f64::from(*k) * t.mean_ns as f64)
+        .sum::<f64>()
+        / n;
+    let mean_sq = parts
+        .iter()
+        .map(|(k, t)| {
+            let (m, sd) = (t.mean_ns as f64, t.stddev_ns as f64);
+            f64::from(*k) * (sd * sd + m * m)
+        })
+        .sum::<f64>()
+        / n;
+    let median = |f: fn(&uapi::Timing) -> u64| {
+        let mut v: Vec<u64> = parts.iter().map(|(_, t)| f(t)).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    TimingReport {
+        min_ns: parts.iter().map(|(_, t)| t.min_ns).min().unwrap_or(0),
+        p50_ns: median(|t| t.p50_ns),
+        p99_ns: median(|t| t.p99_ns),
+        max_ns: parts.iter().map(|(_, t)| t.max_ns).max().unwrap_or(0),
+        mean_ns: mean.round() as u64,
+        stddev_ns: (mean_sq - mean * mean).max(0.0).sqrt().round() as u64,
+    }
 }
 
 /// `iters` ALLOC+FREE ioctl pairs, timed with CLOCK_MONOTONIC around the whole loop;
@@ -479,5 +546,73 @@ mod tests {
         let text = to_table(std::slice::from_ref(&r));
         assert!(text.starts_with("KIND"), "{text}");
         assert!(table_row(&r).starts_with("kmalloc"));
+    }
+
+    #[test]
+    fn rounds_split_the_pairs_and_every_path_takes_turns() {
+        let dev = MockDevice::new();
+        let info = dev.info().unwrap();
+        let spec = SweepSpec {
+            kinds: Some(vec![Kind::Kmalloc]),
+            sizes: Some(vec![64]),
+            iters: 1000,
+            rounds: 3,
+            ..SweepSpec::default()
+        };
+        let p = spec.points(&info)[0];
+        let r = measure(&dev, &p, Flags::GFP_KERNEL);
+        assert_eq!((r.error.as_deref(), r.rounds), (None, 3), "{r:?}");
+        let benches: Vec<String> = dev
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("bench"))
+            .collect();
+        assert_eq!(
+            benches,
+            [
+                "bench kmalloc 64 334",
+                "bench kmalloc 64 333",
+                "bench kmalloc 64 333"
+            ]
+        );
+        // Between the first two BENCH calls, the single and the batched path of round one.
+        let calls = dev.calls();
+        let at: Vec<usize> = (0..calls.len())
+            .filter(|&i| calls[i].starts_with("bench"))
+            .collect();
+        let allocs = calls[at[0]..at[1]]
+            .iter()
+            .filter(|c| c.starts_with("alloc "))
+            .count();
+        assert_eq!(allocs, 2 * 334);
+        assert!(dev.live().is_empty(), "every allocation is freed");
+        // More rounds than pairs: one pair a round.
+        let p = PointSpec { iters: 2, ..p };
+        let p = PointSpec {
+            rounds: spec.rounds.clamp(1, p.iters),
+            ..p
+        };
+        assert_eq!(measure(&dev, &p, Flags::GFP_KERNEL).rounds, 2);
+    }
+
+    #[test]
+    fn merged_figures_are_those_of_all_the_pairs() {
+        let t = |min, mean, max, stddev, p50, p99| uapi::Timing {
+            min_ns: min,
+            mean_ns: mean,
+            max_ns: max,
+            stddev_ns: stddev,
+            p50_ns: p50,
+            p99_ns: p99,
+        };
+        // Two pairs with mean 2 and sd 1, four with mean 8 and sd 2: mean (4 + 32) / 6 = 6,
+        // mean square (2 * (1 + 4) + 4 * (4 + 64)) / 6 = 47, sd sqrt(47 - 36) = 3.3.
+        let m = merge(&[(2, t(1, 2, 3, 1, 1, 3)), (4, t(5, 8, 11, 2, 7, 11))]);
+        assert_eq!((m.min_ns, m.max_ns, m.mean_ns), (1, 11, 6));
+        assert_eq!(m.stddev_ns, 3);
+        // Percentiles: the median of the parts' own (upper for two).
+        assert_eq!((m.p50_ns, m.p99_ns), (7, 11));
+        let one = t(4, 5, 6, 1, 5, 6);
+        assert_eq!(merge(&[(9, one)]), TimingReport::from(&one));
     }
 }

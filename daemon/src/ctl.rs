@@ -29,13 +29,15 @@ commands:
   bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
                                      N alloc+free pairs timed in the kernel (default 1000)
   bench [--kinds KIND,KIND] [--sizes SIZE,SIZE | --min SIZE --max SIZE]
-        [--gfp FLAG,FLAG] [--iters N] [--no-progress]
+        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--no-progress]
                                      sweep: per kind and size, the in-kernel floor (BENCH),
                                      N single ALLOC+FREE ioctl pairs and N pairs through
                                      ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to
                                      the floor (default every kind, 8 to 4M in powers of 4,
-                                     N 2000, at most 50 from 1M on); a progress bar
-                                     on stderr for long sweeps when it is a terminal
+                                     N 2000, at most 50 from 1M on); with R rounds the
+                                     three take turns on N/R pairs at a time (default 1);
+                                     a progress bar on stderr for long sweeps when it is
+                                     a terminal
   report LOG.jsonl [--svg FILE] [--html FILE]
                                      summarize a kmemlabd log per kind (latency and
                                      interrupt latency percentiles); charts as SVG or HTML
@@ -143,6 +145,7 @@ struct Seen {
     gfp: Option<String>,
     persist: bool,
     iters: Option<String>,
+    rounds: Option<String>,
     count: Option<String>,
     kinds: Option<String>,
     sizes: Option<String>,
@@ -190,6 +193,7 @@ where
             Long("gfp") => seen.gfp = opt_value(&mut parser, "gfp", &mut fail),
             Long("persist") => seen.persist = true,
             Long("iters") => seen.iters = opt_value(&mut parser, "iters", &mut fail),
+            Long("rounds") => seen.rounds = opt_value(&mut parser, "rounds", &mut fail),
             Long("count") => seen.count = opt_value(&mut parser, "count", &mut fail),
             Long("kinds") => seen.kinds = opt_value(&mut parser, "kinds", &mut fail),
             Long("sizes") => seen.sizes = opt_value(&mut parser, "sizes", &mut fail),
@@ -259,6 +263,7 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
                 "size",
                 "gfp",
                 "iters",
+                "rounds",
                 "kinds",
                 "sizes",
                 "min",
@@ -277,6 +282,7 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         ("gfp", seen.gfp.is_some()),
         ("persist", seen.persist),
         ("iters", seen.iters.is_some()),
+        ("rounds", seen.rounds.is_some()),
         ("count", seen.count.is_some()),
         ("kinds", seen.kinds.is_some()),
         ("sizes", seen.sizes.is_some()),
@@ -328,9 +334,11 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
             if seen.kinds.is_some() || seen.sizes.is_some() {
                 return Err("bench takes --kind and --size, or --kinds and --sizes".into());
             }
-            if seen.min.is_some() || seen.max.is_some() || seen.no_progress {
+            if seen.min.is_some() || seen.max.is_some() || seen.no_progress || seen.rounds.is_some()
+            {
                 return Err(
-                    "bench --min, --max and --no-progress are for a sweep, not with --size".into(),
+                    "bench --min, --max, --rounds and --no-progress are for a sweep, not with --size"
+                        .into(),
                 );
             }
             Command::Bench {
@@ -399,6 +407,11 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
             .iters
             .as_deref()
             .map_or(Ok(bench::DEFAULT_SWEEP_ITERS), |s| parse_count("iters", s))
+            .map_err(report)?,
+        rounds: seen
+            .rounds
+            .as_deref()
+            .map_or(Ok(1), |s| parse_count("rounds", s))
             .map_err(report)?,
         progress: !seen.no_progress,
     };
@@ -925,13 +938,15 @@ mod tests {
             "64,4K",
             "--iters",
             "300",
+            "--rounds",
+            "4",
             "--no-progress",
         ]) else {
             panic!("not a sweep")
         };
         assert_eq!(spec.kinds, Some(vec![Kind::Kmalloc, Kind::Vmalloc]));
         assert_eq!(spec.sizes, Some(vec![64, 4096]));
-        assert_eq!((spec.iters, spec.progress), (300, false));
+        assert_eq!((spec.iters, spec.rounds, spec.progress), (300, 4, false));
         let Command::Sweep(spec) = command(&["bench", "--kind", "pages", "--min", "1K"]) else {
             panic!("not a sweep")
         };
@@ -943,6 +958,11 @@ mod tests {
             ),
             (&["bench", "--sizes", "8", "--max", "1M"][..], "not both"),
             (&["bench", "--min", "1M", "--max", "1K"][..], "above --max"),
+            (&["bench", "--rounds", "0"][..], "invalid rounds"),
+            (
+                &["bench", "--kind", "kmalloc", "--size", "8", "--rounds", "2"][..],
+                "are for a sweep",
+            ),
             (&["bench", "--kinds", "kmalloc,slab"][..], "invalid kind"),
             (&["report"][..], "report needs a LOG"),
             (

@@ -24,8 +24,8 @@ kmemlab-abi-probe presses 5000 1000 > /dev/null
 echo "rss_15000_kib=$(rss)"
 kill -TERM $pid; wait $pid
 echo '== points'
-kmemlabctl bench --kinds kmalloc --sizes 64 --iters 200000 --json --no-progress
-kmemlabctl bench --kinds vmalloc --sizes 4K --iters 20000 --json --no-progress
+kmemlabctl bench --kinds kmalloc --sizes 64 --iters 400000 --rounds 10 --json --no-progress
+kmemlabctl bench --kinds vmalloc --sizes 4K --iters 20000 --rounds 5 --json --no-progress
 echo '== kmemlab_vmalloc'
 for i in 1 2 3; do
     kmemlabctl bench --kind vmalloc --size 4K --iters 20000 --json
