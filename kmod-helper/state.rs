@@ -27,7 +27,9 @@
 //! FREE, like a single request does, and allocates no memory of its own per request: the table
 //! makes room for the whole batch at once, and the counters are added once per batch. The
 //! allocator calls of a batch run back to back, timed with one clock read between two
-//! ([`Lap`]); the reports (page walk, `ksize()`) are written after them.
+//! ([`Lap`]); each report (page walk, `ksize()`) is written after them, under `inner` as its
+//! allocation goes into the table: one pass over the batch instead of two, which under
+//! emulation saved more than the walk costs the lock (1,024 steps for a 4 MiB vmalloc area).
 //!
 //! # Counters
 //!
@@ -574,22 +576,22 @@ impl Shared {
             done: entries.len().min(slots.len()),
             error: None,
         };
-        for (i, e) in entries.iter().enumerate().take(out.done) {
-            if e.free_ns != 0 || e.reserved != [0; 2] {
-                out.stop(i, EINVAL);
-                break;
-            }
-        }
-
         let mut tally = Tally::default();
         let mut gate: Option<MutexGuard<'_, bool>> = None;
         let mut i = 0;
         let mut inner = self.inner.lock();
         while i < out.done {
-            match inner.take(owner, entries[i].handle, gate.is_some()) {
+            let (Some(e), Some(slot)) = (entries.get(i), slots.get_mut(i)) else {
+                break;
+            };
+            if e.free_ns != 0 || e.reserved != [0; 2] {
+                out.stop(i, EINVAL);
+                break;
+            }
+            match inner.take(owner, e.handle, gate.is_some()) {
                 Ok(Some((kind, size, mem))) => {
                     tally.add(kind, size);
-                    slots[i].mem = Some(mem);
+                    slot.mem = Some(mem);
                 }
                 Ok(None) => {
                     // dma_coherent: the gate comes before `inner`; take both again, then look
