@@ -541,6 +541,20 @@ impl BatchBuffers {
         })
     }
 
+    /// The first `count` ALLOC entries and slots; `EINVAL` above `BATCH_MAX`.
+    fn allocs(&mut self, count: usize) -> Result<(&mut [uapi::Alloc], &mut [state::Slot])> {
+        let Self { allocs, slots, .. } = self;
+        let slots = slots.get_mut(..count).ok_or(EINVAL)?;
+        Ok((allocs.get_mut(..count).ok_or(EINVAL)?, slots))
+    }
+
+    /// The first `count` FREE entries and slots; `EINVAL` above `BATCH_MAX`.
+    fn frees(&mut self, count: usize) -> Result<(&mut [uapi::Free], &mut [state::Slot])> {
+        let Self { frees, slots, .. } = self;
+        let slots = slots.get_mut(..count).ok_or(EINVAL)?;
+        Ok((frees.get_mut(..count).ok_or(EINVAL)?, slots))
+    }
+
     /// The buffers of `guard`, allocated on first use. The slots need no emptying between
     /// calls: `Shared::alloc` and `Shared::free` leave no memory in them.
     fn get(guard: &mut Option<BatchBuffers>) -> Result<&mut Self> {
@@ -665,10 +679,10 @@ impl KmemlabFile {
         let (mut array_in, mut array_out) = batch_array::<uapi::Alloc>(req.entries, count)?;
         let mut guard = self.batch.lock();
         let buf = BatchBuffers::get(&mut guard)?;
-        let entries = &mut buf.allocs[..count];
+        let (entries, slots) = buf.allocs(count)?;
         array_in.read_slice(entries.as_bytes_mut())?;
-        let out = self.shared.alloc(self.owner(), entries, &mut buf.slots[..count]);
-        let done = &mut entries[..out.done];
+        let out = self.shared.alloc(self.owner(), entries, slots);
+        let done = entries.get_mut(..out.done).unwrap_or_default();
         for e in done.iter_mut() {
             self.finish_report(e);
         }
@@ -689,10 +703,12 @@ impl KmemlabFile {
     /// Adds the ownership bits to a fresh allocation report and hides its addresses from an
     /// opener without CAP_SYSLOG.
     fn finish_report(&self, report: &mut uapi::Alloc) {
-        report.result |= uapi::RESULT_OWN;
-        if report.flags & uapi::FLAG_PERSIST != 0 {
-            report.result |= uapi::RESULT_PERSIST;
-        }
+        // As LIST marks them: this file's own, or the device's.
+        report.result |= if report.flags & uapi::FLAG_PERSIST != 0 {
+            uapi::RESULT_PERSIST
+        } else {
+            uapi::RESULT_OWN
+        };
         if self.hidden {
             state::hide(report);
         }
@@ -735,13 +751,13 @@ impl KmemlabFile {
         let (mut array_in, mut array_out) = batch_array::<uapi::Free>(req.entries, count)?;
         let mut guard = self.batch.lock();
         let buf = BatchBuffers::get(&mut guard)?;
-        let entries = &mut buf.frees[..count];
+        let (entries, slots) = buf.frees(count)?;
         array_in.read_slice(entries.as_bytes_mut())?;
 
-        let out = self.shared.free(self.owner(), entries, &mut buf.slots[..count]);
+        let out = self.shared.free(self.owner(), entries, slots);
         req.done = out.done as u32;
         req.error = out.error.map_or(0, |e| -e.to_errno());
-        array_out.write_slice(entries[..out.done].as_bytes())?;
+        array_out.write_slice(entries.get(..out.done).unwrap_or_default().as_bytes())?;
         writer.write(&req)?;
         Ok(0)
     }

@@ -194,7 +194,7 @@ impl Limits {
 /// One live allocation.
 ///
 /// Only what cannot be found again is kept: LIST rebuilds the rest of the report from the memory
-/// (see [`report`]), which keeps the table's slots small.
+/// (see [`write_report`]), which keeps the table's slots small.
 struct Allocation {
     owner: Owner,
     kind: Kind,
@@ -495,9 +495,14 @@ impl Shared {
             }
         }
 
-        // Insert what was allocated, return the rest of the reservation.
+        // Insert what was allocated, return the rest of the reservation. The room made in the
+        // table above may have gone to another batch, or to a compaction, while the lock was
+        // dropped: make it again, in this hold.
         let mut tally = Tally::default();
         let mut inner = self.inner.lock();
+        if let Err(err) = inner.allocs.reserve(out.done) {
+            out.stop(0, err);
+        }
         let first = NEXT_HANDLE.fetch_add(out.done as u64, Relaxed);
         for (i, (e, slot)) in entries
             .iter_mut()
@@ -532,7 +537,7 @@ impl Shared {
                 mem,
             };
             if let Err(a) = inner.allocs.push(handle, a) {
-                // No room (reserved above, so this does not happen): free it below.
+                // No room (made in this hold of the lock, so this does not happen): free it below.
                 slot.mem = Some(a.mem);
                 out.stop(i, ENOMEM);
                 break;
@@ -655,7 +660,9 @@ impl Shared {
     }
 
     /// LIST: the allocations `owner` can see with handles above `after`, at most `capacity`;
-    /// and how many it can see in all.
+    /// and how many it can see in all. Each report is rebuilt under `inner` with a page walk:
+    /// for all the listed allocations together, at most one step per page of
+    /// `max_outstanding_bytes` (16,384 with the defaults).
     pub(crate) fn list(
         &self,
         owner: Owner,

@@ -3,10 +3,11 @@
 //! The table of live allocations: values keyed by handle, in handle order.
 //!
 //! Handles are handed out in increasing order under the lock that guards the table, so a new
-//! value always goes at the end: an append into room reserved beforehand, with no allocation and
-//! no rebalancing. Lookup is a binary search over a flat array. Removing a value leaves a hole
-//! that keeps its handle, so the array stays sorted; holes are squeezed out once they outnumber
-//! the live values, which makes that cost about one move per removal.
+//! value always goes at the end: an append into room reserved beforehand (in the same hold of
+//! the lock), with no allocation and no rebalancing. Lookup is a binary search over a flat array.
+//! Removing a value leaves a hole that keeps its handle, so the array stays sorted; holes are
+//! squeezed out once there are at least as many as live values, which makes that cost about one
+//! move per removal.
 //!
 //! This replaced a red-black tree with recycled nodes: under emulation an insert there (a walk
 //! down the right spine and a rebalance) cost about half an emulated kmalloc, which a batch of
@@ -28,8 +29,9 @@ pub(crate) struct Table<V> {
 /// Fewest holes worth a compaction.
 const MIN_HOLES: usize = 64;
 
-/// Room kept however empty the table gets (about 180 KiB): enough for a few full batches, so that
-/// a steady load does not keep reallocating the array.
+/// Slots kept however empty the table gets (about 90 KiB of them for the module's allocation
+/// records): enough for a few full batches, so that a steady load does not keep reallocating the
+/// array.
 const KEEP: usize = 1024;
 
 impl<V> Table<V> {
@@ -41,7 +43,8 @@ impl<V> Table<V> {
         }
     }
 
-    /// Makes room for `n` more values, so that the next `n` [`Table::push`] calls succeed.
+    /// Makes room for `n` more values, so that the next `n` [`Table::push`] calls succeed if
+    /// nothing else changes the table in between (hold its lock from here to the pushes).
     pub(crate) fn reserve(&mut self, n: usize) -> Result {
         self.slots.reserve(n, GFP_KERNEL)?;
         Ok(())
@@ -82,7 +85,7 @@ impl<V> Table<V> {
         for (_, slot) in self.slots.iter_mut() {
             if slot.as_ref().is_some_and(&pred) {
                 if let Some(value) = slot.take() {
-                    self.live -= 1;
+                    self.live = self.live.saturating_sub(1);
                     f(value);
                 }
             }
@@ -90,11 +93,11 @@ impl<V> Table<V> {
         self.compact();
     }
 
-    /// Squeezes out the holes once they outnumber the live values (and there are at least
+    /// Squeezes out the holes once there are at least as many as live values (and at least
     /// [`MIN_HOLES`]), and gives back memory when the array is mostly empty room (beyond
     /// [`KEEP`] slots).
     pub(crate) fn compact(&mut self) {
-        let holes = self.slots.len() - self.live;
+        let holes = self.slots.len().saturating_sub(self.live);
         if holes < MIN_HOLES || holes < self.live {
             return;
         }
@@ -130,7 +133,7 @@ impl<V> Entry<'_, V> {
     pub(crate) fn remove(self) -> Option<V> {
         let value = self.table.slots.get_mut(self.i)?.1.take();
         if value.is_some() {
-            self.table.live -= 1;
+            self.table.live = self.table.live.saturating_sub(1);
         }
         value
     }

@@ -461,12 +461,14 @@ impl Device for MockDevice {
         };
         let pages = usable_size.div_ceil(page).max(1) as u32;
         let vaddr = base + handle * 0x10_0000;
-        let mut result = uapi::RESULT_OWN;
+        // As the module marks them: this file's own, or the device's.
+        let mut result = if flags.contains(Flags::PERSIST) {
+            uapi::RESULT_PERSIST
+        } else {
+            uapi::RESULT_OWN
+        };
         if flags.contains(Flags(uapi::FLAG_ZERO)) || kind == Kind::DmaCoherent {
             result |= uapi::RESULT_ZEROED;
-        }
-        if flags.contains(Flags::PERSIST) {
-            result |= uapi::RESULT_PERSIST;
         }
         let phys = 0x4000_0000 + handle * 0x10_0000;
         let mut report = Alloc {

@@ -184,7 +184,8 @@ pub struct Alloc {
     /// Bytes the caller may really use: `ksize()` for kmalloc, whole pages for the
     /// page-backed kinds.
     pub usable_size: u64,
-    /// Time spent in the allocator call alone, in ns (`ktime_get_ns()` around it).
+    /// Time spent in the allocator call, in ns: between the `ktime_get_ns()` reads before and
+    /// after it (in a batch, one read between two calls, so the loop's bookkeeping is in it).
     pub alloc_ns: u64,
     /// Number of pages the allocation spans.
     pub pages: u32,
@@ -204,7 +205,7 @@ pub struct Alloc {
 pub struct Free {
     /// In: the handle from ALLOC.
     pub handle: u64,
-    /// Out: time spent in the free call alone, in ns.
+    /// Out: time spent in the free call, in ns, measured as `Alloc::alloc_ns` is.
     pub free_ns: u64,
     /// Reserved; zero.
     pub reserved: [u64; 2],
