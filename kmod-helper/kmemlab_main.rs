@@ -518,8 +518,8 @@ struct KmemlabFile {
 }
 
 /// A file's kernel copy of a batch's entries and its scratch space: about 50 KiB, allocated
-/// once rather than per call (which cost about a fifth of a kmalloc per entry, measured under
-/// emulation).
+/// once rather than per call (allocating, zeroing and filling them cost about 230 ns per entry
+/// under emulation, and freeing them more).
 struct BatchBuffers {
     allocs: KVVec<uapi::Alloc>,
     frees: KVVec<uapi::Free>,

@@ -217,8 +217,8 @@ pub(crate) fn gfp_for(kind: Kind, flags: u32, persist_ok: bool) -> Result<bindin
 /// two of them.
 ///
 /// Each lap covers what ran since the previous read, plus the part of one `ktime_get_ns()` that
-/// falls between two reads of the counter: the same as a pair of reads around each call, which
-/// under emulation costs as much as a small allocation, at half the reads.
+/// falls between two reads of the counter: the same as a pair of reads around each call, at half
+/// the reads.
 pub(crate) struct Lap(Instant<Monotonic>);
 
 impl Lap {

@@ -533,7 +533,7 @@ impl Shared {
                 kind: r.kind,
                 flags: e.flags,
                 size: e.size,
-                alloc_ns: e.alloc_ns,
+                alloc_ns: slot.alloc_ns,
                 mem,
             };
             if let Err(a) = inner.allocs.push(handle, a) {
@@ -813,8 +813,8 @@ impl Shared {
 
 /// Writes the report of an allocation into `e`, which holds its request (`kind`, `flags`,
 /// `size`) and zeros: the allocator's time and where `mem` is (a page walk, which finds the same
-/// pages each time: none of these allocators moves its memory). Only the out fields are written,
-/// one by one, as copying whole reports costs a good part of a batch entry under emulation.
+/// pages each time: none of these allocators moves its memory). Only the out fields are written:
+/// the request's are in place already.
 fn write_report(e: &mut uapi::Alloc, alloc_ns: u64, mem: &Mem) {
     let layout = mem.layout(usize::try_from(e.size).unwrap_or(usize::MAX));
     let mut result = 0;

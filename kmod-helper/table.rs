@@ -9,9 +9,9 @@
 //! squeezed out once there are at least as many as live values, which makes that cost about one
 //! move per removal.
 //!
-//! This replaced a red-black tree with recycled nodes: under emulation an insert there (a walk
-//! down the right spine and a rebalance) cost about half an emulated kmalloc, which a batch of
-//! ALLOC calls pays per entry.
+//! This replaced a red-black tree with recycled nodes: under emulation, inserting a batch's
+//! entries into it (a walk down the right spine and a rebalance each) took about 530 ns per
+//! entry, next to about 4 µs for the emulated kmalloc itself.
 
 use kernel::prelude::*;
 

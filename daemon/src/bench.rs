@@ -123,7 +123,7 @@ pub struct PointSpec {
     pub iters: u32,
     /// Entries per batch.
     pub batch: usize,
-    /// Rounds (at most `iters`).
+    /// Rounds asked for ([`measure`] makes at most `iters` of them).
     pub rounds: u32,
     /// The kind's largest allocation, when `size` is above it (the point is skipped).
     pub too_big: Option<u64>,
@@ -152,7 +152,7 @@ impl SweepSpec {
                     size,
                     iters,
                     batch: batch_for(size, iters, info),
-                    rounds: self.rounds.clamp(1, iters),
+                    rounds: self.rounds,
                     too_big: (size > max).then_some(max),
                 });
             }
@@ -185,7 +185,7 @@ pub struct PointReport {
     pub iters: u32,
     /// Entries per ALLOC_BATCH/FREE_BATCH.
     pub batch: usize,
-    /// Rounds the pairs were split into.
+    /// Rounds the pairs were split into: as asked, but at least 1 and at most `iters`.
     pub rounds: u32,
     /// In-kernel figures (BENCH). Over several rounds, min, max, mean and standard deviation
     /// are those of all the pairs; p50 and p99 are the medians of the rounds' own.
@@ -230,7 +230,7 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         gfp: flags.gfp_names(),
         iters: p.iters,
         batch: p.batch,
-        rounds: p.rounds,
+        rounds: p.rounds.clamp(1, p.iters.max(1)),
         floor: None,
         single_ns_per_pair: None,
         batched_ns_per_pair: None,
@@ -244,7 +244,7 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         return r;
     }
     let result = (|| -> Result<()> {
-        let rounds = p.rounds.clamp(1, p.iters.max(1));
+        let rounds = r.rounds;
         let (mut allocs, mut frees) = (Vec::new(), Vec::new());
         let (mut single, mut batched) = (0.0, 0.0);
         for round in 0..rounds {
@@ -521,17 +521,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_point_has_floor_paths_and_ratios() {
-        let dev = MockDevice::new();
-        let info = dev.info().unwrap();
+    /// The one point of a sweep of kmalloc 64 B.
+    fn kmalloc_64(dev: &MockDevice, iters: u32, rounds: u32) -> PointSpec {
         let spec = SweepSpec {
             kinds: Some(vec![Kind::Kmalloc]),
             sizes: Some(vec![64]),
-            iters: 600,
+            iters,
+            rounds,
             ..SweepSpec::default()
         };
-        let p = spec.points(&info)[0];
+        spec.points(&dev.info().unwrap())[0]
+    }
+
+    #[test]
+    fn a_point_has_floor_paths_and_ratios() {
+        let dev = MockDevice::new();
+        let p = kmalloc_64(&dev, 600, 1);
         assert_eq!((p.iters, p.batch), (600, 256));
         let r = measure(&dev, &p, Flags::GFP_KERNEL);
         assert_eq!(r.error, None, "{r:?}");
@@ -551,15 +556,7 @@ mod tests {
     #[test]
     fn rounds_split_the_pairs_and_every_path_takes_turns() {
         let dev = MockDevice::new();
-        let info = dev.info().unwrap();
-        let spec = SweepSpec {
-            kinds: Some(vec![Kind::Kmalloc]),
-            sizes: Some(vec![64]),
-            iters: 1000,
-            rounds: 3,
-            ..SweepSpec::default()
-        };
-        let p = spec.points(&info)[0];
+        let p = kmalloc_64(&dev, 1000, 3);
         let r = measure(&dev, &p, Flags::GFP_KERNEL);
         assert_eq!((r.error.as_deref(), r.rounds), (None, 3), "{r:?}");
         let benches: Vec<String> = dev
@@ -587,12 +584,11 @@ mod tests {
         assert_eq!(allocs, 2 * 334);
         assert!(dev.live().is_empty(), "every allocation is freed");
         // More rounds than pairs: one pair a round.
-        let p = PointSpec { iters: 2, ..p };
-        let p = PointSpec {
-            rounds: spec.rounds.clamp(1, p.iters),
-            ..p
-        };
-        assert_eq!(measure(&dev, &p, Flags::GFP_KERNEL).rounds, 2);
+        let dev = MockDevice::new();
+        let r = measure(&dev, &kmalloc_64(&dev, 2, 5), Flags::GFP_KERNEL);
+        assert_eq!((r.error.as_deref(), r.rounds), (None, 2), "{r:?}");
+        let benches = dev.calls().into_iter().filter(|c| c.starts_with("bench"));
+        assert!(benches.eq(["bench kmalloc 64 1", "bench kmalloc 64 1"]));
     }
 
     #[test]

@@ -103,13 +103,6 @@ pub struct StartInfo {
     pub irq_count: u32,
 }
 
-/// The `/proc/vmallocinfo` line of the area that starts at `vaddr`, if any.
-pub fn vmallocinfo_line(text: &str, vaddr: u64) -> Option<String> {
-    text.lines()
-        .find(|l| area_start(l) == Some(vaddr))
-        .map(|l| l.trim_end().to_owned())
-}
-
 /// Reads `/proc/vmallocinfo` text from `reader` a line at a time into `line`, up to the
 /// line of the area that starts at `vaddr`: `Ok(true)` with that line in `line` (without
 /// its line end), `Ok(false)` when no area starts there.
@@ -1344,13 +1337,24 @@ mod tests {
     #[test]
     fn vmallocinfo_lines_match_by_start_address() {
         let text = "0x0000000000000000-0x0000000000000000    8192 hidden\n\
+                    garbage\n\
                     0xffff800080003000-0xffff800080005000    8192 a\n";
+        let find = |vaddr| {
+            let mut line = String::new();
+            read_vmallocinfo_line(&mut io::Cursor::new(text), vaddr, &mut line)
+                .unwrap()
+                .then_some(line)
+        };
         assert_eq!(
-            vmallocinfo_line(text, 0xffff_8000_8000_3000).as_deref(),
+            find(0xffff_8000_8000_3000).as_deref(),
             Some("0xffff800080003000-0xffff800080005000    8192 a")
         );
-        assert_eq!(vmallocinfo_line(text, 0xffff_8000_8000_5000), None);
-        assert_eq!(vmallocinfo_line("garbage\n", 0), None);
+        // An end address is not a start; a hidden (zero) start matches only zero.
+        assert_eq!(find(0xffff_8000_8000_5000), None);
+        assert_eq!(
+            find(0).as_deref(),
+            Some("0x0000000000000000-0x0000000000000000    8192 hidden")
+        );
     }
 
     #[test]
@@ -1373,11 +1377,18 @@ mod tests {
         let mut reader = io::Cursor::new(text);
         assert!(!read_vmallocinfo_line(&mut reader, 0xffff_8000_8000_1000, &mut line).unwrap());
         assert_eq!(reader.position() as usize, text.len());
-        // The same answers as the whole-text lookup.
-        for vaddr in [0xffff_8000_8000_0000, 0xffff_8000_8000_6000, 1] {
+        // The first and the last line are found too; an address inside an area is not.
+        for (vaddr, want) in [
+            (0xffff_8000_8000_0000, Some("a pages=1 vmalloc")),
+            (0xffff_8000_8000_6000, Some("unpurged vm_area")),
+            (0xffff_8000_8000_1000, None),
+        ] {
             let mut reader = io::Cursor::new(text);
             let found = read_vmallocinfo_line(&mut reader, vaddr, &mut line).unwrap();
-            assert_eq!(found.then(|| line.clone()), vmallocinfo_line(text, vaddr));
+            assert_eq!(found, want.is_some(), "{vaddr:#x}");
+            if let Some(want) = want {
+                assert!(line.ends_with(want), "{line}");
+            }
         }
     }
 

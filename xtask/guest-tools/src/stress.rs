@@ -439,9 +439,8 @@ fn load_error(e: Errno, kind: u32, size: u64) -> String {
 /// The module's limits refused an allocation.
 const LIMIT: &str = "ENOSPC";
 /// The allocator itself returned NULL. Under this load (8 threads, 64 MiB outstanding in a
-/// 256 MiB guest, sizes up to 1 MiB) the page allocator now and then has no block for a
-/// contiguous request above order 3 (it gives up there rather than retry), and the debug
-/// kernel's CMA area is often busy; seen for dma_coherent and vmalloc requests of 0.3 to 1 MiB.
+/// 256 MiB guest, sizes up to 1 MiB) this was seen now and then for dma_coherent, vmalloc and
+/// kvmalloc requests of 0.2 to 1 MiB, while the debug kernel logged its CMA area busy.
 const REFUSED: &str = "ENOMEM";
 
 /// `threads` threads allocating and freeing every kind for `seconds`; only limit errors
