@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-//! kmemlab ioctl ABI v1. This file is compiled into the kernel module and into the
+//! kmemlab ioctl ABI v2. This file is compiled into the kernel module and into the
 //! `kmemlab-uapi` crate, so it uses `core` only.
 //!
 //! Every struct is `#[repr(C)]`, has fixed-width fields only, explicit padding (`_pad*`,
@@ -9,7 +9,13 @@
 //! unknown commands with `ENOTTY`.
 
 /// Version of this ABI; bumped on any incompatible change.
-pub const ABI_VERSION: u32 = 1;
+///
+/// v2 (same struct sizes as v1): `RESULT_HIDDEN` covers the kernel virtual address only and
+/// [`RESULT_PHYS_HIDDEN`] the physical and DMA addresses; [`Info`] reports the device's DMA
+/// masks, the opener's privileges and its quotas; `Trigger::events` is the sequence number of
+/// the call's own last event; ring records are exactly one per UIO event; the heap is ordinary
+/// kernel pages, not DMA memory.
+pub const ABI_VERSION: u32 = 2;
 
 /// The ioctl type byte ("magic"); 0xE7 is unassigned in ioctl-number.rst.
 pub const IOC_MAGIC: u32 = 0xE7;
@@ -96,6 +102,7 @@ pub const FLAG_DMA: u32 = 1 << 6;
 pub const FLAG_DMA32: u32 = 1 << 7;
 /// Not a gfp flag: the allocation belongs to the device instead of the open file.
 /// It is visible to LIST and FREE from any opener and freed at module unload.
+/// Needs [`PRIV_ADMIN`] (`EPERM` otherwise).
 pub const FLAG_PERSIST: u32 = 1 << 16;
 /// The three base flags, of which exactly one is required.
 pub const FLAG_BASE_MASK: u32 = FLAG_GFP_KERNEL | FLAG_GFP_ATOMIC | FLAG_GFP_NOWAIT;
@@ -108,7 +115,8 @@ pub const FLAG_ALL: u32 =
 
 /// The memory was zeroed (by `__GFP_ZERO`, or by an allocator that always zeroes).
 pub const RESULT_ZEROED: u32 = 1 << 0;
-/// Addresses are hidden: the opener lacks CAP_SYSLOG, so `vaddr`, `phys` and `dma` are 0.
+/// The kernel virtual address is hidden (`vaddr` is 0): the kernel's `kptr_restrict` rule
+/// does not let this opener see kernel addresses (see [`PRIV_KADDR`]).
 pub const RESULT_HIDDEN: u32 = 1 << 1;
 /// `dma` holds a DMA address (dma_coherent kind).
 pub const RESULT_DMA: u32 = 1 << 2;
@@ -116,6 +124,23 @@ pub const RESULT_DMA: u32 = 1 << 2;
 pub const RESULT_PERSIST: u32 = 1 << 3;
 /// The allocation belongs to the file this report was read through.
 pub const RESULT_OWN: u32 = 1 << 4;
+/// The physical and DMA addresses are hidden (`phys` and `dma` are 0): the opener lacks
+/// CAP_SYS_ADMIN (see [`PRIV_PHYS`]).
+pub const RESULT_PHYS_HIDDEN: u32 = 1 << 5;
+
+// ---------------------------------------------------------------------------------------
+// What an opener may do and see (`Info::privileges`), decided once, when the file is opened,
+// on the opener's credentials.
+
+/// The opener had CAP_SYS_ADMIN: `FLAG_PERSIST`, atomic allocations beyond
+/// `Info::atomic_quota_bytes`, BENCH beyond `Info::bench_max_bytes`, and no per-opener quota.
+pub const PRIV_ADMIN: u32 = 1 << 0;
+/// Kernel virtual addresses are shown to this opener: the rule of `kptr_restrict` for
+/// `/proc/kallsyms` (0: CAP_SYSLOG; 1: CAP_SYSLOG; 2: nobody).
+pub const PRIV_KADDR: u32 = 1 << 1;
+/// Physical and DMA addresses are shown to this opener: CAP_SYS_ADMIN, as for the PFNs of
+/// `/proc/PID/pagemap`.
+pub const PRIV_PHYS: u32 = 1 << 2;
 
 // ---------------------------------------------------------------------------------------
 // Command numbers (`_IOC_NR`).
@@ -138,7 +163,7 @@ pub struct Info {
     pub abi_version: u32,
     /// The kernel's `PAGE_SIZE`.
     pub page_size: u32,
-    /// Size of the DMA-coherent heap (UIO map 0) in bytes; 0 when there is none.
+    /// Size of the heap (UIO map 0) in bytes; 0 when there is none.
     pub heap_size: u64,
     /// Bit `1 << kind` for each kind the module supports.
     pub kinds: u32,
@@ -156,8 +181,27 @@ pub struct Info {
     pub max_bench_iters: u32,
     /// Most events one TRIGGER call may raise.
     pub max_trigger_count: u32,
+    /// The device's streaming DMA mask (`dma_set_mask()`), from `dma-bits` in the
+    /// device tree or 32 bits.
+    pub dma_mask: u64,
+    /// The device's coherent DMA mask (`dma_set_coherent_mask()`), the same.
+    pub coherent_dma_mask: u64,
+    /// Most bytes this opener may hold at once (`u64::MAX` with [`PRIV_ADMIN`]: only the
+    /// global limit). Beyond it: `EDQUOT`.
+    pub file_max_bytes: u64,
+    /// Most allocations this opener may hold at once (`u32::MAX` with [`PRIV_ADMIN`]).
+    /// Beyond it: `EDQUOT`.
+    pub file_max_count: u32,
+    /// `PRIV_*` bits of this opener.
+    pub privileges: u32,
+    /// Most bytes of live `GFP_ATOMIC`/`GFP_NOWAIT` allocations (and the size of one such
+    /// BENCH allocation) without [`PRIV_ADMIN`]; beyond it: `EPERM`.
+    pub atomic_quota_bytes: u64,
+    /// Most bytes one BENCH may allocate in all (`iters` times `size`) without
+    /// [`PRIV_ADMIN`]; beyond it: `EPERM`.
+    pub bench_max_bytes: u64,
     /// Reserved; zero.
-    pub reserved: [u64; 7],
+    pub reserved: [u64; 1],
 }
 
 /// One allocation: ALLOC's argument and report, and LIST's entry.
@@ -303,7 +347,7 @@ pub struct Trigger {
     pub count: u32,
     /// Padding; zero.
     pub _pad: u32,
-    /// Out: the UIO event count after the last one.
+    /// Out: the sequence number (the UIO event count) of the last event this call raised.
     pub events: u64,
 }
 
@@ -405,8 +449,8 @@ pub const IOCTL_FREE_BATCH: u32 = ioc(
 );
 
 // ---------------------------------------------------------------------------------------
-// The DMA-coherent heap (UIO map 0). Its first page holds the interrupt ring; the rest
-// is free for userspace data.
+// The heap (UIO map 0): ordinary kernel pages, refcounted, that a mapping keeps alive after
+// unbind. Its first page holds the interrupt ring; the rest is free for userspace data.
 
 /// `RingHeader::magic`: "KMLR".
 pub const RING_MAGIC: u32 = 0x4b4d_4c52;
@@ -441,7 +485,9 @@ pub struct RingHeader {
     pub reserved: [u64; 5],
 }
 
-/// One interrupt, written by the kernel when the UIO event is raised.
+/// One UIO event, written by the kernel under the same lock as, and before, the UIO event
+/// count is incremented: the record with sequence `s` is the one of the event that made
+/// the count `s` (modulo 2^32), whatever the source.
 ///
 /// A reader copies a record, then checks that `seq` is still the one it expected: the
 /// kernel writes `seq` as 0 first, then the fields, then the new `seq`.

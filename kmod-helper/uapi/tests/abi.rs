@@ -52,7 +52,14 @@ fn info_offsets() {
     assert_eq!(offset_of!(Info, irq), 100);
     assert_eq!(offset_of!(Info, max_bench_iters), 104);
     assert_eq!(offset_of!(Info, max_trigger_count), 108);
-    assert_eq!(offset_of!(Info, reserved), 112);
+    assert_eq!(offset_of!(Info, dma_mask), 112);
+    assert_eq!(offset_of!(Info, coherent_dma_mask), 120);
+    assert_eq!(offset_of!(Info, file_max_bytes), 128);
+    assert_eq!(offset_of!(Info, file_max_count), 136);
+    assert_eq!(offset_of!(Info, privileges), 140);
+    assert_eq!(offset_of!(Info, atomic_quota_bytes), 144);
+    assert_eq!(offset_of!(Info, bench_max_bytes), 152);
+    assert_eq!(offset_of!(Info, reserved), 160);
 }
 
 #[test]
