@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Latency statistics for BENCH, in integer arithmetic (as `dma_map_benchmark` does).
+//! BENCH: alloc+free pairs timed in the kernel, and their latency statistics, in integer
+//! arithmetic (as `dma_map_benchmark` does).
+//!
+//! One BENCH holds one allocation at a time; it is reserved against the global limits and the
+//! opener's quota for the whole run. Without CAP_SYS_ADMIN, `iters * size` is bounded by
+//! `bench_max_bytes` and an atomic BENCH's size by `atomic_quota_bytes` (`EPERM` beyond). A
+//! pending signal stops the run with `EINTR`, checked before each pair.
 //!
 //! min, max and mean are exact. The standard deviation is `sqrt(E[x^2] - E[x]^2)` over samples
 //! capped at `u32::MAX` ns (4.3 s), with the sum of squares kept in 128 bits as two `u64` limbs
@@ -9,8 +15,27 @@
 //! so a bucket spans at most 1/16 (6.25%) of its lower bound and the reported value, the
 //! bucket's midpoint, is within about 3% of any sample in it.
 
-use kernel::prelude::*;
+use kernel::{
+    bindings,
+    prelude::*, //
+};
 
+use crate::limits::{
+    Charge,
+    Limits, //
+};
+use crate::mem::{
+    cond_resched,
+    gfp_for,
+    Kind,
+    Lap,
+    Mem, //
+};
+use crate::shared::{
+    is_atomic,
+    Opener,
+    Shared, //
+};
 use crate::uapi;
 
 /// Sub-buckets per power of two.
@@ -159,5 +184,80 @@ impl Series {
             p50_ns: self.percentile(500),
             p99_ns: self.percentile(990),
         }
+    }
+}
+
+impl Shared {
+    /// BENCH: `iters` alloc+free pairs of `size` bytes of `kind` with `flags`, for `file`.
+    pub(crate) fn bench(
+        &self,
+        file: Opener,
+        kind: u32,
+        flags: u32,
+        size: u64,
+        iters: u32,
+    ) -> Result<[uapi::Timing; 2]> {
+        let kind = Kind::from_abi(kind)?;
+        let gfp = gfp_for(kind, flags, false)?;
+        let limits = Limits::get();
+        if size == 0 || iters == 0 || iters > limits.max_bench_iters {
+            return Err(EINVAL);
+        }
+        if size > limits.max_size[kind.index()] {
+            return Err(E2BIG);
+        }
+        let atomic = is_atomic(flags);
+        if !file.privs.admin
+            && (u64::from(iters).saturating_mul(size) > limits.bench_max_bytes
+                || (atomic && size > limits.atomic_quota_bytes))
+        {
+            return Err(EPERM);
+        }
+        let charge = Charge { bytes: size, atomic };
+        self.bench_reserve(file, charge, &limits)?;
+        let res = self.bench_run(kind, gfp, usize::try_from(size)?, iters);
+        self.bench_unreserve(file, charge);
+        res
+    }
+
+    /// The pairs of a BENCH whose allocation is reserved.
+    fn bench_run(
+        &self,
+        kind: Kind,
+        gfp: bindings::gfp_t,
+        size: usize,
+        iters: u32,
+    ) -> Result<[uapi::Timing; 2]> {
+        let dma = kind == Kind::DmaCoherent;
+        let section = if dma {
+            Some(self.dma_section().ok_or(ENODEV)?)
+        } else {
+            None
+        };
+        let mut alloc = Series::new()?;
+        let mut free = Series::new()?;
+        let task = kernel::current!();
+        for i in 0..iters {
+            if task.signal_pending() {
+                return Err(EINTR);
+            }
+            if i % 256 == 255 {
+                cond_resched();
+            }
+            if dma && self.unbinding() {
+                return Err(ENODEV);
+            }
+            let mut lap = Lap::start();
+            // SAFETY: For dma_coherent, `section` is a DMA section: the device stays bound until
+            // after the free below.
+            let mem = unsafe { Mem::alloc(kind, size, gfp, self.dev()) };
+            let a_ns = lap.lap();
+            drop(mem?);
+            let f_ns = lap.lap();
+            alloc.record(a_ns);
+            free.record(f_ns);
+        }
+        drop(section);
+        Ok([alloc.timing(), free.timing()])
     }
 }

@@ -13,7 +13,7 @@ use kernel::{
     prelude::*, //
 };
 
-use crate::uio::raw_device;
+use crate::glue::raw_device;
 
 /// The C `struct gpio_desc`, known to Rust only by pointer.
 #[repr(C)]

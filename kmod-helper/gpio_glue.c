@@ -27,7 +27,8 @@
  *		IRQF_TRIGGER_RISING for an active-high one. An interrupt found
  *		with gpiod_to_irq() has no trigger type of its own.
  *
- * Requests the line as an input and applies the debounce time; a controller
+ * Requests the line as an input and applies the debounce time; a line on a
+ * controller that sleeps is refused (-EOPNOTSUPP, one error line); a controller
  * that cannot debounce (-ENOTSUPP, -EOPNOTSUPP: PL061, BCM2835, RP1) gets one
  * info line and the button works undebounced. Every other failure is logged
  * as one error line naming the property, except -EPROBE_DEFER, which is only
@@ -46,6 +47,18 @@ struct gpio_desc *kmemlab_button_get(struct device *dev, u32 debounce_ms,
 	if (IS_ERR(desc)) {
 		dev_err_probe(dev, PTR_ERR(desc), "cannot get button-gpios\n");
 		return desc;
+	}
+
+	/*
+	 * A controller whose accesses sleep (an I2C/SPI expander) handles its
+	 * interrupts in a thread nested in its bus driver's, and masking its
+	 * line takes a mutex: kmemlab's hard handler cannot work with it.
+	 */
+	if (gpiod_cansleep(desc)) {
+		ret = -EOPNOTSUPP;
+		dev_err(dev,
+			"button-gpios is on a GPIO controller that sleeps (an I2C/SPI expander?): its interrupt cannot be masked from a hard interrupt handler, which kmemlab needs; not supported\n");
+		goto put;
 	}
 
 	if (debounce_ms) {

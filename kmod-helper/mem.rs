@@ -3,10 +3,12 @@
 //! The allocation kinds: which flags each accepts, the allocator calls, and the page walk that
 //! reports where the memory really is.
 //!
-//! The allocators are called through the same C entry points that `kernel::alloc`'s `Kmalloc`,
-//! `Vmalloc` and `KVmalloc` use (`krealloc_node_align()`, `vrealloc_node_align()` and
-//! `kvrealloc_node_align()` with a NULL pointer), but with a raw `gfp_t`: `kernel::alloc::Flags`
-//! cannot express `__GFP_NORETRY`, `GFP_DMA` or `GFP_DMA32`. `dma_coherent` calls
+//! Each kind calls the API it is named after, as a C driver does: `kmalloc()`/`kfree()`,
+//! `__vmalloc()`/`vfree()` (`vmalloc()` with flags), `kvmalloc()`/`kvfree()` (through
+//! `mm_glue.c`: they are `alloc_hooks()` macros, and the Rust allocators `Kmalloc`, `Vmalloc`
+//! and `KVmalloc` go through `krealloc`/`vrealloc`/`kvrealloc` instead, whose kvrealloc retries
+//! kmalloc before its fallback), with a raw `gfp_t`: `kernel::alloc::Flags` cannot express
+//! `__GFP_NORETRY`, `__GFP_ACCOUNT`, `GFP_DMA` or `GFP_DMA32`. `dma_coherent` calls
 //! `dma_alloc_attrs()` as `kernel::dma::Coherent` does, on a byte size rather than a typed
 //! object; `pages` calls `get_free_pages()` (`alloc_pages()` plus `page_address()`).
 
@@ -24,13 +26,16 @@ use kernel::{
     }, //
 };
 
+use crate::glue::raw_device;
 use crate::uapi;
-use crate::uio::raw_device;
 
-// The functions of `mm_glue.h`; keep in step with it.
+// The functions of `mm_glue.h` used here; keep in step with it.
 extern "C" {
+    fn kmemlab_kmalloc(size: usize, gfp: bindings::gfp_t) -> *mut c_void;
+    fn kmemlab_kvmalloc(size: usize, gfp: bindings::gfp_t) -> *mut c_void;
+    fn kmemlab_vmalloc(size: usize, gfp: bindings::gfp_t) -> *mut c_void;
+    fn kmemlab_vfree(addr: *const c_void);
     fn kmemlab_virt_to_pfn(addr: *const c_void) -> c_ulong;
-    fn kmemlab_fatal_signal_pending() -> bool;
     fn kmemlab_cond_resched();
 }
 
@@ -40,6 +45,8 @@ const GFP_DMA: bindings::gfp_t = 1 << bindings::___GFP_DMA_BIT;
 const GFP_DMA32: bindings::gfp_t = 1 << bindings::___GFP_DMA32_BIT;
 /// `__GFP_NORETRY`.
 const GFP_NORETRY: bindings::gfp_t = 1 << bindings::___GFP_NORETRY_BIT;
+/// `__GFP_ACCOUNT`: charge the allocation to the caller's memory cgroup.
+const GFP_ACCOUNT: bindings::gfp_t = 1 << bindings::___GFP_ACCOUNT_BIT;
 
 /// Size of a PMD mapping (2 MiB with 4 KiB pages): the largest page `kvmalloc()` maps with.
 const PMD_SIZE: usize = PAGE_SIZE * (PAGE_SIZE / size_of::<u64>());
@@ -170,6 +177,10 @@ pub(crate) fn supported_flags() -> u32 {
 ///   cannot, so the zone would depend on which path served the request. Non-blocking flags are
 ///   accepted by 7.3's `__kvmalloc_node()` (the vmalloc fallback then skips huge mappings).
 /// - pages: `alloc_pages()` takes any zone modifier.
+///
+/// Every kind but dma_coherent also gets `__GFP_ACCOUNT`: the memory is charged to the memory
+/// cgroup of the task that asked for it (a no-op without `CONFIG_MEMCG`), so a group member's
+/// allocations count against its cgroup's limit. `dma_alloc_attrs()` has no such accounting.
 pub(crate) fn gfp_for(kind: Kind, flags: u32, persist_ok: bool) -> Result<bindings::gfp_t> {
     if flags & !supported_flags() != 0 {
         return Err(EINVAL);
@@ -210,6 +221,9 @@ pub(crate) fn gfp_for(kind: Kind, flags: u32, persist_ok: bool) -> Result<bindin
     if kind == Kind::DmaCoherent && flags & uapi::FLAG_GFP_KERNEL == 0 {
         gfp |= bindings::__GFP_NOWARN;
     }
+    if kind != Kind::DmaCoherent {
+        gfp |= GFP_ACCOUNT;
+    }
     Ok(gfp)
 }
 
@@ -234,12 +248,6 @@ impl Lap {
         self.0 = now;
         u64::try_from(ns).unwrap_or(0)
     }
-}
-
-/// Whether the current task has a fatal signal pending.
-pub(crate) fn fatal_signal_pending() -> bool {
-    // SAFETY: `fatal_signal_pending(current)` has no preconditions in process context.
-    unsafe { kmemlab_fatal_signal_pending() }
 }
 
 /// `cond_resched()`.
@@ -270,33 +278,6 @@ unsafe fn pfn_of(addr: *const c_void) -> u64 {
         let pfn = unsafe { kmemlab_virt_to_pfn(addr) };
         pfn as u64
     }
-}
-
-/// Physical address of kernel address `addr`, by the page walk of [`pfn_of`].
-///
-/// # Safety
-///
-/// `addr` is mapped: in the linear map, or a mapped vmalloc-space address.
-pub(crate) unsafe fn phys_of(addr: *const c_void) -> u64 {
-    let offset = addr as u64 & (PAGE_SIZE as u64 - 1);
-    // SAFETY: By the caller's guarantee.
-    let pfn = unsafe { pfn_of(addr) };
-    pfn * PAGE_SIZE as u64 + offset
-}
-
-/// Whether the `size` bytes at page-aligned `addr` are one physically contiguous run.
-///
-/// # Safety
-///
-/// `addr..addr + size` is mapped: in the linear map, or mapped vmalloc space.
-pub(crate) unsafe fn phys_contiguous(addr: *const c_void, size: usize) -> bool {
-    // SAFETY: By the caller's guarantee.
-    let first = unsafe { pfn_of(addr) };
-    (1..size.div_ceil(PAGE_SIZE)).all(|i| {
-        // SAFETY: Page `i` lies inside the mapped range, by the caller's guarantee.
-        let pfn = unsafe { pfn_of(addr.wrapping_byte_add(i * PAGE_SIZE)) };
-        pfn == first + i as u64
-    })
 }
 
 /// Memory obtained from one of the allocators, freed on drop.
@@ -354,25 +335,24 @@ impl Mem {
         gfp: bindings::gfp_t,
         dev: &Device,
     ) -> Result<Mem> {
-        let nid = bindings::NUMA_NO_NODE;
         // INVARIANT: each arm keeps what its allocator returned, in the matching variant.
         let mem = match kind {
             Kind::Kmalloc => {
-                // SAFETY: A NULL pointer asks `krealloc()` for a new allocation.
-                let p =
-                    unsafe { bindings::krealloc_node_align(core::ptr::null(), size, 1, gfp, nid) };
+                // SAFETY: `kmalloc()` may be called with any size (the limit keeps it within
+                // `KMALLOC_MAX_SIZE`) and flags that `gfp_for` allowed for it.
+                let p = unsafe { kmemlab_kmalloc(size, gfp) };
                 NonNull::new(p).map(Mem::Kmalloc)
             }
             Kind::Vmalloc => {
-                // SAFETY: A NULL pointer asks `vrealloc()` for a new allocation.
-                let p =
-                    unsafe { bindings::vrealloc_node_align(core::ptr::null(), size, 1, gfp, nid) };
+                // SAFETY: `__vmalloc()` may be called with any size and flags within
+                // `GFP_VMALLOC_SUPPORTED`, which `gfp_for` keeps it to.
+                let p = unsafe { kmemlab_vmalloc(size, gfp) };
                 NonNull::new(p).map(Mem::Vmalloc)
             }
             Kind::Kvmalloc => {
-                // SAFETY: A NULL pointer asks `kvrealloc()` for a new allocation.
-                let p =
-                    unsafe { bindings::kvrealloc_node_align(core::ptr::null(), size, 1, gfp, nid) };
+                // SAFETY: `kvmalloc()` may be called with a size up to `INT_MAX` (the limit
+                // keeps it there) and flags that `gfp_for` allowed for it.
+                let p = unsafe { kmemlab_kvmalloc(size, gfp) };
                 NonNull::new(p).map(Mem::Kvmalloc)
             }
             Kind::Pages => {
@@ -436,16 +416,18 @@ impl Mem {
 
     /// Bytes usable from `vaddr()` on, for a request of `size` bytes.
     ///
-    /// kmalloc (and kvmalloc served by kmalloc): `ksize()`. vmalloc-backed: every page of the
+    /// kmalloc (and kvmalloc served by kmalloc): `kmalloc_size_roundup()`, the size of the slab
+    /// object kmalloc serves the request from (not `ksize()`, which is not for finding the
+    /// usable size and, with SLUB debugging, rewrites the object's debug metadata). vmalloc-backed: every page of the
     /// vmalloc area, found by walking the mapped pages up to the guard page (7.3 maps kvmalloc
     /// areas of 64 KiB and more with contiguous PTEs or PMDs and rounds them up to that size).
     /// pages: `PAGE_SIZE << order`. dma_coherent: `PAGE_ALIGN(size)`, the pages dma-direct
     /// allocated.
     fn usable_size(&self, size: usize) -> usize {
         match self {
-            Mem::Kmalloc(p) | Mem::Kvmalloc(p) if !self.is_vmalloc() => {
-                // SAFETY: `p` is a live kmalloc allocation, by the type invariants.
-                unsafe { bindings::ksize(p.as_ptr()) }
+            Mem::Kmalloc(_) | Mem::Kvmalloc(_) if !self.is_vmalloc() => {
+                // SAFETY: `kmalloc_size_roundup()` only computes a size.
+                unsafe { bindings::kmalloc_size_roundup(size) }
             }
             Mem::Kmalloc(_) | Mem::Vmalloc(_) | Mem::Kvmalloc(_) => {
                 let start = self.vaddr() as usize;
@@ -537,9 +519,13 @@ impl Drop for Mem {
                 // SAFETY: `p` came from kmalloc and is freed once, here (type invariants).
                 unsafe { bindings::kfree(p.as_ptr()) }
             }
-            Mem::Vmalloc(p) | Mem::Kvmalloc(p) => {
-                // SAFETY: `p` came from vmalloc or kvmalloc and is freed once, here; `kvfree()`
-                // calls `vfree()` or `kfree()` as the address says.
+            Mem::Vmalloc(p) => {
+                // SAFETY: `p` came from `__vmalloc()` and is freed once, here.
+                unsafe { kmemlab_vfree(p.as_ptr()) }
+            }
+            Mem::Kvmalloc(p) => {
+                // SAFETY: `p` came from `kvmalloc()` and is freed once, here; `kvfree()` calls
+                // `vfree()` or `kfree()` as the address says.
                 unsafe { bindings::kvfree(p.as_ptr()) }
             }
             Mem::Pages { addr, order } => {

@@ -79,18 +79,36 @@ impl<V> Table<V> {
         Some(Entry { table: self, i })
     }
 
-    /// Takes out every value for which `pred` holds and hands it to `f`, in handle order; then
-    /// compacts.
-    pub(crate) fn remove_where(&mut self, pred: impl Fn(&V) -> bool, mut f: impl FnMut(V)) {
-        for (_, slot) in self.slots.iter_mut() {
+    /// Takes out, in handle order, the values with handles above `after` for which `pred` holds,
+    /// handing each with its handle to `f`, until `f` returns false (it keeps that value: `f`
+    /// gets it back only when it has room). Returns the last handle looked at, to resume after.
+    ///
+    /// This lets a caller detach a bounded number of values under its lock and free them after
+    /// dropping it, then come back for more.
+    pub(crate) fn take_after(
+        &mut self,
+        after: u64,
+        pred: impl Fn(&V) -> bool,
+        mut f: impl FnMut(u64, &mut Option<V>) -> bool,
+    ) -> Option<u64> {
+        let start = match self.slots.binary_search_by_key(&after, |(h, _)| *h) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        };
+        let mut last = None;
+        for (handle, slot) in self.slots.iter_mut().skip(start) {
             if slot.as_ref().is_some_and(&pred) {
-                if let Some(value) = slot.take() {
+                let before = slot.is_some();
+                if !f(*handle, slot) {
+                    break;
+                }
+                if before && slot.is_none() {
                     self.live = self.live.saturating_sub(1);
-                    f(value);
                 }
             }
+            last = Some(*handle);
         }
-        self.compact();
+        last
     }
 
     /// Squeezes out the holes once there are at least as many as live values (and at least

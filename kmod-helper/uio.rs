@@ -2,24 +2,25 @@
 
 //! UIO device registration, through the C glue in `uio_glue.c`.
 //!
-//! Linux 7.3 has no Rust binding for `linux/uio_driver.h`; the glue registers the device and
-//! handles its interrupt as `uio_pdrv_genirq` does (mask in the handler, userspace unmasks by
-//! writing 1 to `/dev/uioN`). It also exposes the DMA-coherent heap as map 0 and writes one
-//! interrupt-ring record (`uapi::IrqRecord`) per UIO event. This file wraps the glue's handle in
-//! [`Registration`].
+//! Linux 7.3 has no Rust binding for `linux/uio_driver.h`; the glue registers the device,
+//! requests its interrupt and handles it as `uio_pdrv_genirq` does (mask in the handler,
+//! userspace unmasks by writing 1 to `/dev/uioN`), counting each event together with its
+//! interrupt-ring record (`uapi::IrqRecord`). It also exposes the heap ([`Heap`]) as map 0. This
+//! file wraps the glue's handle in [`Registration`].
 
 use core::ptr::NonNull;
 use kernel::{
-    bindings,
     device::{
         Bound,
-        Device,
-        DeviceContext, //
+        Device, //
     },
     error::from_err_ptr,
-    prelude::*,
-    types::Opaque, //
+    prelude::*, //
 };
+
+use crate::glue::raw_device;
+use crate::heap::Heap;
+use crate::uapi;
 
 /// The glue's `struct kmemlab_uio`, known to Rust only by pointer.
 #[repr(C)]
@@ -27,9 +28,10 @@ struct RawUio {
     _private: [u8; 0],
 }
 
-// The functions of `uio_glue.h`; keep in step with it. `parent` is a `struct device *`, declared
-// as `void *` because `bindings::device` is not FFI-safe by rustc's lint (a zero-sized lockdep
-// field when lockdep is off).
+// The functions of `uio_glue.h`; keep in step with it. `parent` is a `struct device *` and
+// `pages` a `struct page **`, declared with `void` because `bindings::device` and
+// `bindings::page` are not FFI-safe by rustc's lint (a zero-sized lockdep field when lockdep is
+// off).
 extern "C" {
     fn kmemlab_uio_register(
         parent: *mut c_void,
@@ -37,46 +39,20 @@ extern "C" {
         irq_flags: c_ulong,
         name: *const c_char,
         version: *const c_char,
-        heap: *mut c_void,
-        heap_phys: bindings::phys_addr_t,
-        heap_size: usize,
+        pages: *mut *mut c_void,
+        nr_pages: c_ulong,
         slots: u32,
     ) -> *mut RawUio;
     fn kmemlab_uio_unregister(uio: *mut RawUio) -> u32;
-    fn kmemlab_uio_trigger(uio: *mut RawUio);
+    fn kmemlab_uio_trigger(uio: *mut RawUio) -> u64;
     fn kmemlab_uio_event_count(uio: *const RawUio) -> u32;
     fn kmemlab_uio_irq_count(uio: *const RawUio) -> u32;
 }
 
-/// Returns the C `struct device` that `dev` wraps.
-///
-/// `Device::as_raw` is `pub(crate)` in 7.3, but the layout it relies on is public: `Device<Ctx>`
-/// is `#[repr(transparent)]` over `Opaque<bindings::device>` (its other field is a
-/// `PhantomData`), which is how `Device::from_raw` turns a `*mut bindings::device` into a
-/// `&Device`. This is the reverse cast.
-pub(crate) fn raw_device<Ctx: DeviceContext>(dev: &Device<Ctx>) -> *mut bindings::device {
-    // CAST: `Device<Ctx>` is a transparent wrapper of `Opaque<bindings::device>`, see above.
-    let opaque = core::ptr::from_ref(dev).cast::<Opaque<bindings::device>>();
-    Opaque::cast_into(opaque)
-}
-
-/// The DMA-coherent heap that a [`Registration`] exposes as UIO map 0.
-pub(crate) struct Heap {
-    /// Kernel address of the heap; its first page holds the interrupt ring, header written.
-    pub(crate) cpu: *mut c_void,
-    /// Physical address of the heap's first byte (page aligned; the heap is contiguous).
-    pub(crate) phys: u64,
-    /// Size in bytes, a nonzero multiple of `PAGE_SIZE`.
-    pub(crate) size: usize,
-    /// Records in the ring.
-    pub(crate) slots: u32,
-}
-
 /// A UIO device for one interrupt line of a bound device, with the heap as map 0.
 ///
-/// Unregistering it (drop, or [`Registration::unregister`]) also revokes every user mapping of
-/// the heap, so the heap may be freed right after, even while a process still has it mapped
-/// (such a process gets SIGBUS on its next access).
+/// Once it is unregistered (drop, or [`Registration::unregister`]) the heap may be dropped:
+/// mappings of the heap hold references to its pages of their own.
 ///
 /// # Invariants
 ///
@@ -105,9 +81,8 @@ impl Registration {
     ///
     /// # Safety
     ///
-    /// `heap` describes memory allocated against `parent` with `dma_alloc_coherent()` that stays
-    /// allocated, and is written by no one else but through this registration, until the
-    /// registration is dropped.
+    /// `heap` outlives the registration. (Userspace may write the heap through its mappings,
+    /// the ring page included; the kernel only writes the ring and never reads it back.)
     pub(crate) unsafe fn register(
         parent: &Device<Bound>,
         irq: u32,
@@ -120,7 +95,8 @@ impl Registration {
         // - `raw_device(parent)` is a valid `struct device`, bound to a driver, for the duration
         //   of this call; `uio_register_device()` takes its own reference for the UIO device.
         // - `name` and `version` are NUL-terminated and `'static`, so they outlive the device.
-        // - The heap outlives the registration, by the caller's guarantee.
+        // - The heap's page array and pages outlive the registration, by the caller's
+        //   guarantee; it has at least one page, whose first bytes are the ring header.
         let uio = from_err_ptr(unsafe {
             kmemlab_uio_register(
                 raw_device(parent).cast(),
@@ -128,10 +104,9 @@ impl Registration {
                 irq_flags,
                 name.as_char_ptr(),
                 version.as_char_ptr(),
-                heap.cpu,
-                heap.phys,
-                heap.size,
-                heap.slots,
+                heap.raw_pages().cast(),
+                heap.nr_pages() as c_ulong,
+                uapi::RING_SLOTS,
             )
         })?;
 
@@ -140,10 +115,11 @@ impl Registration {
     }
 
     /// Raises a UIO event as the interrupt does, without touching the interrupt line: writes a
-    /// `SOURCE_TRIGGER` ring record, then counts the event and wakes readers.
-    pub(crate) fn trigger(&self) {
+    /// `SOURCE_TRIGGER` ring record, then counts the event and wakes readers. Returns the
+    /// event's sequence number.
+    pub(crate) fn trigger(&self) -> u64 {
         // SAFETY: By the type invariants, `self.uio` is registered.
-        unsafe { kmemlab_uio_trigger(self.uio.as_ptr()) };
+        unsafe { kmemlab_uio_trigger(self.uio.as_ptr()) }
     }
 
     /// The UIO event count, the value a read of `/dev/uioN` returns.

@@ -3,59 +3,47 @@
  * UIO glue for kmemlab.
  *
  * Linux 7.3 has no Rust binding for <linux/uio_driver.h>, so this file
- * registers the UIO device and implements its interrupt handling in C. The
+ * registers the UIO device, requests its interrupt and handles it in C. The
  * interface (uio_glue.h) is a few functions on an opaque handle; the Rust side
  * wraps the handle in `uio::Registration` (uio.rs), whose Drop unregisters.
  *
- * Interrupt handling is that of drivers/uio/uio_pdrv_genirq.c: the handler
- * masks the line with disable_irq_nosync() and returns IRQ_HANDLED, upon which
- * the UIO core increments its event counter and wakes readers of /dev/uioN;
- * writing 1 to /dev/uioN unmasks the line again, writing 0 masks it. A flag
- * bit under a spinlock tracks the mask state, so the disable depth never goes
- * beyond one however the handler and writers interleave.
+ * The interrupt. The UIO core of 7.3 counts the events of the interrupts it
+ * requests in an interrupt thread (drivers/uio/uio.c: uio_interrupt_handler()
+ * returns IRQ_WAKE_THREAD, uio_interrupt_thread() calls uio_event_notify()),
+ * so several hard interrupts can end in one count, and an event raised by
+ * kmemlab_uio_trigger() in between gets counted before the interrupt that
+ * came first. So the device is registered with UIO_IRQ_CUSTOM and this file
+ * requests the line itself: its hard handler masks the line (as
+ * drivers/uio/uio_pdrv_genirq.c does: disable_irq_nosync(), and a write of 1
+ * to /dev/uioN unmasks it), writes the event's ring record and counts the
+ * event with uio_event_notify(), all under @lock; kmemlab_uio_trigger() does
+ * the same under the same lock. So the UIO event count and the ring's
+ * sequence number move together: when the count is N, record N exists and
+ * is the record of the event that made the count N.
  *
- * The device's DMA-coherent heap (allocated by the Rust side) is UIO map 0.
- * Its first page holds the interrupt ring of uapi/src/abi.rs: a header, then
- * records. Every UIO event gets one record, written before the event is
- * counted: by the interrupt handler (SOURCE_IRQ; the UIO core counts the event
- * when the handler returns) or by kmemlab_uio_trigger() (SOURCE_TRIGGER). Both
- * write under @lock, so sequence numbers are handed out in order; since every
- * record is written before its event is counted, when a read of /dev/uioN
- * returns N, the records with sequence numbers 1..N are complete.
+ * Controllers whose interrupts are handled in a thread nested in their bus
+ * driver's (I2C/SPI GPIO expanders) cannot have their line masked from a
+ * hard handler (disable_irq_nosync() takes the chip's bus lock, a mutex):
+ * kmemlab_uio_register() refuses them with one line saying so.
  *
- * UIO_MEM_DMA_COHERENT is for legacy drivers only, so map 0 is mapped by an
- * mmap_prepare hook with the DMA-coherent page protection of the device, as
- * dma_direct_mmap() would, but filled page by page from a fault handler
- * instead of remapped up front, so that the mappings can be revoked:
- *
- * The heap is freed when the device is unbound, but a process may still have
- * it mapped (the mapping outlives the UIO device and its file descriptor).
- * UIO does not tear such mappings down. So kmemlab_uio_unregister() revokes
- * them before it returns, and the heap is freed only after that: it marks the
- * registration dead under kmemlab_map_lock, after which the fault handler
- * maps nothing (SIGBUS), then zaps every page already mapped with
- * unmap_mapping_range() on the address space of each device inode the heap
- * was mapped through. A page is only ever mapped by the fault handler, under
- * kmemlab_map_lock while the registration is live, into a VMA that is
- * already linked into its file's address space (a fault cannot happen before
- * mmap() has linked the VMA), so every such page is zapped. A mapping that is
- * set up up front (remap_pfn_range() in the mmap hook) could not be revoked
- * this way: its pages exist before the VMA is linked, and an unbind in between
- * would miss them.
+ * The heap (map 0) is an array of order-0 kernel pages owned by the Rust side
+ * (heap.rs); its first page holds the interrupt ring of uapi/src/abi.rs. A
+ * mapping inserts the pages themselves (MMAP_MAP_KERNEL_PAGES, that is
+ * vm_insert_pages()), so every mapped page holds a reference of its own: a
+ * mapping that outlives the device (unbind, rmmod) keeps its pages, which are
+ * freed when the last mapping goes. Nothing is pinned and nothing has to be
+ * revoked. Map 0's sysfs address is 0: the heap has no physical address that
+ * a user would need, and sysfs shows it to everyone.
  */
 
 #include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/build_bug.h>
 #include <linux/device.h>
-#include <linux/dma-map-ops.h>
 #include <linux/err.h>
 #include <linux/interrupt.h>
 #include <linux/irq.h>
-#include <linux/fs.h>
-#include <linux/list.h>
 #include <linux/mm.h>
-#include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/stddef.h>
@@ -101,25 +89,22 @@ enum {
 /**
  * struct kmemlab_uio - a registered kmemlab UIO device
  * @info:	the UIO description; UIO keeps a pointer to it while registered
- * @parent:	the bound device; the heap was allocated against it
+ * @irq:	the Linux interrupt this file requested
  * @lock:	serialises @flags and the mask state between handler and
- *		writers, and the ring (@seq and the records)
+ *		writers, and the ring (@seq, the records) with the UIO count
  * @flags:	KMEMLAB_UIO_IRQ_DISABLED while the handler or userspace masked
  *		the line
  * @irqs:	interrupts the handler has taken
  * @unlazy:	IRQ_DISABLE_UNLAZY was set on the line at registration
  * @ring:	the ring header at the start of the heap (its kernel mapping)
  * @slots:	records in the ring
- * @seq:	sequence number of the newest record
- * @heap_pfn:	first page frame of the heap, for mmap
- * @heap_size:	size of the heap in bytes, a multiple of PAGE_SIZE
- * @map_id:	id of this registration in its mappings' vm_private_data
- * @inodes:	device inodes the heap was mapped through (struct
- *		kmemlab_map_inode), under kmemlab_map_lock
+ * @seq:	sequence number of the newest record, equal to the UIO count
+ * @pages:	the heap's pages, for mmap; owned by the caller
+ * @nr_pages:	entries in @pages
  */
 struct kmemlab_uio {
 	struct uio_info info;
-	struct device *parent;
+	unsigned int irq;
 	spinlock_t lock;
 	unsigned long flags;
 	atomic_t irqs;
@@ -127,33 +112,21 @@ struct kmemlab_uio {
 	struct kmemlab_ring_header *ring;
 	u32 slots;
 	u64 seq;
-	unsigned long heap_pfn;
-	size_t heap_size;
-	u64 map_id;
-	struct list_head inodes;
+	struct page **pages;
+	unsigned long nr_pages;
 };
-
-/* A device inode whose address space holds mappings of the heap. */
-struct kmemlab_map_inode {
-	struct list_head node;
-	struct inode *inode;	/* held with ihold() until the revoke */
-};
-
-/* Serialises the fault handler with the revoke, and guards the two below. */
-static DEFINE_MUTEX(kmemlab_map_lock);
-/* The registration whose heap may be mapped; NULL once revoked. */
-static struct kmemlab_uio *kmemlab_map_live;
-/* Id of the last registration; ids are never reused while the module is loaded. */
-static u64 kmemlab_map_last_id;
 
 /*
- * Writes the next record; @uio->lock must be held: by the interrupt handler
- * (in hard-irq context, or in its thread under threadirqs), or elsewhere with
- * spin_lock_irqsave(). The
+ * Writes the next record and counts its event; @uio->lock must be held. The
  * slot's seq is 0 while its other fields change, so a reader that copies a
- * record and then finds the seq it expected has a consistent copy.
+ * record and then finds the seq it expected has a consistent copy. The record
+ * and the header's head are published (release) before the count is
+ * incremented, so a reader that saw the count N and then loads record N's seq
+ * with acquire ordering finds N there (or retries until it does).
+ *
+ * Return: the event's sequence number.
  */
-static void kmemlab_ring_write(struct kmemlab_uio *uio, u32 source)
+static u64 kmemlab_ring_event(struct kmemlab_uio *uio, u32 source)
 {
 	struct kmemlab_irq_record *rec;
 	u64 seq;
@@ -170,24 +143,29 @@ static void kmemlab_ring_write(struct kmemlab_uio *uio, u32 source)
 	WRITE_ONCE(rec->source, source);
 	WRITE_ONCE(rec->pad, 0);
 	WRITE_ONCE(rec->reserved, 0);
-	smp_wmb();
-	WRITE_ONCE(rec->seq, seq);
+	smp_store_release(&rec->seq, seq);
 	smp_store_release(&uio->ring->head, seq);
+	/* uio_event_notify()'s atomic_inc() is unordered: order the record first. */
+	smp_mb__before_atomic();
+	uio_event_notify(&uio->info);
+	return seq;
 }
 
-static irqreturn_t kmemlab_uio_handler(int irq, struct uio_info *info)
+static irqreturn_t kmemlab_irq_handler(int irq, void *dev_id)
 {
-	struct kmemlab_uio *uio = container_of(info, struct kmemlab_uio, info);
+	struct kmemlab_uio *uio = dev_id;
+	unsigned long flags;
 
 	/*
-	 * Mask the line until userspace has handled the event and writes 1;
-	 * the UIO core counts the event and wakes readers once this returns.
+	 * irqsave: under threadirqs this handler runs in a thread with
+	 * interrupts enabled, and kmemlab_uio_trigger() takes the lock too.
 	 */
-	spin_lock(&uio->lock);
+	spin_lock_irqsave(&uio->lock, flags);
+	/* Masked until userspace has handled the event and writes 1. */
 	if (!__test_and_set_bit(KMEMLAB_UIO_IRQ_DISABLED, &uio->flags))
 		disable_irq_nosync(irq);
-	kmemlab_ring_write(uio, KMEMLAB_SOURCE_IRQ);
-	spin_unlock(&uio->lock);
+	kmemlab_ring_event(uio, KMEMLAB_SOURCE_IRQ);
+	spin_unlock_irqrestore(&uio->lock, flags);
 
 	atomic_inc(&uio->irqs);
 
@@ -202,10 +180,10 @@ static int kmemlab_uio_irqcontrol(struct uio_info *info, s32 irq_on)
 	spin_lock_irqsave(&uio->lock, flags);
 	if (irq_on) {
 		if (__test_and_clear_bit(KMEMLAB_UIO_IRQ_DISABLED, &uio->flags))
-			enable_irq(info->irq);
+			enable_irq(uio->irq);
 	} else {
 		if (!__test_and_set_bit(KMEMLAB_UIO_IRQ_DISABLED, &uio->flags))
-			disable_irq_nosync(info->irq);
+			disable_irq_nosync(uio->irq);
 	}
 	spin_unlock_irqrestore(&uio->lock, flags);
 
@@ -213,106 +191,39 @@ static int kmemlab_uio_irqcontrol(struct uio_info *info, s32 irq_on)
 }
 
 /*
- * Maps one page of the heap, if the registration the mapping was made for is
- * still live; see the comment at the top.
- */
-static vm_fault_t kmemlab_heap_fault(struct vm_fault *vmf)
-{
-	struct vm_area_struct *vma = vmf->vma;
-	u64 id = (uintptr_t)vma->vm_private_data;
-	struct kmemlab_uio *uio;
-	vm_fault_t ret = VM_FAULT_SIGBUS;
-
-	mutex_lock(&kmemlab_map_lock);
-	uio = kmemlab_map_live;
-	if (uio && uio->map_id == id && vmf->pgoff < uio->heap_size >> PAGE_SHIFT)
-		ret = vmf_insert_pfn(vma, vmf->address, uio->heap_pfn + vmf->pgoff);
-	mutex_unlock(&kmemlab_map_lock);
-
-	return ret;
-}
-
-static const struct vm_operations_struct kmemlab_heap_vm_ops = {
-	.fault = kmemlab_heap_fault,
-};
-
-/*
- * Remembers the inode that @mapping belongs to, so that the revoke can find
- * the mappings made through it. kmemlab_map_lock must be held.
- */
-static int kmemlab_map_track(struct kmemlab_uio *uio,
-			     struct address_space *mapping)
-{
-	struct inode *inode = mapping->host;
-	struct kmemlab_map_inode *mi;
-
-	lockdep_assert_held(&kmemlab_map_lock);
-
-	list_for_each_entry(mi, &uio->inodes, node)
-		if (mi->inode == inode)
-			return 0;
-
-	mi = kmalloc(sizeof(*mi), GFP_KERNEL);
-	if (!mi)
-		return -ENOMEM;
-	ihold(inode);
-	mi->inode = inode;
-	list_add(&mi->node, &uio->inodes);
-	return 0;
-}
-
-/*
- * Maps the heap (map 0, the only one), shared only: a private writable
- * mapping would be a copy-on-write mapping of raw page frames. The page
- * protection is the one dma_pgprot() gives a device without DMA attributes.
- * The UIO core has checked that the mapping is no larger than the map and
- * holds its info_lock, so the registration is live; UIO selects the map by
- * the page offset, so a mapping always starts at the start of the heap.
+ * Maps the heap (map 0, the only one) by inserting its pages: each mapped
+ * page takes a reference, so the mapping keeps them after the device is gone.
+ * Shared only: a private writable mapping would copy pages on write, away
+ * from the kernel's ring. The UIO core has checked that the mapping is no
+ * larger than the map and holds its info_lock across this call and the
+ * insertion, so the registration, and the page array, are live; UIO selects
+ * the map by the page offset, so a mapping always starts at the start of the
+ * heap.
  */
 static int kmemlab_uio_mmap_prepare(struct uio_info *info,
 				    struct vm_area_desc *desc)
 {
 	struct kmemlab_uio *uio = container_of(info, struct kmemlab_uio, info);
-	int ret;
 
-	if (desc->pgoff != 0 || vma_desc_size(desc) > uio->heap_size ||
+	if (desc->pgoff != 0 || vma_desc_pages(desc) > uio->nr_pages ||
 	    vma_flags_is_cow_mapping(&desc->vma_flags))
 		return -EINVAL;
 
-	mutex_lock(&kmemlab_map_lock);
-	ret = kmemlab_map_track(uio, desc->file->f_mapping);
-	mutex_unlock(&kmemlab_map_lock);
-	if (ret)
-		return ret;
-
-	if (!dev_is_dma_coherent(uio->parent))
-		desc->page_prot = pgprot_dmacoherent(desc->page_prot);
-	vma_desc_set_flags_mask(desc, VMA_REMAP_FLAGS);
-	desc->vm_ops = &kmemlab_heap_vm_ops;
-	desc->private_data = (void *)(uintptr_t)uio->map_id;
+	vma_desc_set_flags(desc, VMA_DONTEXPAND_BIT, VMA_DONTDUMP_BIT);
+	mmap_action_map_kernel_pages_full(desc, uio->pages);
 	return 0;
 }
 
 /*
- * Stops the fault handler from mapping the heap and unmaps every page of it
- * that is mapped; see the comment at the top.
+ * Whether @irq's controller can take disable_irq_nosync() from a hard
+ * handler: not when it sits behind a slow bus (its irq_bus_lock is a mutex),
+ * which is also when its interrupts are nested in the bus driver's thread.
  */
-static void kmemlab_map_revoke(struct kmemlab_uio *uio)
+static bool kmemlab_irq_is_slow(unsigned int irq)
 {
-	struct kmemlab_map_inode *mi, *tmp;
-	LIST_HEAD(inodes);
+	struct irq_data *data = irq_get_irq_data(irq);
 
-	mutex_lock(&kmemlab_map_lock);
-	if (kmemlab_map_live == uio)
-		kmemlab_map_live = NULL;
-	list_splice_init(&uio->inodes, &inodes);
-	mutex_unlock(&kmemlab_map_lock);
-
-	list_for_each_entry_safe(mi, tmp, &inodes, node) {
-		unmap_mapping_range(mi->inode->i_mapping, 0, 0, 1);
-		iput(mi->inode);
-		kfree(mi);
-	}
+	return data && data->chip && data->chip->irq_bus_lock;
 }
 
 /**
@@ -323,15 +234,14 @@ static void kmemlab_map_revoke(struct kmemlab_uio *uio)
  *		type the firmware gave it
  * @name:	UIO name (/sys/class/uio/uioN/name); must outlive the device
  * @version:	UIO version string; must outlive the device
- * @heap:	kernel address of the DMA-coherent heap allocated against
- *		@parent, its first page zeroed but for the ring header
- * @heap_phys:	physical address of the heap (page aligned, contiguous)
- * @heap_size:	size of the heap, a nonzero multiple of PAGE_SIZE
+ * @pages:	the heap: order-0 pages with a reference held by the caller,
+ *		the first one zeroed but for the ring header
+ * @nr_pages:	entries in @pages, not 0
  * @slots:	number of records in the ring after the header, not 0
  *
- * Requests @irq (through the UIO core) and exposes the heap as map 0. The
- * heap must stay allocated until kmemlab_uio_unregister() returns. At most one
- * registration may exist at a time. Must be called from process context.
+ * Exposes the heap as map 0 and requests @irq. @pages (the array and the
+ * caller's references) must stay until kmemlab_uio_unregister() returns.
+ * Must be called from process context. Failures are logged as one line.
  *
  * Return: a handle for the other kmemlab_uio_* functions, or an ERR_PTR().
  */
@@ -339,21 +249,27 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 					 unsigned int irq,
 					 unsigned long irq_flags,
 					 const char *name,
-					 const char *version, void *heap,
-					 phys_addr_t heap_phys, size_t heap_size,
-					 u32 slots)
+					 const char *version,
+					 struct page **pages,
+					 unsigned long nr_pages, u32 slots)
 {
 	struct kmemlab_uio *uio;
 	int ret;
 
-	if (!parent || !irq || !name || !version || !heap || !slots ||
-	    irq_flags & ~IRQF_TRIGGER_MASK)
+	if (!parent || !irq || !name || !version || !pages || !nr_pages ||
+	    !pages[0] || !slots || irq_flags & ~IRQF_TRIGGER_MASK)
 		return ERR_PTR(-EINVAL);
-	if (!heap_size || !PAGE_ALIGNED(heap_size) || !PAGE_ALIGNED(heap_phys) ||
-	    sizeof(struct kmemlab_ring_header) +
-			    (size_t)slots * sizeof(struct kmemlab_irq_record) >
-		    min_t(size_t, heap_size, PAGE_SIZE))
+	if (sizeof(struct kmemlab_ring_header) +
+		    (size_t)slots * sizeof(struct kmemlab_irq_record) >
+	    PAGE_SIZE)
 		return ERR_PTR(-EINVAL);
+
+	if (kmemlab_irq_is_slow(irq)) {
+		dev_err(parent,
+			"irq %u is on a controller behind a slow bus (an I2C/SPI GPIO expander?): its line cannot be masked from a hard interrupt handler, which kmemlab needs; not supported\n",
+			irq);
+		return ERR_PTR(-EOPNOTSUPP);
+	}
 
 	uio = kzalloc(sizeof(*uio), GFP_KERNEL);
 	if (!uio)
@@ -361,28 +277,22 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 
 	spin_lock_init(&uio->lock);
 	atomic_set(&uio->irqs, 0);
-	uio->parent = parent;
-	uio->ring = heap;
+	uio->irq = irq;
+	uio->ring = page_address(pages[0]);
 	uio->slots = slots;
 	uio->seq = 0;
-	uio->heap_pfn = PHYS_PFN(heap_phys);
-	uio->heap_size = heap_size;
-	INIT_LIST_HEAD(&uio->inodes);
+	uio->pages = pages;
+	uio->nr_pages = nr_pages;
 	uio->info.name = name;
 	uio->info.version = version;
-	uio->info.irq = irq;
-	uio->info.irq_flags = irq_flags;
-	uio->info.handler = kmemlab_uio_handler;
+	uio->info.irq = UIO_IRQ_CUSTOM;
 	uio->info.irqcontrol = kmemlab_uio_irqcontrol;
 	uio->info.mmap_prepare = kmemlab_uio_mmap_prepare;
-	/*
-	 * Map 0's sysfs attributes: addr is the physical address, as for
-	 * UIO_MEM_PHYS; the mapping itself is done by mmap_prepare.
-	 */
+	/* Mapped by mmap_prepare; no address to publish. */
 	uio->info.mem[0].name = "heap";
-	uio->info.mem[0].addr = heap_phys;
-	uio->info.mem[0].size = heap_size;
-	uio->info.mem[0].memtype = UIO_MEM_PHYS;
+	uio->info.mem[0].addr = 0;
+	uio->info.mem[0].size = (resource_size_t)nr_pages << PAGE_SHIFT;
+	uio->info.mem[0].memtype = UIO_MEM_NONE;
 
 	/*
 	 * As uio_pdrv_genirq: a level interrupt must be masked at once, not
@@ -395,19 +305,22 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 		uio->unlazy = true;
 	}
 
-	mutex_lock(&kmemlab_map_lock);
-	if (kmemlab_map_live) {
-		mutex_unlock(&kmemlab_map_lock);
-		ret = -EBUSY;
-		goto err;
-	}
-	uio->map_id = ++kmemlab_map_last_id;
-	kmemlab_map_live = uio;
-	mutex_unlock(&kmemlab_map_lock);
-
 	ret = uio_register_device(parent, &uio->info);
 	if (ret) {
-		kmemlab_map_revoke(uio);
+		dev_err(parent, "failed to register UIO device %s: error %d\n",
+			name, ret);
+		goto err;
+	}
+
+	/* After uio_register_device(): the handler counts UIO events. */
+	ret = request_irq(irq, kmemlab_irq_handler, irq_flags, name, uio);
+	if (ret) {
+		dev_err(parent,
+			"failed to request irq %u: error %d%s\n", irq, ret,
+			ret == -EINVAL ?
+				" (a controller whose interrupts are nested in a thread, such as an I2C/SPI GPIO expander, is not supported)" :
+				"");
+		uio_unregister_device(&uio->info);
 		goto err;
 	}
 
@@ -421,29 +334,27 @@ err:
 }
 
 /**
- * kmemlab_uio_unregister - remove a UIO device and free its interrupt
+ * kmemlab_uio_unregister - free the interrupt and remove the UIO device
  * @uio:	a handle from kmemlab_uio_register(); invalid afterwards
  *
- * Waits for a running handler to finish, then revokes every mapping of the
- * heap: once this returns, no process can reach the heap and it may be
- * freed; a process that touches its old mapping gets SIGBUS. Files still
- * open on /dev/uioN get errors from then on. Must be called from process
- * context.
+ * Frees the interrupt (waiting for a running handler), then removes the UIO
+ * device: files still open on /dev/uioN get errors from then on, mappings of
+ * the heap keep their pages. Once this returns the page array and the
+ * caller's references may go. Must be called from process context, not
+ * concurrently with kmemlab_uio_trigger().
  *
- * Return: the final UIO event count (that of the ring, which is the same).
+ * Return: the final UIO event count (the ring's sequence number).
  */
 u32 kmemlab_uio_unregister(struct kmemlab_uio *uio)
 {
-	unsigned int irq = uio->info.irq;
 	u32 events;
 
-	/* After this no mmap() of the heap can start, and the irq is free. */
+	free_irq(uio->irq, uio);
 	uio_unregister_device(&uio->info);
-	kmemlab_map_revoke(uio);
-	/* Every event wrote one record; nothing raises events any more. */
+	/* Nothing raises events any more. */
 	events = (u32)READ_ONCE(uio->seq);
 	if (uio->unlazy)
-		irq_clear_status_flags(irq, IRQ_DISABLE_UNLAZY);
+		irq_clear_status_flags(uio->irq, IRQ_DISABLE_UNLAZY);
 	kfree(uio);
 	return events;
 }
@@ -452,18 +363,21 @@ u32 kmemlab_uio_unregister(struct kmemlab_uio *uio)
  * kmemlab_uio_trigger - raise a UIO event without an interrupt
  * @uio:	a registered handle
  *
- * Writes a SOURCE_TRIGGER record to the ring, then counts an event and wakes
- * readers as the interrupt does; the line's mask state is left as it is.
- * Callable from any context but NMI.
+ * Writes a SOURCE_TRIGGER record to the ring and counts its event, as the
+ * interrupt handler does; the line's mask state is left as it is. Callable
+ * from any context but NMI.
+ *
+ * Return: the event's sequence number (its UIO count, before wrapping).
  */
-void kmemlab_uio_trigger(struct kmemlab_uio *uio)
+u64 kmemlab_uio_trigger(struct kmemlab_uio *uio)
 {
 	unsigned long flags;
+	u64 seq;
 
 	spin_lock_irqsave(&uio->lock, flags);
-	kmemlab_ring_write(uio, KMEMLAB_SOURCE_TRIGGER);
-	uio_event_notify(&uio->info);
+	seq = kmemlab_ring_event(uio, KMEMLAB_SOURCE_TRIGGER);
 	spin_unlock_irqrestore(&uio->lock, flags);
+	return seq;
 }
 
 /**

@@ -9,17 +9,18 @@
 #include <linux/types.h>
 
 struct device;
+struct page;
 struct kmemlab_uio;
 
 struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 					 unsigned int irq,
 					 unsigned long irq_flags,
 					 const char *name,
-					 const char *version, void *heap,
-					 phys_addr_t heap_phys, size_t heap_size,
-					 u32 slots);
+					 const char *version,
+					 struct page **pages,
+					 unsigned long nr_pages, u32 slots);
 u32 kmemlab_uio_unregister(struct kmemlab_uio *uio);
-void kmemlab_uio_trigger(struct kmemlab_uio *uio);
+u64 kmemlab_uio_trigger(struct kmemlab_uio *uio);
 u32 kmemlab_uio_event_count(const struct kmemlab_uio *uio);
 u32 kmemlab_uio_irq_count(const struct kmemlab_uio *uio);
 
