@@ -936,7 +936,9 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
     };
     // The heap's first page holds the interrupt ring; without it the daemon runs on,
     // with irq_to_wake_ns null.
-    let ring = match uio.map_read_only(0) {
+    // Mapped writable (never written): the atomic loads of the ring need memory that is
+    // valid for writes.
+    let ring = match uio.map(0) {
         Ok(map) => Some(map),
         Err(e) => {
             tracing::warn!(

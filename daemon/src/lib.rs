@@ -18,7 +18,7 @@
 //! - [`stats`]: the counts and latency histograms of `stats` and `summary` lines.
 //! - [`daemon`]: the per-press logic ([`Daemon`]) and the `mio` event loop ([`run`]).
 //!
-//! All `unsafe` code (ioctls, volatile reads of shared memory) lives in the private
+//! All `unsafe` code (ioctls, atomic loads from shared memory) lives in the private
 //! `sys` module.
 
 #![deny(unsafe_code)]

@@ -53,7 +53,8 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
     let daemon = thread::spawn(move || {
         let mut signals = Signals::new()?;
         tx.send(pthread_self()).unwrap();
-        let map = Uio::open(&info)?.map_read_only(0)?;
+        // As kmemlabd maps it: writable, for the atomic loads.
+        let map = Uio::open(&info)?.map(0)?;
         let irq = Uio::from_file(File::from(OwnedFd::from(uio_daemon)), "/dev/uio0", 0)?;
         let out = EventWriter::new(File::from(OwnedFd::from(out_daemon)));
         let start = StartInfo {
