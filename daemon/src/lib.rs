@@ -47,7 +47,7 @@ pub use daemon::{
 };
 pub use device::{check_abi, BatchOutcome, Device, KmemlabDevice, ListPage, MockDevice};
 pub use error::{Error, Result};
-pub use event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, StopReason};
+pub use event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, Source, StopReason};
 pub use kmemlab_uapi as uapi;
 pub use notify::Notifier;
 pub use plan::{Plan, PlanRunner, Step, DEFAULT_PLAN};
