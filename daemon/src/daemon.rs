@@ -1285,6 +1285,41 @@ mod tests {
     }
 
     #[test]
+    fn a_press_beyond_the_quota_is_an_edquot_line() {
+        // An unprivileged daemon whose plan holds more than its quota: the first press
+        // allocates, the next (freeing) too, a 17 MiB one is refused.
+        let reads = [Some(1), Some(2), Some(3), None];
+        let (d, log, lines) = daemon_with(MockDevice::new().hiding_addresses(), 0, &reads);
+        let mut d = d.with_plan(Plan::parse("kmalloc:1,vmalloc:17M").unwrap());
+        assert_eq!(d.on_readable().unwrap(), 3);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line free seq=2 irq_count=2 missed=0 kind=kmalloc handle=1",
+                "line error seq=3 irq_count=3 missed=0 kind=vmalloc handle=null op=alloc error=EDQUOT",
+            ]
+        );
+        let lines = lines.borrow();
+        let v = &lines[2];
+        assert_eq!(v["error"], "EDQUOT");
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ioctl KMEMLAB_ALLOC failed: EDQUOT"));
+        // Without a ring the press has no record: no source, no timestamp.
+        assert_eq!(
+            (&v["source"], &v["irq_ktime_ns"]),
+            (&Value::Null, &Value::Null)
+        );
+        // The alloc line says which addresses were hidden.
+        assert_eq!(
+            (&lines[0]["hidden"], &lines[0]["phys_hidden"]),
+            (&true.into(), &true.into())
+        );
+    }
+
+    #[test]
     fn irq_to_wake_comes_from_the_ring() {
         let mut ring = RingBuilder::standard();
         ring.push(1, 999_000, SOURCE_IRQ);

@@ -12,13 +12,14 @@
 //! (`button` or `trigger`) and `irq_ktime_ns` (the kernel's timestamp), both null
 //! without a record. At shutdown the allocation still held is freed with a `free` line
 //! whose `seq`, `irq_to_wake_ns`, `source` and `irq_ktime_ns` are null. Addresses are `0x`
-//! hex strings, or null when hidden.
+//! hex strings, or null when hidden: `vaddr` by the kernel's `kptr_restrict` rule
+//! (`hidden`), `phys` and `dma` without CAP_SYS_ADMIN (`phys_hidden`).
 //!
 //! ```text
-//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":1,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
-//! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"persist":false,"vmallocinfo":null}
-//! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
-//! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
+//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":2,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
+//! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"source":"button","irq_ktime_ns":86400000000000,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"phys_hidden":false,"persist":false,"vmallocinfo":null}
+//! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"source":"trigger","irq_ktime_ns":86401000000000,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
+//! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"source":"button","irq_ktime_ns":86402000000000,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
 //! {"event":"stop","ts_ns":1767225604000000000,"irq_count":3,"reason":"SIGTERM"}
 //! {"event":"error","ts_ns":1767225602000000000,"error":"EIO","message":"failed to read the interrupt count from /dev/uio0: Input/output error (os error 5)"}
 //! ```
@@ -466,7 +467,7 @@ mod tests {
                 "handle": 1, "kind": "vmalloc", "size": 1, "usable_size": 4096,
                 "gfp": ["GFP_KERNEL"], "vaddr": "0xffff800080100000", "phys": "0x40100000",
                 "dma": null, "pages": 1, "phys_segments": 1, "zeroed": false,
-                "alloc_ns": 101, "hidden": false, "persist": false,
+                "alloc_ns": 101, "hidden": false, "phys_hidden": false, "persist": false,
                 "vmallocinfo": "0xffff800080100000-0xffff800080102000    8192 x",
             })
         );

@@ -57,6 +57,11 @@ fn examples() -> Vec<Event> {
         .unwrap();
     let hidden = MockDevice::new().hiding_addresses();
     let h = hidden.alloc(Kind::Kmalloc, 64, Flags::GFP_KERNEL).unwrap();
+    // vaddr shown, phys and dma hidden: CAP_SYSLOG without CAP_SYS_ADMIN.
+    let kaddr = MockDevice::new().with_privileges(kmemlab::uapi::PRIV_KADDR);
+    let k = kaddr
+        .alloc(Kind::DmaCoherent, 1024, Flags::GFP_ATOMIC)
+        .unwrap();
     let mut stats = Stats::default();
     stats.alloc(Kind::Vmalloc, 1, 900);
     stats.free(Kind::Vmalloc, 300);
@@ -106,7 +111,7 @@ fn examples() -> Vec<Event> {
                 source: Some(Source::Trigger),
                 ..press(Some(3))
             },
-            alloc: AllocReport::from(&dma),
+            alloc: AllocReport::from(&k),
             vmallocinfo: None,
         },
         Event::Free {
@@ -273,8 +278,8 @@ fn lines_that_break_the_contract_fail() {
     let mut bad = good[0].clone();
     bad["irq_count"] = (-1).into();
     assert!(!v.is_valid(&bad));
-    // Every press line carries source and irq_ktime_ns (null or not); source is button,
-    // trigger or null.
+    // Every press line carries source and irq_ktime_ns (null or not), and phys_hidden on
+    // an alloc line; source is button, trigger or null.
     let presses: Vec<&Value> = good.iter().filter(|l| l.get("seq").is_some()).collect();
     assert_eq!(presses.len(), 8);
     for line in presses {
@@ -290,10 +295,15 @@ fn lines_that_break_the_contract_fail() {
         bad["irq_ktime_ns"] = (-1).into();
         assert!(!v.is_valid(&bad), "{bad}");
     }
+    let mut bad = good[1].clone();
+    bad.as_object_mut().unwrap().remove("phys_hidden");
+    assert!(!v.is_valid(&bad));
     // Both sources and no record at all are valid.
     assert_eq!(good[1]["source"], "button");
     assert_eq!(good[4]["source"], "trigger");
     assert_eq!(good[3]["source"], Value::Null);
+    assert_eq!(good[4]["phys_hidden"], true);
+    assert_eq!(good[4]["hidden"], false);
 }
 
 /// `KMEMLAB_SCHEMA_CHECK=FILE cargo test -p kmemlab --test schema` validates a real log.
