@@ -225,8 +225,9 @@ pub(crate) fn load_u64(map: &UioMap, offset: usize, order: Ordering) -> Option<u
     //   `is_writable`) and page aligned, and stays mapped while `map` is borrowed
     //   (`UioMap` unmaps it only on drop); the `&AtomicU64` made here does not outlive
     //   this statement. So `p` is valid for reads and writes for the reference's lifetime.
-    // - Rust code accesses the mapped bytes only here and in `load_u32`, with atomic loads
-    //   (no Rust reference to the mapping exists: `UioMap` hands out raw pointers only).
+    // - This crate accesses the mapped bytes only here and in `load_u32`, with atomic
+    //   loads, and never writes them (no Rust reference to the mapping exists: `UioMap`
+    //   hands out raw pointers only).
     //   The ring's fields are always loaded at their own width (`ring` loads the `u64`
     //   fields with this function, the `u32` fields with `load_u32`); differently sized
     //   loads of the same bytes would not conflict anyway, as none of them writes. The
