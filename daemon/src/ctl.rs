@@ -52,6 +52,10 @@ An allocation belongs to the open file: without --persist it is freed when
 kmemlabctl exits. --persist makes it the device's: visible to list and free from
 any opener, freed by `kmemlabctl free` or at module unload.
 
+Without CAP_SYS_ADMIN an opener has a quota (EDQUOT beyond it), may not --persist,
+and physical and DMA addresses are hidden; kernel virtual addresses follow the
+kptr_restrict rule. `kmemlabctl info` shows this opener's privileges and limits.
+
 options:
   --device PATH   the kmemlab misc device (default /dev/kmemlab)
   --json          one JSON object per result and line (errors too)
@@ -589,6 +593,16 @@ pub fn hint(command: &Command, err: &Error) -> Option<String> {
              pages)"
                 .into(),
         ),
+        (Command::Alloc { .. }, Errno::EDQUOT) => Some(
+            "this opener's quota is reached (`kmemlabctl info` shows file max bytes and count; \
+             an allocation lives as long as the kmemlabctl that made it, unless --persist)"
+                .into(),
+        ),
+        (Command::Alloc { .. } | Command::Bench { .. } | Command::Sweep(_), Errno::EPERM) => Some(
+            "needs CAP_SYS_ADMIN: --persist, GFP_ATOMIC/GFP_NOWAIT beyond the atomic quota, \
+                 or a bench beyond bench max bytes (`kmemlabctl info`)"
+                .into(),
+        ),
         (_, Errno::EACCES) | (_, Errno::EPERM) => {
             Some("the device is for root and group kmemlab".into())
         }
@@ -912,6 +926,23 @@ mod tests {
         assert!(hint(&alloc, &err)
             .unwrap()
             .contains("GFP_DMA32 only for pages"));
+
+        // An unprivileged opener: quota and CAP_SYS_ADMIN refusals.
+        let user = MockDevice::new().hiding_addresses();
+        let big = ["alloc", "--kind", "vmalloc", "--size", "17M", "--json"];
+        let err = run(&user, &big).unwrap_err();
+        assert_eq!(err.errno_name(), "EDQUOT");
+        assert!(hint(&alloc, &err).unwrap().contains("quota"));
+        let persist = ["alloc", "--kind", "kmalloc", "--size", "1", "--persist"];
+        let err = run(&user, &persist).unwrap_err();
+        assert_eq!(err.errno_name(), "EPERM");
+        assert!(hint(&alloc, &err).unwrap().contains("CAP_SYS_ADMIN"));
+        assert!(hint(&Command::Stats, &err)
+            .unwrap()
+            .contains("group kmemlab"));
+        // The same, privileged: fine.
+        run(&dev, &big).unwrap();
+        run(&dev, &persist).unwrap();
 
         let old = MockDevice::failing(Errno::ENOTTY);
         let err = run(&old, &["stats"]).unwrap_err();

@@ -35,7 +35,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::config::ConfigSource;
 use crate::device::{check_abi, Device, KmemlabDevice};
 use crate::error::{Error, Result};
-use crate::event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, StopReason};
+use crate::event::{
+    monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, Source, StopReason,
+};
 use crate::notify::Notifier;
 use crate::plan::{Outcome, Plan, PlanRunner};
 use crate::report::AllocReport;
@@ -342,13 +344,15 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             return self.irq.enable();
         }
         let missed = missed(self.last, count);
-        // First, before newer events can overwrite the record.
-        let irq_ns = self.ring.as_deref().and_then(|ring| {
+        // First, before newer events can overwrite the record. The record of `count`
+        // gives the press's source, its kernel timestamp and its latency alike.
+        let record = self.ring.as_deref().and_then(|ring| {
             ring::find_record(ring, count)
                 .inspect_err(|miss| tracing::debug!("no ring record for count {count}: {miss:?}"))
                 .ok()
-                .map(|rec| rec.ktime_ns)
         });
+        let irq_ns = record.map(|rec| rec.ktime_ns);
+        let source = record.and_then(|rec| Source::from_abi(rec.source));
         let irq_to_wake_ns = irq_ns.and_then(|k| wake_ns.checked_sub(k));
         self.irq.enable()?;
         self.events += u64::from(count.wrapping_sub(self.last));
@@ -392,6 +396,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             irq_count: count,
             missed,
             irq_to_wake_ns,
+            source,
+            irq_ktime_ns: irq_ns,
         };
         let outcome = self.runner.press(&self.device);
         self.count(&outcome);
@@ -455,6 +461,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
                 irq_count: self.last,
                 missed: 0,
                 irq_to_wake_ns: None,
+                source: None,
+                irq_ktime_ns: None,
             };
             let event = self.event_for(press, outcome);
             self.out.emit(&event)?;
@@ -936,7 +944,9 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
     };
     // The heap's first page holds the interrupt ring; without it the daemon runs on,
     // with irq_to_wake_ns null.
-    let ring = match uio.map_read_only(0) {
+    // Mapped writable (never written): the atomic loads of the ring need memory that is
+    // valid for writes.
+    let ring = match uio.map(0) {
         Ok(map) => Some(map),
         Err(e) => {
             tracing::warn!(
@@ -964,7 +974,7 @@ mod tests {
     use std::collections::VecDeque;
     use std::rc::Rc;
 
-    use kmemlab_uapi::{Info, ABI_VERSION, SOURCE_IRQ};
+    use kmemlab_uapi::{Info, ABI_VERSION, SOURCE_IRQ, SOURCE_TRIGGER};
     use nix::errno::Errno;
     use serde_json::Value;
 
@@ -1275,10 +1285,45 @@ mod tests {
     }
 
     #[test]
+    fn a_press_beyond_the_quota_is_an_edquot_line() {
+        // An unprivileged daemon whose plan holds more than its quota: the first press
+        // allocates, the next (freeing) too, a 17 MiB one is refused.
+        let reads = [Some(1), Some(2), Some(3), None];
+        let (d, log, lines) = daemon_with(MockDevice::new().hiding_addresses(), 0, &reads);
+        let mut d = d.with_plan(Plan::parse("kmalloc:1,vmalloc:17M").unwrap());
+        assert_eq!(d.on_readable().unwrap(), 3);
+        assert_eq!(
+            take_lines(&log),
+            [
+                "line alloc seq=1 irq_count=1 missed=0 kind=kmalloc handle=1",
+                "line free seq=2 irq_count=2 missed=0 kind=kmalloc handle=1",
+                "line error seq=3 irq_count=3 missed=0 kind=vmalloc handle=null op=alloc error=EDQUOT",
+            ]
+        );
+        let lines = lines.borrow();
+        let v = &lines[2];
+        assert_eq!(v["error"], "EDQUOT");
+        assert!(v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ioctl KMEMLAB_ALLOC failed: EDQUOT"));
+        // Without a ring the press has no record: no source, no timestamp.
+        assert_eq!(
+            (&v["source"], &v["irq_ktime_ns"]),
+            (&Value::Null, &Value::Null)
+        );
+        // The alloc line says which addresses were hidden.
+        assert_eq!(
+            (&lines[0]["hidden"], &lines[0]["phys_hidden"]),
+            (&true.into(), &true.into())
+        );
+    }
+
+    #[test]
     fn irq_to_wake_comes_from_the_ring() {
         let mut ring = RingBuilder::standard();
         ring.push(1, 999_000, SOURCE_IRQ);
-        ring.push(2, 400_000, SOURCE_IRQ);
+        ring.push(2, 400_000, SOURCE_TRIGGER);
         // Event 3's slot is being rewritten (seq 0): no figure for it.
         ring.push(3, 500_000, SOURCE_IRQ);
         let at = ring.slot_offset(3);
@@ -1296,6 +1341,20 @@ mod tests {
             .collect();
         // The test clock says 1_000_000 ns at every wake-up.
         assert_eq!(lat, [Some(1_000), Some(600_000), None, None]);
+        // Source and timestamp come from the same record, or are null with it.
+        let fields: Vec<(Value, Value)> = lines[1..]
+            .iter()
+            .map(|v| (v["source"].clone(), v["irq_ktime_ns"].clone()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("button".into(), 999_000.into()),
+                ("trigger".into(), 400_000.into()),
+                (Value::Null, Value::Null),
+                (Value::Null, Value::Null),
+            ]
+        );
     }
 
     #[test]

@@ -272,12 +272,18 @@ struct MockState {
 /// and are never reused; an unknown handle or a second free is `ENOENT`; size 0, unknown
 /// kinds and flags, and flags a kind refuses are `EINVAL`; a size over the kind's limit
 /// is `E2BIG`, past the outstanding limits `ENOSPC`. Addresses are made up but shaped
-/// like arm64 ones (hidden with [`MockDevice::hiding_addresses`]).
+/// like arm64 ones.
+///
+/// The opener's privileges are `Info::privileges` (all of them by default; see
+/// [`MockDevice::with_privileges`]): without `PRIV_KADDR` the virtual address is hidden
+/// (`RESULT_HIDDEN`), without `PRIV_PHYS` the physical and DMA addresses
+/// (`RESULT_PHYS_HIDDEN`); without `PRIV_ADMIN`, `FLAG_PERSIST`, atomic allocations beyond
+/// `atomic_quota_bytes` and BENCH beyond `bench_max_bytes` are `EPERM`, and this file's
+/// allocations beyond `file_max_bytes` or `file_max_count` are `EDQUOT`.
 #[derive(Debug)]
 pub struct MockDevice {
     info: Info,
     fail: Option<Errno>,
-    hidden: bool,
     info_calls: Cell<usize>,
     state: RefCell<MockState>,
 }
@@ -285,9 +291,25 @@ pub struct MockDevice {
 /// The flags the mock (like the test kernel, without ZONE_DMA) accepts.
 const MOCK_FLAGS: u32 = uapi::FLAG_ALL & !(uapi::FLAG_DMA | uapi::FLAG_DMA32);
 
+/// Every `PRIV_*` bit: root with CAP_SYSLOG, `kptr_restrict` 0 or 1.
+pub const PRIV_ALL: u32 = uapi::PRIV_ADMIN | uapi::PRIV_KADDR | uapi::PRIV_PHYS;
+
+/// The module's default `file_max_bytes` parameter (16 MiB).
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 16 << 20;
+/// The module's default `file_max_count` parameter.
+pub const DEFAULT_FILE_MAX_COUNT: u32 = 1024;
+/// The module's default `atomic_quota_bytes` parameter (64 KiB).
+pub const DEFAULT_ATOMIC_QUOTA_BYTES: u64 = 64 << 10;
+/// The module's default `bench_max_bytes` parameter (64 MiB).
+pub const DEFAULT_BENCH_MAX_BYTES: u64 = 64 << 20;
+
+/// GFP_ATOMIC and GFP_NOWAIT: the allocations the atomic quota counts.
+const ATOMIC_FLAGS: u32 = uapi::FLAG_GFP_ATOMIC | uapi::FLAG_GFP_NOWAIT;
+
 impl MockDevice {
     /// A device that reports our ABI version, 4 KiB pages, a 1 MiB heap, irq 42, every
-    /// kind, the flags of a kernel without ZONE_DMA, and the module's default limits.
+    /// kind, the flags of a kernel without ZONE_DMA, 32-bit DMA masks, the module's
+    /// default limits, and an opener with every privilege (no per-opener quota).
     pub fn new() -> Self {
         let mut max_size = [0u64; MAX_KINDS];
         for k in Kind::ALL {
@@ -308,6 +330,13 @@ impl MockDevice {
             irq: 42,
             max_bench_iters: 1_000_000,
             max_trigger_count: 100_000,
+            dma_mask: 0xffff_ffff,
+            coherent_dma_mask: 0xffff_ffff,
+            file_max_bytes: u64::MAX,
+            file_max_count: u32::MAX,
+            privileges: PRIV_ALL,
+            atomic_quota_bytes: DEFAULT_ATOMIC_QUOTA_BYTES,
+            bench_max_bytes: DEFAULT_BENCH_MAX_BYTES,
             ..Info::default()
         })
     }
@@ -317,7 +346,6 @@ impl MockDevice {
         Self {
             info,
             fail: None,
-            hidden: false,
             info_calls: Cell::new(0),
             state: RefCell::new(MockState {
                 next_handle: 1,
@@ -334,12 +362,66 @@ impl MockDevice {
         }
     }
 
-    /// Reports addresses as the module does to an opener without CAP_SYSLOG: zero, with
-    /// the hidden bit.
+    /// An opener with the `PRIV_*` bits `privileges`, as the module decides them at
+    /// open(): without `PRIV_ADMIN` the per-opener quota is the module's default
+    /// (`file_max_bytes`, `file_max_count`), with it unlimited.
     #[must_use]
-    pub fn hiding_addresses(mut self) -> Self {
-        self.hidden = true;
+    pub fn with_privileges(mut self, privileges: u32) -> Self {
+        self.info.privileges = privileges;
+        if privileges & uapi::PRIV_ADMIN != 0 {
+            self.info.file_max_bytes = u64::MAX;
+            self.info.file_max_count = u32::MAX;
+        } else {
+            self.info.file_max_bytes = DEFAULT_FILE_MAX_BYTES;
+            self.info.file_max_count = DEFAULT_FILE_MAX_COUNT;
+        }
         self
+    }
+
+    /// Reports addresses as the module does to an opener without CAP_SYSLOG and
+    /// CAP_SYS_ADMIN (no privileges): zero, with the hidden bits; the per-opener quotas
+    /// apply.
+    #[must_use]
+    pub fn hiding_addresses(self) -> Self {
+        self.with_privileges(0)
+    }
+
+    /// Whether the opener has the `PRIV_*` bit `bit`.
+    fn has(&self, bit: u32) -> bool {
+        self.info.privileges & bit != 0
+    }
+
+    /// The module's privilege and quota checks for an ALLOC of `size` bytes with `flags`
+    /// by this opener, holding `st`'s allocations.
+    fn check_quota(&self, st: &MockState, size: u64, flags: Flags) -> Option<Errno> {
+        if self.has(uapi::PRIV_ADMIN) {
+            return None;
+        }
+        if flags.contains(Flags::PERSIST) {
+            return Some(Errno::EPERM);
+        }
+        // This file's own allocations (device-owned ones are not its).
+        let own = || {
+            st.live
+                .values()
+                .filter(|a| a.result & uapi::RESULT_OWN != 0)
+        };
+        if flags.bits() & ATOMIC_FLAGS != 0 {
+            let atomic: u64 = own()
+                .filter(|a| a.flags & ATOMIC_FLAGS != 0)
+                .map(|a| a.size)
+                .sum();
+            if atomic.saturating_add(size) > self.info.atomic_quota_bytes {
+                return Some(Errno::EPERM);
+            }
+        }
+        let bytes: u64 = own().map(|a| a.size).sum();
+        if own().count() >= self.info.file_max_count as usize
+            || bytes.saturating_add(size) > self.info.file_max_bytes
+        {
+            return Some(Errno::EDQUOT);
+        }
+        None
     }
 
     /// Makes the next command other than INFO fail with `errno` (queued: call it again
@@ -440,6 +522,9 @@ impl Device for MockDevice {
         if let Some(errno) = self.check(kind, size, flags, true) {
             return fail(&mut st, errno);
         }
+        if let Some(errno) = self.check_quota(&st, size, flags) {
+            return fail(&mut st, errno);
+        }
         if st.live.len() >= self.info.max_outstanding_count as usize
             || st.outstanding_bytes.saturating_add(size) > self.info.max_outstanding_bytes
         {
@@ -497,11 +582,14 @@ impl Device for MockDevice {
             report.dma = phys;
             report.result |= uapi::RESULT_DMA;
         }
-        if self.hidden {
+        if !self.has(uapi::PRIV_KADDR) {
             report.vaddr = 0;
+            report.result |= uapi::RESULT_HIDDEN;
+        }
+        if !self.has(uapi::PRIV_PHYS) {
             report.phys = 0;
             report.dma = 0;
-            report.result |= uapi::RESULT_HIDDEN;
+            report.result |= uapi::RESULT_PHYS_HIDDEN;
         }
         st.live.insert(handle, report);
         st.outstanding_bytes += size;
@@ -572,7 +660,13 @@ impl Device for MockDevice {
         let _st = self.enter("KMEMLAB_BENCH", format!("bench {kind} {size} {iters}"))?;
         let errno = self
             .check(kind, size, flags, false)
-            .or_else(|| (iters == 0 || iters > self.info.max_bench_iters).then_some(Errno::EINVAL));
+            .or_else(|| (iters == 0 || iters > self.info.max_bench_iters).then_some(Errno::EINVAL))
+            .or_else(|| {
+                let atomic = flags.bits() & ATOMIC_FLAGS != 0;
+                let too_much = (atomic && size > self.info.atomic_quota_bytes)
+                    || u64::from(iters).saturating_mul(size) > self.info.bench_max_bytes;
+                (too_much && !self.has(uapi::PRIV_ADMIN)).then_some(Errno::EPERM)
+            });
         if let Some(source) = errno {
             return Err(Error::Ioctl {
                 cmd: "KMEMLAB_BENCH",
@@ -846,7 +940,128 @@ mod tests {
             .alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL)
             .unwrap();
         assert_eq!((h.vaddr, h.phys, h.dma), (0, 0, 0));
-        assert_ne!(h.result & uapi::RESULT_HIDDEN, 0);
+        let both = uapi::RESULT_HIDDEN | uapi::RESULT_PHYS_HIDDEN;
+        assert_eq!(h.result & both, both);
+    }
+
+    #[test]
+    fn mock_hides_addresses_per_privilege() {
+        let hidden_bits = |privileges: u32| {
+            let dev = MockDevice::new().with_privileges(privileges);
+            let a = dev.alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL).unwrap();
+            let shown = (a.vaddr != 0, a.phys != 0, a.dma != 0);
+            let bits = a.result & (uapi::RESULT_HIDDEN | uapi::RESULT_PHYS_HIDDEN);
+            (shown, bits)
+        };
+        assert_eq!(hidden_bits(PRIV_ALL), ((true, true, true), 0));
+        assert_eq!(
+            hidden_bits(uapi::PRIV_KADDR),
+            ((true, false, false), uapi::RESULT_PHYS_HIDDEN)
+        );
+        assert_eq!(
+            hidden_bits(uapi::PRIV_ADMIN | uapi::PRIV_PHYS),
+            ((false, true, true), uapi::RESULT_HIDDEN)
+        );
+        assert_eq!(
+            hidden_bits(0),
+            (
+                (false, false, false),
+                uapi::RESULT_HIDDEN | uapi::RESULT_PHYS_HIDDEN
+            )
+        );
+        // LIST reports them as ALLOC did.
+        let dev = MockDevice::new().with_privileges(uapi::PRIV_KADDR);
+        let a = dev.alloc(Kind::Kmalloc, 1, Flags::GFP_KERNEL).unwrap();
+        assert_eq!(dev.list().unwrap(), [a]);
+    }
+
+    #[test]
+    fn mock_info_per_privilege() {
+        let root = MockDevice::new().info().unwrap();
+        assert_eq!(root.privileges, PRIV_ALL);
+        assert_eq!(
+            (root.file_max_bytes, root.file_max_count),
+            (u64::MAX, u32::MAX)
+        );
+        assert_eq!(
+            (root.dma_mask, root.coherent_dma_mask),
+            (0xffff_ffff, 0xffff_ffff)
+        );
+        assert_eq!(
+            (root.atomic_quota_bytes, root.bench_max_bytes),
+            (DEFAULT_ATOMIC_QUOTA_BYTES, DEFAULT_BENCH_MAX_BYTES)
+        );
+        let user = MockDevice::new().hiding_addresses().info().unwrap();
+        assert_eq!(user.privileges, 0);
+        assert_eq!(
+            (user.file_max_bytes, user.file_max_count),
+            (DEFAULT_FILE_MAX_BYTES, DEFAULT_FILE_MAX_COUNT)
+        );
+        // Admin again: unlimited again.
+        let admin = MockDevice::new()
+            .with_privileges(0)
+            .with_privileges(uapi::PRIV_ADMIN)
+            .info()
+            .unwrap();
+        assert_eq!(
+            (admin.file_max_bytes, admin.file_max_count),
+            (u64::MAX, u32::MAX)
+        );
+    }
+
+    #[test]
+    fn mock_quotas_without_admin() {
+        let k = Flags::GFP_KERNEL;
+        let atomic = Flags::GFP_ATOMIC;
+        let user = MockDevice::with_info(Info {
+            file_max_count: 3,
+            ..MockDevice::new().hiding_addresses().info().unwrap()
+        });
+        // Device-owned allocations need CAP_SYS_ADMIN.
+        assert_eq!(
+            errno_of(user.alloc(Kind::Kmalloc, 1, k.with(Flags::PERSIST))),
+            Errno::EPERM
+        );
+        // Atomic bytes up to the atomic quota, live ones counted.
+        let a = user.alloc(Kind::Kmalloc, 60 << 10, atomic).unwrap();
+        assert_eq!(
+            errno_of(user.alloc(Kind::Kmalloc, 8 << 10, Flags(uapi::FLAG_GFP_NOWAIT))),
+            Errno::EPERM
+        );
+        user.free(a.handle).unwrap();
+        let a = user.alloc(Kind::Kmalloc, 64 << 10, atomic).unwrap();
+        // Count and bytes of this opener's own allocations.
+        let b = user.alloc(Kind::Vmalloc, 15 << 20, k).unwrap();
+        assert_eq!(
+            errno_of(user.alloc(Kind::Vmalloc, 2 << 20, k)),
+            Errno::EDQUOT
+        );
+        user.alloc(Kind::Kmalloc, 1, k).unwrap();
+        assert_eq!(errno_of(user.alloc(Kind::Kmalloc, 1, k)), Errno::EDQUOT);
+        user.free(a.handle).unwrap();
+        user.free(b.handle).unwrap();
+        user.alloc(Kind::Vmalloc, 15 << 20, k).unwrap();
+        // Refusals count as failures.
+        let failures: u64 = user.stats().unwrap().kinds.iter().map(|s| s.failures).sum();
+        assert_eq!(failures, 4);
+        // BENCH: atomic size and total bytes limited.
+        assert_eq!(
+            errno_of(user.bench(Kind::Kmalloc, (64 << 10) + 1, atomic, 1)),
+            Errno::EPERM
+        );
+        assert_eq!(
+            errno_of(user.bench(Kind::Kmalloc, 1 << 20, k, 65)),
+            Errno::EPERM
+        );
+        user.bench(Kind::Kmalloc, 1 << 20, k, 64).unwrap();
+
+        // With CAP_SYS_ADMIN none of it applies.
+        let root = MockDevice::new();
+        root.alloc(Kind::Kmalloc, 1, k.with(Flags::PERSIST))
+            .unwrap();
+        root.alloc(Kind::Kmalloc, 1 << 20, atomic).unwrap();
+        root.alloc(Kind::Vmalloc, 32 << 20, k).unwrap();
+        root.bench(Kind::Kmalloc, 1 << 20, atomic, 1000).unwrap();
     }
 
     #[test]

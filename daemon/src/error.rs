@@ -232,6 +232,26 @@ mod tests {
         assert_eq!(e.errno_name(), "EIO");
     }
 
+    /// The errnos of ABI v2's refusals have their names.
+    #[test]
+    fn quota_and_privilege_errnos() {
+        for (errno, name) in [
+            (Errno::EDQUOT, "EDQUOT"),
+            (Errno::EPERM, "EPERM"),
+            (Errno::ENOSPC, "ENOSPC"),
+        ] {
+            let e = Error::Ioctl {
+                cmd: "KMEMLAB_ALLOC",
+                source: errno,
+            };
+            assert_eq!(e.errno_name(), name);
+            assert_eq!(errno_name(errno), name);
+            assert!(e
+                .report()
+                .starts_with(&format!("ioctl KMEMLAB_ALLOC failed: {name}")));
+        }
+    }
+
     fn libc_enoent() -> i32 {
         Errno::ENOENT as i32
     }

@@ -5,17 +5,21 @@
 //!
 //! A press (one UIO count read) writes exactly one line, `alloc`, `free` or `error`,
 //! carrying the press fields: `seq` (the daemon's press number, from 1), `irq_count`
-//! (the UIO count read), `missed` (interrupts coalesced into this read) and
+//! (the UIO count read), `missed` (interrupts coalesced into this read),
 //! `irq_to_wake_ns` (the kernel's timestamp of the interrupt, from the heap's ring,
-//! to the daemon's wake-up, both CLOCK_MONOTONIC; null when the ring has no record).
-//! At shutdown the allocation still held is freed with a `free` line whose `seq` and
-//! `irq_to_wake_ns` are null. Addresses are `0x` hex strings, or null when hidden.
+//! to the daemon's wake-up, both CLOCK_MONOTONIC; null when the ring has no record),
+//! and from that same record of the event that made the count `irq_count`: `source`
+//! (`button` or `trigger`) and `irq_ktime_ns` (the kernel's timestamp), both null
+//! without a record. At shutdown the allocation still held is freed with a `free` line
+//! whose `seq`, `irq_to_wake_ns`, `source` and `irq_ktime_ns` are null. Addresses are `0x`
+//! hex strings, or null when hidden: `vaddr` by the kernel's `kptr_restrict` rule
+//! (`hidden`), `phys` and `dma` without CAP_SYS_ADMIN (`phys_hidden`).
 //!
 //! ```text
-//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":1,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
-//! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"persist":false,"vmallocinfo":null}
-//! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
-//! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
+//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":2,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
+//! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"source":"button","irq_ktime_ns":86400000000000,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"phys_hidden":false,"persist":false,"vmallocinfo":null}
+//! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"source":"trigger","irq_ktime_ns":86401000000000,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
+//! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"source":"button","irq_ktime_ns":86402000000000,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
 //! {"event":"stop","ts_ns":1767225604000000000,"irq_count":3,"reason":"SIGTERM"}
 //! {"event":"error","ts_ns":1767225602000000000,"error":"EIO","message":"failed to read the interrupt count from /dev/uio0: Input/output error (os error 5)"}
 //! ```
@@ -74,6 +78,34 @@ pub struct Press {
     pub missed: u32,
     /// Kernel interrupt timestamp to daemon wake-up, ns; null when unknown.
     pub irq_to_wake_ns: Option<u64>,
+    /// What raised the event of `irq_count`, from its ring record: `button` or
+    /// `trigger`; null when there is no record (or its source is unknown).
+    pub source: Option<Source>,
+    /// The kernel's timestamp of the event of `irq_count` (`ktime_get_ns()`,
+    /// CLOCK_MONOTONIC), from its ring record; null when there is none.
+    pub irq_ktime_ns: Option<u64>,
+}
+
+/// What raised a UIO event, as its ring record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The device-tree interrupt: the button (`SOURCE_IRQ`).
+    Button,
+    /// The TRIGGER ioctl: the software button (`SOURCE_TRIGGER`).
+    Trigger,
+}
+
+impl Source {
+    /// The source a record's `source` field names; `None` for a value this version does
+    /// not know.
+    pub fn from_abi(source: u32) -> Option<Self> {
+        match source {
+            kmemlab_uapi::SOURCE_IRQ => Some(Source::Button),
+            kmemlab_uapi::SOURCE_TRIGGER => Some(Source::Trigger),
+            _ => None,
+        }
+    }
 }
 
 /// Which operation of a plan step failed.
@@ -324,12 +356,17 @@ impl<W: Write + fmt::Debug> fmt::Debug for EventWriter<W> {
     }
 }
 
+/// Room the line buffer starts with: more than the longest line a press writes (an
+/// `alloc` line with its vmallocinfo line, about 600 bytes), so that it is not grown,
+/// by doubling, only when a later line crosses a power of two.
+const LINE_CAPACITY: usize = 1024;
+
 impl<W: Write> EventWriter<W> {
     /// Wraps `out`.
     pub fn new(out: W) -> Self {
         Self {
             out,
-            line: Vec::new(),
+            line: Vec::with_capacity(LINE_CAPACITY),
         }
     }
 
@@ -378,6 +415,8 @@ mod tests {
             irq_count: 3,
             missed: 1,
             irq_to_wake_ns: Some(4200),
+            source: Some(Source::Button),
+            irq_ktime_ns: Some(1_000_000),
         }
     }
 
@@ -415,7 +454,8 @@ mod tests {
         assert!(
             line.starts_with(
                 "{\"event\":\"alloc\",\"ts_ns\":5,\"seq\":2,\"irq_count\":3,\"missed\":1,\
-             \"irq_to_wake_ns\":4200,\"handle\":1,"
+             \"irq_to_wake_ns\":4200,\"source\":\"button\",\"irq_ktime_ns\":1000000,\
+             \"handle\":1,"
             ),
             "{line}"
         );
@@ -423,11 +463,11 @@ mod tests {
             parse(&ev),
             json!({
                 "event": "alloc", "ts_ns": 5, "seq": 2, "irq_count": 3, "missed": 1,
-                "irq_to_wake_ns": 4200,
+                "irq_to_wake_ns": 4200, "source": "button", "irq_ktime_ns": 1_000_000,
                 "handle": 1, "kind": "vmalloc", "size": 1, "usable_size": 4096,
                 "gfp": ["GFP_KERNEL"], "vaddr": "0xffff800080100000", "phys": "0x40100000",
                 "dma": null, "pages": 1, "phys_segments": 1, "zeroed": false,
-                "alloc_ns": 101, "hidden": false, "persist": false,
+                "alloc_ns": 101, "hidden": false, "phys_hidden": false, "persist": false,
                 "vmallocinfo": "0xffff800080100000-0xffff800080102000    8192 x",
             })
         );
@@ -446,14 +486,17 @@ mod tests {
             parse(&ev),
             json!({
                 "event": "free", "ts_ns": 5, "seq": 4, "irq_count": 3, "missed": 1,
-                "irq_to_wake_ns": 4200, "handle": 9, "kind": "dma_coherent",
+                "irq_to_wake_ns": 4200, "source": "button", "irq_ktime_ns": 1_000_000,
+                "handle": 9, "kind": "dma_coherent",
                 "size": 1024, "free_ns": 777,
             })
         );
-        // At shutdown: no press number, no latency.
+        // At shutdown: no press number, no record, no latency.
         let ev = Event::Free {
             press: Press {
                 irq_to_wake_ns: None,
+                source: None,
+                irq_ktime_ns: None,
                 ..press(None)
             },
             handle: 9,
@@ -462,8 +505,33 @@ mod tests {
             free_ns: 1,
         };
         let v = parse(&ev);
-        assert_eq!(v["seq"], Value::Null);
-        assert_eq!(v["irq_to_wake_ns"], Value::Null);
+        for key in ["seq", "irq_to_wake_ns", "source", "irq_ktime_ns"] {
+            assert_eq!(v[key], Value::Null, "{key}");
+        }
+        assert_eq!(v.as_object().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn sources() {
+        use kmemlab_uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
+        assert_eq!(Source::from_abi(SOURCE_IRQ), Some(Source::Button));
+        assert_eq!(Source::from_abi(SOURCE_TRIGGER), Some(Source::Trigger));
+        assert_eq!(Source::from_abi(2), None);
+        let ev = Event::Free {
+            press: Press {
+                source: Some(Source::Trigger),
+                irq_ktime_ns: Some(u64::MAX),
+                ..press(Some(1))
+            },
+            handle: 1,
+            kind: "kmalloc",
+            size: 1,
+            free_ns: 1,
+        };
+        let v = parse(&ev);
+        assert_eq!(v["source"], "trigger");
+        // Beyond 2^53: kept exact as an integer.
+        assert_eq!(v["irq_ktime_ns"].as_u64(), Some(u64::MAX));
     }
 
     #[test]
@@ -482,7 +550,8 @@ mod tests {
             parse(&ev),
             json!({
                 "event": "error", "ts_ns": 5, "seq": 7, "irq_count": 3, "missed": 1,
-                "irq_to_wake_ns": 4200, "op": "alloc", "error": "ENOMEM",
+                "irq_to_wake_ns": 4200, "source": "button", "irq_ktime_ns": 1_000_000,
+                "op": "alloc", "error": "ENOMEM",
                 "message": "ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory",
                 "kind": "vmalloc", "size": 4096, "gfp": ["GFP_KERNEL"], "handle": null,
             })

@@ -18,7 +18,7 @@
 //! - [`stats`]: the counts and latency histograms of `stats` and `summary` lines.
 //! - [`daemon`]: the per-press logic ([`Daemon`]) and the `mio` event loop ([`run`]).
 //!
-//! All `unsafe` code (ioctls, volatile reads of shared memory) lives in the private
+//! All `unsafe` code (ioctls, atomic loads from shared memory) lives in the private
 //! `sys` module.
 
 #![deny(unsafe_code)]
@@ -47,7 +47,7 @@ pub use daemon::{
 };
 pub use device::{check_abi, BatchOutcome, Device, KmemlabDevice, ListPage, MockDevice};
 pub use error::{Error, Result};
-pub use event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, StopReason};
+pub use event::{monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, Source, StopReason};
 pub use kmemlab_uapi as uapi;
 pub use notify::Notifier;
 pub use plan::{Plan, PlanRunner, Step, DEFAULT_PLAN};

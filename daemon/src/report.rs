@@ -44,7 +44,7 @@ pub struct InfoReport {
     pub abi_version: u32,
     /// The kernel's page size in bytes.
     pub page_size: u32,
-    /// Size of the DMA-coherent heap in bytes (0: none).
+    /// Size of the heap (UIO map 0) in bytes (0: none).
     pub heap_size: u64,
     /// The kinds the module supports, by name.
     pub kinds: Vec<String>,
@@ -62,6 +62,40 @@ pub struct InfoReport {
     pub max_bench_iters: u32,
     /// Most events one TRIGGER may raise.
     pub max_trigger_count: u32,
+    /// The device's streaming DMA mask, `0x` hex.
+    pub dma_mask: String,
+    /// The device's coherent DMA mask, `0x` hex.
+    pub coherent_dma_mask: String,
+    /// What this opener may do and see: `admin`, `kaddr`, `phys`.
+    pub privileges: Vec<&'static str>,
+    /// Most bytes this opener may hold at once; null: no per-opener limit.
+    pub file_max_bytes: Option<u64>,
+    /// Most allocations this opener may hold at once; null: no per-opener limit.
+    pub file_max_count: Option<u32>,
+    /// Most bytes of live GFP_ATOMIC/GFP_NOWAIT allocations without `admin`; null: no
+    /// limit.
+    pub atomic_quota_bytes: Option<u64>,
+    /// Most bytes one BENCH may allocate in all without `admin`; null: no limit.
+    pub bench_max_bytes: Option<u64>,
+}
+
+/// The names of the `PRIV_*` bits set in `privileges`, in bit order (unknown bits are
+/// left out).
+pub fn privilege_names(privileges: u32) -> Vec<&'static str> {
+    [
+        (uapi::PRIV_ADMIN, "admin"),
+        (uapi::PRIV_KADDR, "kaddr"),
+        (uapi::PRIV_PHYS, "phys"),
+    ]
+    .iter()
+    .filter(|(bit, _)| privileges & bit != 0)
+    .map(|(_, name)| *name)
+    .collect()
+}
+
+/// `None` for the all-ones "unlimited" value of a limit.
+fn limit<T: PartialEq>(v: T, unlimited: T) -> Option<T> {
+    (v != unlimited).then_some(v)
 }
 
 impl From<&Info> for InfoReport {
@@ -86,6 +120,13 @@ impl From<&Info> for InfoReport {
             irq: i.irq,
             max_bench_iters: i.max_bench_iters,
             max_trigger_count: i.max_trigger_count,
+            dma_mask: hex(i.dma_mask),
+            coherent_dma_mask: hex(i.coherent_dma_mask),
+            privileges: privilege_names(i.privileges),
+            file_max_bytes: limit(i.file_max_bytes, u64::MAX),
+            file_max_count: limit(i.file_max_count, u32::MAX),
+            atomic_quota_bytes: limit(i.atomic_quota_bytes, u64::MAX),
+            bench_max_bytes: limit(i.bench_max_bytes, u64::MAX),
         }
     }
 }
@@ -126,6 +167,30 @@ impl InfoReport {
             self.max_trigger_count.to_string(),
         ));
         rows.push(("irq".into(), self.irq.to_string()));
+        rows.push(("dma mask".into(), self.dma_mask.clone()));
+        rows.push(("coherent dma mask".into(), self.coherent_dma_mask.clone()));
+        rows.push((
+            "privileges".into(),
+            if self.privileges.is_empty() {
+                "none".into()
+            } else {
+                self.privileges.join(" ")
+            },
+        ));
+        let bytes = |v: Option<u64>| {
+            v.map_or_else(
+                || "unlimited".to_owned(),
+                |b| format!("{b} ({})", format_size(b)),
+            )
+        };
+        rows.push(("file max bytes".into(), bytes(self.file_max_bytes)));
+        rows.push((
+            "file max count".into(),
+            self.file_max_count
+                .map_or_else(|| "unlimited".to_owned(), |c| c.to_string()),
+        ));
+        rows.push(("atomic quota bytes".into(), bytes(self.atomic_quota_bytes)));
+        rows.push(("bench max bytes".into(), bytes(self.bench_max_bytes)));
         if self.abi_version != ABI_VERSION {
             rows.push((
                 "warning".into(),
@@ -140,7 +205,8 @@ impl InfoReport {
 }
 
 /// One allocation (ALLOC's report or a LIST entry). Addresses are `0x` hex strings, or
-/// null when hidden (no CAP_SYSLOG) or, for `dma`, when the kind has none.
+/// null when hidden (`vaddr`: by the `kptr_restrict` rule, `hidden`; `phys` and `dma`: no
+/// CAP_SYS_ADMIN, `phys_hidden`) or, for `dma`, when the kind has none.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AllocReport {
     /// Never reused while the module is loaded.
@@ -167,8 +233,10 @@ pub struct AllocReport {
     pub zeroed: bool,
     /// Time in the allocator call, ns.
     pub alloc_ns: u64,
-    /// Addresses were hidden from this opener.
+    /// The kernel virtual address was hidden from this opener (`kptr_restrict`).
     pub hidden: bool,
+    /// The physical and DMA addresses were hidden from this opener (no CAP_SYS_ADMIN).
+    pub phys_hidden: bool,
     /// Device-owned (`--persist`): survives the file that allocated it.
     pub persist: bool,
 }
@@ -176,21 +244,23 @@ pub struct AllocReport {
 impl From<&Alloc> for AllocReport {
     fn from(a: &Alloc) -> Self {
         let hidden = a.result & uapi::RESULT_HIDDEN != 0;
-        let addr = |v: u64, shown: bool| (shown && !hidden).then(|| hex(v));
+        let phys_hidden = a.result & uapi::RESULT_PHYS_HIDDEN != 0;
+        let addr = |v: u64, shown: bool| shown.then(|| hex(v));
         Self {
             handle: a.handle,
             kind: Kind::name_of(a.kind),
             size: a.size,
             usable_size: a.usable_size,
             gfp: Flags(a.flags).gfp_names(),
-            vaddr: addr(a.vaddr, true),
-            phys: addr(a.phys, true),
-            dma: addr(a.dma, a.result & uapi::RESULT_DMA != 0),
+            vaddr: addr(a.vaddr, !hidden),
+            phys: addr(a.phys, !phys_hidden),
+            dma: addr(a.dma, a.result & uapi::RESULT_DMA != 0 && !phys_hidden),
             pages: a.pages,
             phys_segments: a.phys_segments,
             zeroed: a.result & uapi::RESULT_ZEROED != 0,
             alloc_ns: a.alloc_ns,
             hidden,
+            phys_hidden,
             persist: a.result & uapi::RESULT_PERSIST != 0,
         }
     }
@@ -200,6 +270,14 @@ impl AllocReport {
     /// The table of allocations `kmemlabctl alloc` and `list` print.
     pub fn table(reports: &[AllocReport]) -> String {
         let na = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        // A hidden address says so; "-" is an address the allocation does not have.
+        let addr = |v: &Option<String>, hidden: bool| {
+            if hidden {
+                "hidden".to_owned()
+            } else {
+                na(v)
+            }
+        };
         let rows = reports
             .iter()
             .map(|r| {
@@ -213,9 +291,9 @@ impl AllocReport {
                     yes_no(r.zeroed),
                     r.alloc_ns.to_string(),
                     if r.persist { "device" } else { "file" }.to_string(),
-                    na(&r.vaddr),
-                    na(&r.phys),
-                    na(&r.dma),
+                    addr(&r.vaddr, r.hidden),
+                    addr(&r.phys, r.phys_hidden),
+                    addr(&r.dma, r.phys_hidden && r.kind == "dma_coherent"),
                     if r.gfp.is_empty() {
                         "-".into()
                     } else {
@@ -550,9 +628,27 @@ mod tests {
                 "irq": 42,
                 "max_bench_iters": 1_000_000,
                 "max_trigger_count": 100_000,
+                "dma_mask": "0xffffffff",
+                "coherent_dma_mask": "0xffffffff",
+                "privileges": ["admin", "kaddr", "phys"],
+                "file_max_bytes": null,
+                "file_max_count": null,
+                "atomic_quota_bytes": 65536,
+                "bench_max_bytes": 64 << 20,
             })
         );
         let text = report.to_text();
+        for row in [
+            "dma mask:              0xffffffff\n",
+            "coherent dma mask:     0xffffffff\n",
+            "privileges:            admin kaddr phys\n",
+            "file max bytes:        unlimited\n",
+            "file max count:        unlimited\n",
+            "atomic quota bytes:    65536 (64K)\n",
+            "bench max bytes:       67108864 (64M)\n",
+        ] {
+            assert!(text.contains(row), "{row:?} in\n{text}");
+        }
         assert!(text.contains(&format!("abi version:           {ABI_VERSION}\n")));
         assert!(
             text.contains("max size vmalloc:      67108864 (64M)\n"),
@@ -565,6 +661,43 @@ mod tests {
             ..report
         };
         assert!(other.to_text().contains("warning:"));
+    }
+
+    #[test]
+    fn info_of_an_unprivileged_opener() {
+        let info = Info {
+            dma_mask: u64::MAX,
+            coherent_dma_mask: (1 << 40) - 1,
+            atomic_quota_bytes: u64::MAX,
+            bench_max_bytes: u64::MAX - 1,
+            // Unknown bits are left out.
+            privileges: uapi::PRIV_KADDR | 1 << 9,
+            ..MockDevice::new().hiding_addresses().info().unwrap()
+        };
+        let report = InfoReport::from(&info);
+        let v = value(&report);
+        assert_eq!(v["dma_mask"], "0xffffffffffffffff");
+        assert_eq!(v["coherent_dma_mask"], "0xffffffffff");
+        assert_eq!(v["privileges"], json!(["kaddr"]));
+        assert_eq!(v["file_max_bytes"], 16 << 20);
+        assert_eq!(v["file_max_count"], 1024);
+        assert_eq!(v["atomic_quota_bytes"], Value::Null);
+        assert_eq!(v["bench_max_bytes"], u64::MAX - 1);
+        let text = report.to_text();
+        for row in [
+            "privileges:            kaddr\n",
+            "file max bytes:        16777216 (16M)\n",
+            "file max count:        1024\n",
+            "atomic quota bytes:    unlimited\n",
+        ] {
+            assert!(text.contains(row), "{row:?} in\n{text}");
+        }
+        let none = InfoReport::from(&Info {
+            privileges: 0,
+            ..info
+        });
+        assert_eq!(value(&none)["privileges"], json!([]));
+        assert!(none.to_text().contains("privileges:            none\n"));
     }
 
     #[test]
@@ -585,7 +718,7 @@ mod tests {
                 "gfp": ["GFP_ATOMIC", "__GFP_ZERO"],
                 "vaddr": "0xffff0000c0100000", "phys": "0x40100000", "dma": null,
                 "pages": 1, "phys_segments": 1, "zeroed": true, "alloc_ns": 101,
-                "hidden": false, "persist": false,
+                "hidden": false, "phys_hidden": false, "persist": false,
             })
         );
         let d = dev
@@ -608,11 +741,55 @@ mod tests {
         let dev = MockDevice::new().hiding_addresses();
         let d = dev.alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL).unwrap();
         let v = value(&AllocReport::from(&d));
-        assert_eq!(v["hidden"], true);
+        assert_eq!(
+            (&v["hidden"], &v["phys_hidden"]),
+            (&json!(true), &json!(true))
+        );
         assert_eq!(
             (&v["vaddr"], &v["phys"], &v["dma"]),
             (&Value::Null, &Value::Null, &Value::Null)
         );
+        // CAP_SYSLOG without CAP_SYS_ADMIN: vaddr only.
+        let dev = MockDevice::new().with_privileges(uapi::PRIV_KADDR);
+        let d = dev.alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL).unwrap();
+        let v = value(&AllocReport::from(&d));
+        assert_eq!(
+            (&v["hidden"], &v["phys_hidden"]),
+            (&json!(false), &json!(true))
+        );
+        assert_eq!(v["vaddr"], "0xffff0000d0100000");
+        assert_eq!((&v["phys"], &v["dma"]), (&Value::Null, &Value::Null));
+        // CAP_SYS_ADMIN with kptr_restrict 2: phys and dma only.
+        let dev = MockDevice::new().with_privileges(uapi::PRIV_ADMIN | uapi::PRIV_PHYS);
+        let d = dev.alloc(Kind::DmaCoherent, 1, Flags::GFP_KERNEL).unwrap();
+        let r = AllocReport::from(&d);
+        let v = value(&r);
+        assert_eq!(
+            (&v["hidden"], &v["phys_hidden"]),
+            (&json!(true), &json!(false))
+        );
+        assert_eq!(v["vaddr"], Value::Null);
+        assert_eq!(
+            (&v["phys"], &v["dma"]),
+            (&json!("0x40100000"), &json!("0x40100000"))
+        );
+        // The table says which addresses are hidden ("-": none to show).
+        let k = AllocReport::from(
+            &MockDevice::new()
+                .with_privileges(uapi::PRIV_KADDR)
+                .alloc(Kind::Kmalloc, 1, Flags::GFP_KERNEL)
+                .unwrap(),
+        );
+        let text = AllocReport::table(&[r, k]);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let col = |name: &str| rows[0].iter().position(|h| *h == name).unwrap();
+        let cells =
+            |row: usize| ["VADDR", "PHYS", "DMA"].map(|name| rows[row][col(name)].to_owned());
+        assert_eq!(cells(1), ["hidden", "0x40100000", "0x40100000"]);
+        assert_eq!(cells(2), ["0xffff0000c0100000", "hidden", "-"]);
     }
 
     #[test]

@@ -1,11 +1,20 @@
-//! The interrupt ring in the first page of the module's DMA-coherent heap (UIO map 0):
-//! finding the kernel's record of an event, to measure interrupt-to-wake latency.
+//! The interrupt ring in the first page of the module's heap (UIO map 0): finding the
+//! kernel's record of an event, to tell its source and measure interrupt-to-wake latency.
 //!
-//! The kernel writes a record's `seq` as 0, then its fields, then the new `seq`, and
-//! finally the header's `head` (release). A reader copies the record between two reads
-//! of `seq` and keeps the copy only if both equal the sequence number it wants: the
-//! seqlock pattern, with the slot's `seq` as the lock.
+//! The kernel writes one record per UIO event, under the same spinlock as, and before, it
+//! increments the UIO event count: the record with sequence number `s` is the event that
+//! made the count `s`. It writes a record's `seq` as 0, then its fields, then the new
+//! `seq` (release), and finally the header's `head` (release).
+//!
+//! A reader does what io_uring's ring readers and a seqlock's readers do, in terms of
+//! Rust's (C++'s) memory model: it loads `head` with `Acquire`; it loads the record's
+//! `seq` with `Acquire`, the other fields with `Relaxed` atomic loads, then issues a
+//! `fence(Acquire)` and loads `seq` again (`Relaxed`). The copy is kept only if both loads
+//! of `seq` gave the sequence number wanted: then no store of the kernel's next write of
+//! the slot can have been seen by the field loads.
 
+use std::hint::spin_loop;
+use std::mem::offset_of;
 use std::sync::atomic::{fence, Ordering};
 
 use kmemlab_uapi::{
@@ -16,11 +25,17 @@ use crate::sys;
 use crate::uio::UioMap;
 
 /// Offset of `RingHeader::head`.
-const HEAD_OFFSET: usize = std::mem::offset_of!(RingHeader, head);
+const HEAD_OFFSET: usize = offset_of!(RingHeader, head);
 /// Size of an [`IrqRecord`].
 const RECORD_SIZE: usize = std::mem::size_of::<IrqRecord>();
+/// How many more times a record that is not visible yet is looked for, with a
+/// [`spin_loop`] hint in between, before [`find_record`] gives up. The kernel has written
+/// the record before the count the daemon read, so it is normally there at once.
+pub const RETRIES: u32 = 64;
 
 /// Memory that holds the ring: the mapped heap, or a byte buffer in tests.
+///
+/// Loads are atomic on the mapped heap; `order` is `Relaxed` or `Acquire`.
 pub trait RingMemory {
     /// Length in bytes.
     fn len(&self) -> usize;
@@ -30,41 +45,37 @@ pub trait RingMemory {
         self.len() == 0
     }
 
-    /// The `u64` at `offset`, read once; `None` when out of bounds or misaligned.
-    fn read_u64(&self, offset: usize) -> Option<u64>;
+    /// Loads the `u64` at `offset`; `None` when out of bounds or misaligned.
+    fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64>;
 
-    /// A copy of the record at `offset`; `None` when out of bounds or misaligned.
-    fn read_record(&self, offset: usize) -> Option<IrqRecord>;
-
-    /// A copy of the header at offset 0.
-    fn read_header(&self) -> Option<RingHeader>;
+    /// Loads the `u32` at `offset`; `None` when out of bounds or misaligned.
+    fn load_u32(&self, offset: usize, order: Ordering) -> Option<u32>;
 }
 
+/// The mapped heap. It must be mapped writable ([`crate::uio::Uio::map`]): on a read-only
+/// mapping every load is `None` (see `sys::load_u64`).
 impl RingMemory for UioMap {
     fn len(&self) -> usize {
         UioMap::len(self)
     }
 
-    fn read_u64(&self, offset: usize) -> Option<u64> {
-        sys::read_volatile_u64(self, offset)
+    fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64> {
+        sys::load_u64(self, offset, order)
     }
 
-    fn read_record(&self, offset: usize) -> Option<IrqRecord> {
-        sys::read_volatile_record(self, offset)
-    }
-
-    fn read_header(&self) -> Option<RingHeader> {
-        sys::read_volatile_header(self)
+    fn load_u32(&self, offset: usize, order: Ordering) -> Option<u32> {
+        sys::load_u32(self, offset, order)
     }
 }
 
-/// Native-endian integers at `offset` of a plain byte buffer (tests, saved heaps).
+/// Native-endian integers at `offset` of a plain byte buffer (tests, saved heaps); the
+/// ordering does not matter for memory nobody else writes.
 impl RingMemory for [u8] {
     fn len(&self) -> usize {
         <[u8]>::len(self)
     }
 
-    fn read_u64(&self, offset: usize) -> Option<u64> {
+    fn load_u64(&self, offset: usize, _order: Ordering) -> Option<u64> {
         if offset % 8 != 0 {
             return None;
         }
@@ -72,37 +83,12 @@ impl RingMemory for [u8] {
         Some(u64::from_ne_bytes(bytes.try_into().ok()?))
     }
 
-    fn read_record(&self, offset: usize) -> Option<IrqRecord> {
-        let u32_at = |o: usize| -> Option<u32> {
-            let b = self.get(o..o + 4)?;
-            Some(u32::from_ne_bytes(b.try_into().ok()?))
-        };
-        Some(IrqRecord {
-            seq: self.read_u64(offset)?,
-            ktime_ns: self.read_u64(offset.checked_add(8)?)?,
-            source: u32_at(offset + 16)?,
-            _pad: u32_at(offset + 20)?,
-            reserved: self.read_u64(offset + 24)?,
-        })
-    }
-
-    fn read_header(&self) -> Option<RingHeader> {
-        let u32_at = |o: usize| -> Option<u32> {
-            let b = self.get(o..o + 4)?;
-            Some(u32::from_ne_bytes(b.try_into().ok()?))
-        };
-        let mut reserved = [0u64; 5];
-        for (i, r) in reserved.iter_mut().enumerate() {
-            *r = self.read_u64(24 + 8 * i)?;
+    fn load_u32(&self, offset: usize, _order: Ordering) -> Option<u32> {
+        if offset % 4 != 0 {
+            return None;
         }
-        Some(RingHeader {
-            magic: u32_at(0)?,
-            version: u32_at(4)?,
-            slots: u32_at(8)?,
-            record_size: u32_at(12)?,
-            head: self.read_u64(HEAD_OFFSET)?,
-            reserved,
-        })
+        let bytes = self.get(offset..offset.checked_add(4)?)?;
+        Some(u32::from_ne_bytes(bytes.try_into().ok()?))
     }
 }
 
@@ -111,17 +97,31 @@ impl RingMemory for Vec<u8> {
         self.as_slice().len()
     }
 
-    fn read_u64(&self, offset: usize) -> Option<u64> {
-        self.as_slice().read_u64(offset)
+    fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64> {
+        self.as_slice().load_u64(offset, order)
     }
 
-    fn read_record(&self, offset: usize) -> Option<IrqRecord> {
-        self.as_slice().read_record(offset)
+    fn load_u32(&self, offset: usize, order: Ordering) -> Option<u32> {
+        self.as_slice().load_u32(offset, order)
     }
+}
 
-    fn read_header(&self) -> Option<RingHeader> {
-        self.as_slice().read_header()
+/// The ring header at offset 0 of `mem`, field by field (`Relaxed`; `head` with
+/// `Acquire`); `None` when `mem` is too short.
+pub fn read_header<M: RingMemory + ?Sized>(mem: &M) -> Option<RingHeader> {
+    let u32_at = |o: usize| mem.load_u32(o, Ordering::Relaxed);
+    let mut reserved = [0u64; 5];
+    for (i, r) in reserved.iter_mut().enumerate() {
+        *r = mem.load_u64(offset_of!(RingHeader, reserved) + 8 * i, Ordering::Relaxed)?;
     }
+    Some(RingHeader {
+        magic: u32_at(offset_of!(RingHeader, magic))?,
+        version: u32_at(offset_of!(RingHeader, version))?,
+        slots: u32_at(offset_of!(RingHeader, slots))?,
+        record_size: u32_at(offset_of!(RingHeader, record_size))?,
+        head: mem.load_u64(HEAD_OFFSET, Ordering::Acquire)?,
+        reserved,
+    })
 }
 
 /// Why no record was found for an event.
@@ -138,60 +138,114 @@ pub enum Miss {
     Torn,
 }
 
+/// A ring whose header has been checked.
+struct Ring<'a, M: ?Sized> {
+    mem: &'a M,
+    slots: u64,
+}
+
+impl<'a, M: RingMemory + ?Sized> Ring<'a, M> {
+    /// Checks the header's magic, version and layout (the fields the kernel writes once,
+    /// before the heap can be mapped).
+    fn open(mem: &'a M) -> Result<Self, Miss> {
+        let u32_at = |o: usize| mem.load_u32(o, Ordering::Relaxed).ok_or(Miss::BadHeader);
+        let magic = u32_at(offset_of!(RingHeader, magic))?;
+        let version = u32_at(offset_of!(RingHeader, version))?;
+        let slots = u32_at(offset_of!(RingHeader, slots))? as usize;
+        let record_size = u32_at(offset_of!(RingHeader, record_size))? as usize;
+        if magic != RING_MAGIC
+            || version != RING_VERSION
+            || slots == 0
+            || slots > RING_SLOTS as usize * 64
+            || record_size != RECORD_SIZE
+            || RING_RECORDS_OFFSET + slots * RECORD_SIZE > mem.len()
+        {
+            return Err(Miss::BadHeader);
+        }
+        Ok(Self {
+            mem,
+            slots: slots as u64,
+        })
+    }
+
+    /// One attempt to copy the record of the event after which the UIO count read
+    /// `count`.
+    fn read(&self, count: u32) -> Result<IrqRecord, Miss> {
+        let mem = self.mem;
+        // Pairs with the kernel's release store of `head`: the records up to `head` are
+        // visible once `head` is.
+        let head = mem
+            .load_u64(HEAD_OFFSET, Ordering::Acquire)
+            .ok_or(Miss::BadHeader)?;
+        // The UIO count is a 32-bit counter and the ring's sequence numbers are 64-bit:
+        // the sequence number wanted is `head` or an older one with the same low 32 bits.
+        // A count up to 2^31 behind `head` is behind it; one further "behind" is ahead of
+        // it (the count was read after an event whose `head` is not visible yet).
+        let back = (head as u32).wrapping_sub(count);
+        if back > i32::MAX as u32 {
+            return Err(Miss::NotWritten);
+        }
+        let Some(seq) = head.checked_sub(u64::from(back)).filter(|s| *s > 0) else {
+            return Err(Miss::NotWritten);
+        };
+        if u64::from(back) >= self.slots {
+            return Err(Miss::Overwritten);
+        }
+        let at = RING_RECORDS_OFFSET + ((seq - 1) % self.slots) as usize * RECORD_SIZE;
+        let field = |name: usize| at + name;
+        let u64_at = |o: usize, order| mem.load_u64(o, order).ok_or(Miss::BadHeader);
+        let u32_at = |o: usize| mem.load_u32(o, Ordering::Relaxed).ok_or(Miss::BadHeader);
+
+        // Pairs with the kernel's release store of `seq`: the fields it wrote before are
+        // visible.
+        let before = u64_at(field(offset_of!(IrqRecord, seq)), Ordering::Acquire)?;
+        if before != seq {
+            return Err(if before == 0 || before < seq {
+                Miss::Torn
+            } else {
+                Miss::Overwritten
+            });
+        }
+        let record = IrqRecord {
+            seq: before,
+            ktime_ns: u64_at(field(offset_of!(IrqRecord, ktime_ns)), Ordering::Relaxed)?,
+            source: u32_at(field(offset_of!(IrqRecord, source)))?,
+            _pad: u32_at(field(offset_of!(IrqRecord, _pad)))?,
+            reserved: u64_at(field(offset_of!(IrqRecord, reserved)), Ordering::Relaxed)?,
+        };
+        // The seqlock reader's fence: if a field load above saw a store of the kernel's
+        // next write of this slot, the kernel's earlier store of `seq` as 0 (ordered
+        // before it by `smp_wmb()`) is visible to the load below, which then does not
+        // give `seq`.
+        fence(Ordering::Acquire);
+        let after = u64_at(field(offset_of!(IrqRecord, seq)), Ordering::Relaxed)?;
+        if after != seq {
+            return Err(if after > seq {
+                Miss::Overwritten
+            } else {
+                Miss::Torn
+            });
+        }
+        Ok(record)
+    }
+}
+
 /// Finds the kernel's record of the event after which the UIO count read `count`.
 ///
-/// The UIO count is a 32-bit counter and the ring's sequence numbers are 64-bit: the
-/// sequence number wanted is the newest one (`head`) or an older one with the same low
-/// 32 bits.
+/// A record not visible yet ([`Miss::NotWritten`], [`Miss::Torn`]) is looked for again up
+/// to [`RETRIES`] times, with a [`spin_loop`] hint in between.
 pub fn find_record<M: RingMemory + ?Sized>(mem: &M, count: u32) -> Result<IrqRecord, Miss> {
-    let header = mem.read_header().ok_or(Miss::BadHeader)?;
-    let slots = header.slots as usize;
-    if header.magic != RING_MAGIC
-        || header.version != RING_VERSION
-        || slots == 0
-        || slots > RING_SLOTS as usize * 64
-        || header.record_size as usize != RECORD_SIZE
-        || RING_RECORDS_OFFSET + slots * RECORD_SIZE > mem.len()
-    {
-        return Err(Miss::BadHeader);
+    let ring = Ring::open(mem)?;
+    let mut retries = 0;
+    loop {
+        match ring.read(count) {
+            Err(Miss::NotWritten | Miss::Torn) if retries < RETRIES => {
+                retries += 1;
+                spin_loop();
+            }
+            found => return found,
+        }
     }
-    let head = mem.read_u64(HEAD_OFFSET).ok_or(Miss::BadHeader)?;
-    // Pairs with the kernel's `smp_store_release(&head)`: the records up to `head` are
-    // visible once `head` is.
-    fence(Ordering::Acquire);
-
-    let back = u64::from((head as u32).wrapping_sub(count));
-    let seq = head.checked_sub(back).filter(|s| *s > 0);
-    let Some(seq) = seq else {
-        return Err(Miss::NotWritten);
-    };
-    if back >= slots as u64 {
-        return Err(Miss::Overwritten);
-    }
-    let offset = RING_RECORDS_OFFSET + ((seq - 1) % slots as u64) as usize * RECORD_SIZE;
-
-    let before = mem.read_u64(offset).ok_or(Miss::BadHeader)?;
-    if before != seq {
-        return Err(if before == 0 || before < seq {
-            Miss::Torn
-        } else {
-            Miss::Overwritten
-        });
-    }
-    fence(Ordering::Acquire);
-    let record = mem.read_record(offset).ok_or(Miss::BadHeader)?;
-    // Pairs with the kernel's `smp_wmb()` before it writes a new `seq`: if `seq` is
-    // unchanged after the copy, the copy is not torn.
-    fence(Ordering::Acquire);
-    let after = mem.read_u64(offset).ok_or(Miss::BadHeader)?;
-    if record.seq != seq || after != seq {
-        return Err(if after > seq {
-            Miss::Overwritten
-        } else {
-            Miss::Torn
-        });
-    }
-    Ok(record)
 }
 
 /// Interrupt-to-wake latency: `wake_ns` (CLOCK_MONOTONIC, taken when the UIO read
@@ -382,26 +436,33 @@ mod tests {
         assert_eq!(find_record(r.bytes(), 1).unwrap().ktime_ns, 7);
     }
 
-    /// Memory that the "kernel" rewrites after a number of reads: simulates a record
-    /// being overwritten while the reader copies it.
+    /// Memory that the "kernel" rewrites after a number of loads: simulates a record
+    /// being written or overwritten while the reader copies it. Counts the loads.
     struct Racy {
         before: Vec<u8>,
         after: Vec<u8>,
-        reads_before_change: Cell<usize>,
+        loads_before_change: usize,
+        loads: Cell<usize>,
     }
 
     impl Racy {
-        fn current(&self) -> &[u8] {
-            if self.reads_before_change.get() == 0 {
-                &self.after
-            } else {
-                &self.before
+        fn new(before: &[u8], after: &[u8], loads_before_change: usize) -> Self {
+            Self {
+                before: before.to_vec(),
+                after: after.to_vec(),
+                loads_before_change,
+                loads: Cell::new(0),
             }
         }
 
-        fn tick(&self) {
-            let n = self.reads_before_change.get();
-            self.reads_before_change.set(n.saturating_sub(1));
+        fn current(&self) -> &[u8] {
+            let n = self.loads.get();
+            self.loads.set(n + 1);
+            if n < self.loads_before_change {
+                &self.before
+            } else {
+                &self.after
+            }
         }
     }
 
@@ -410,24 +471,19 @@ mod tests {
             self.before.len()
         }
 
-        fn read_u64(&self, offset: usize) -> Option<u64> {
-            let v = self.current().read_u64(offset);
-            self.tick();
-            v
+        fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64> {
+            self.current().load_u64(offset, order)
         }
 
-        fn read_record(&self, offset: usize) -> Option<IrqRecord> {
-            let v = self.current().read_record(offset);
-            self.tick();
-            v
-        }
-
-        fn read_header(&self) -> Option<RingHeader> {
-            let v = self.current().read_header();
-            self.tick();
-            v
+        fn load_u32(&self, offset: usize, order: Ordering) -> Option<u32> {
+            self.current().load_u32(offset, order)
         }
     }
+
+    /// Loads of one lookup: 4 of the header, then per attempt `head`, `seq`, the four
+    /// other fields and `seq` again.
+    const HEADER_LOADS: usize = 4;
+    const ATTEMPT_LOADS: usize = 7;
 
     #[test]
     fn a_record_rewritten_during_the_copy_is_rejected() {
@@ -440,35 +496,66 @@ mod tests {
         writing.set_slot_seq(at, 0);
         let rewritten = ring_with(1..=n + 3).into_bytes();
 
-        // Reads: header, head, seq before, record, seq after.
-        for (after, reads, want) in [
-            (writing.bytes().to_vec(), 3, Miss::Torn),
-            (writing.bytes().to_vec(), 4, Miss::Torn),
-            (rewritten.clone(), 3, Miss::Overwritten),
-            (rewritten.clone(), 4, Miss::Overwritten),
-        ] {
-            let racy = Racy {
-                before: before.clone(),
-                after,
-                reads_before_change: Cell::new(reads),
-            };
-            assert_eq!(
-                find_record(&racy, 3),
-                Err(want),
-                "change after {reads} reads"
-            );
+        // A change after the header and `head`, before the second load of `seq`.
+        for loads in HEADER_LOADS + 1..HEADER_LOADS + ATTEMPT_LOADS {
+            for (after, want) in [
+                (writing.bytes(), Miss::Torn),
+                (&rewritten[..], Miss::Overwritten),
+            ] {
+                let racy = Racy::new(&before, after, loads);
+                assert_eq!(
+                    find_record(&racy, 3),
+                    Err(want),
+                    "change after {loads} loads"
+                );
+            }
         }
-        // No change during the copy: found.
-        let calm = Racy {
-            before: before.clone(),
-            after: rewritten,
-            reads_before_change: Cell::new(5),
-        };
+        // No change during the copy: found, in one attempt.
+        let calm = Racy::new(&before, &rewritten, HEADER_LOADS + ATTEMPT_LOADS);
         assert_eq!(find_record(&calm, 3).unwrap().seq, 3);
+        assert_eq!(calm.loads.get(), HEADER_LOADS + ATTEMPT_LOADS);
     }
 
     #[test]
-    fn reads_the_mapped_heap_with_volatile_copies() {
+    fn a_record_not_visible_yet_is_retried() {
+        let done = ring_with(1..=3);
+        // `head` still at 2 when the count read 3.
+        let lagging = ring_with(1..=2);
+        // The slot of seq 3 being written (seq 0), or its seq not yet stored.
+        let mut writing = ring_with(1..=3);
+        writing.set_slot_seq(writing.slot_offset(3), 0);
+        let mut stale = ring_with(1..=3);
+        stale.set_slot_seq(stale.slot_offset(3), 2);
+        // Loads of a failed attempt: `head` only when it lags, `head` and `seq` else.
+        for (early, per_attempt) in [
+            (lagging.bytes(), 1),
+            (writing.bytes(), 2),
+            (stale.bytes(), 2),
+        ] {
+            // Visible after the first failed attempt, or at the last one allowed.
+            for failed in [1, 2, RETRIES as usize] {
+                let racy = Racy::new(early, done.bytes(), HEADER_LOADS + failed * per_attempt);
+                let rec = find_record(&racy, 3).unwrap();
+                assert_eq!((rec.seq, rec.ktime_ns), (3, 3_000));
+            }
+            // Visible one attempt too late, or never: given up after RETRIES retries.
+            let late = HEADER_LOADS + (RETRIES as usize + 1) * per_attempt;
+            for change in [late, usize::MAX] {
+                let racy = Racy::new(early, done.bytes(), change);
+                let miss = find_record(&racy, 3).unwrap_err();
+                assert!(matches!(miss, Miss::NotWritten | Miss::Torn), "{miss:?}");
+                assert_eq!(racy.loads.get(), late);
+            }
+        }
+        // An overwritten record is not retried.
+        let n = u64::from(RING_SLOTS);
+        let over = Racy::new(ring_with(1..=n + 3).bytes(), done.bytes(), usize::MAX);
+        assert_eq!(find_record(&over, 3), Err(Miss::Overwritten));
+        assert!(over.loads.get() <= HEADER_LOADS + ATTEMPT_LOADS);
+    }
+
+    #[test]
+    fn reads_the_mapped_heap_with_atomic_loads() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("uio0");
         fs::create_dir_all(dir.join("maps/map0")).unwrap();
@@ -486,17 +573,26 @@ mod tests {
             dev_path: dev,
         })
         .unwrap();
-        let map = uio.map_read_only(0).unwrap();
-        assert_eq!(map.read_header(), heap.read_header());
-        assert_eq!(find_record(&map, 4).unwrap().ktime_ns, 4_000);
+        let map = uio.map(0).unwrap();
+        assert_eq!(read_header(&map), read_header(&heap));
+        assert_eq!(read_header(&map).unwrap().head, 4);
+        let rec = find_record(&map, 4).unwrap();
+        assert_eq!((rec.seq, rec.ktime_ns, rec.source), (4, 4_000, SOURCE_IRQ));
         assert_eq!(irq_to_wake_ns(&map, 2, 2_500), Some(500));
         // Bounds and alignment are checked.
-        assert_eq!(map.read_u64(0x2000 - 8).map(|_| ()), Some(()));
-        assert_eq!(map.read_u64(0x2000 - 4), None);
-        assert_eq!(map.read_u64(0x2000), None);
-        assert_eq!(map.read_u64(usize::MAX - 3), None);
-        assert_eq!(map.read_u64(4), None);
-        assert_eq!(map.read_record(0x2000 - 16), None);
-        assert_eq!(map.read_record(12), None);
+        let relaxed = Ordering::Relaxed;
+        assert_eq!(map.load_u64(0x2000 - 8, relaxed), Some(0));
+        assert_eq!(map.load_u64(0x2000 - 4, relaxed), None);
+        assert_eq!(map.load_u64(0x2000, relaxed), None);
+        assert_eq!(map.load_u64(usize::MAX - 3, relaxed), None);
+        assert_eq!(map.load_u64(4, relaxed), None);
+        assert_eq!(map.load_u32(0, relaxed), Some(RING_MAGIC));
+        assert_eq!(map.load_u32(0x2000 - 4, relaxed), Some(0));
+        assert_eq!(map.load_u32(0x2000 - 2, relaxed), None);
+        assert_eq!(map.load_u32(2, relaxed), None);
+        // A read-only mapping is not loaded from (atomics need writable memory).
+        let ro = uio.map_read_only(0).unwrap();
+        assert_eq!(ro.load_u32(0, relaxed), None);
+        assert_eq!(find_record(&ro, 4), Err(Miss::BadHeader));
     }
 }

@@ -1,14 +1,13 @@
-//! The only `unsafe` code of the crate: the ioctls of `/dev/kmemlab` and volatile reads
-//! of memory shared with the kernel, each behind a safe wrapper whose error names the
-//! failing command.
+//! The only `unsafe` code of the crate: the ioctls of `/dev/kmemlab` and atomic loads
+//! from memory shared with the kernel (the interrupt ring in the mapped heap), each behind
+//! a safe wrapper; an ioctl's error names the failing command.
 
 use std::mem::{align_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kmemlab_uapi::{
-    Alloc, AllocBatch, Bench, Free, FreeBatch, Info, IrqRecord, List, RingHeader, Stats, Trigger,
-    LIST_MAX,
+    Alloc, AllocBatch, Bench, Free, FreeBatch, Info, List, Stats, Trigger, LIST_MAX,
 };
 use nix::errno::Errno;
 
@@ -196,47 +195,53 @@ pub(crate) fn free_batch(fd: BorrowedFd<'_>, entries: &mut [Free]) -> Result<Fre
     Ok(arg)
 }
 
-/// Copies a `T` out of `map` at `offset` with a volatile read, or `None` when it would
-/// not lie wholly inside the map or would be misaligned.
+/// Where an atomic of `size` bytes and alignment `align` at `offset` of `map` lies, or
+/// `None` when it would not lie wholly inside the map, would be misaligned, or the map is
+/// not writable (see [`load_u64`]).
+fn atomic_at(map: &UioMap, offset: usize, size: usize, align: usize) -> Option<*mut u8> {
+    let end = offset.checked_add(size)?;
+    if !map.is_writable() || end > map.len() {
+        return None;
+    }
+    let p = map.as_mut_ptr().wrapping_add(offset);
+    (p as usize % align == 0).then_some(p)
+}
+
+/// Loads the `u64` at `offset` of `map` atomically with `order` (`Relaxed` or `Acquire`;
+/// a store ordering panics, as [`AtomicU64::load`] does). `None` when it is out of bounds
+/// or misaligned, or when `map` was mapped read-only: the atomic types are only promised to
+/// work on memory that is valid for writes, so the ring is read through a writable mapping
+/// (that this crate never writes through).
 ///
-/// `T` must be a `#[repr(C)]` struct of integers (any bytes are a valid value).
-fn read_volatile<T: Copy>(map: &UioMap, offset: usize) -> Option<T> {
-    let end = offset.checked_add(size_of::<T>())?;
-    if end > map.len() {
-        return None;
-    }
-    let p = map.as_ptr().wrapping_add(offset);
-    if (p as usize) % align_of::<T>() != 0 {
-        return None;
-    }
+/// The kernel writes these bytes with `WRITE_ONCE()`/`smp_store_release()` of the same
+/// width at any time: an atomic load pairs with such a store (an `Acquire` load with a
+/// release store), which a volatile read does not in Rust's memory model.
+pub(crate) fn load_u64(map: &UioMap, offset: usize, order: Ordering) -> Option<u64> {
+    let p = atomic_at(map, offset, size_of::<u64>(), align_of::<AtomicU64>())?;
     // SAFETY:
-    // - `p` points into the mapping with `size_of::<T>()` bytes after it inside the
-    //   mapping (checked above), and is aligned for `T` (checked above).
-    // - The mapping stays mapped while `map` is borrowed: `UioMap` unmaps it only on drop.
-    // - The kernel may write these bytes at any time; a volatile read copies them without
-    //   the compiler assuming they are stable, and the caller treats the copy as
-    //   untrusted data (it re-checks sequence numbers). `T` consists of integers only
-    //   (all callers below), so whatever bytes are read form a valid `T`.
-    // - No Rust reference to the mapped memory exists (`UioMap` hands out raw pointers
-    //   only), so this read aliases nothing.
-    Some(unsafe { ptr::read_volatile(p.cast::<T>()) })
+    // - `p` is aligned to `align_of::<AtomicU64>()` and the 8 bytes from it lie inside the
+    //   mapping (both checked by `atomic_at`).
+    // - The mapping is `MAP_SHARED` with `PROT_READ | PROT_WRITE` (`atomic_at` checked
+    //   `is_writable`) and page aligned, and stays mapped while `map` is borrowed
+    //   (`UioMap` unmaps it only on drop); the `&AtomicU64` made here does not outlive
+    //   this statement. So `p` is valid for reads and writes for the reference's lifetime.
+    // - This crate accesses the mapped bytes only here and in `load_u32`, with atomic
+    //   loads, and never writes them (no Rust reference to the mapping exists: `UioMap`
+    //   hands out raw pointers only).
+    //   The ring's fields are always loaded at their own width (`ring` loads the `u64`
+    //   fields with this function, the `u32` fields with `load_u32`); differently sized
+    //   loads of the same bytes would not conflict anyway, as none of them writes. The
+    //   kernel's stores are the other side's atomic accesses of the same width.
+    Some(unsafe { AtomicU64::from_ptr(p.cast::<u64>()) }.load(order))
 }
 
-/// The `u64` at `offset` of `map`, read once (volatile); `None` out of bounds or
-/// misaligned.
-pub(crate) fn read_volatile_u64(map: &UioMap, offset: usize) -> Option<u64> {
-    read_volatile::<u64>(map, offset)
-}
-
-/// The interrupt record at `offset` of `map`, copied with a volatile read; `None` out
-/// of bounds or misaligned. The copy may be torn: check its `seq` before and after.
-pub(crate) fn read_volatile_record(map: &UioMap, offset: usize) -> Option<IrqRecord> {
-    read_volatile::<IrqRecord>(map, offset)
-}
-
-/// The ring header at offset 0 of `map`, copied with a volatile read.
-pub(crate) fn read_volatile_header(map: &UioMap) -> Option<RingHeader> {
-    read_volatile::<RingHeader>(map, 0)
+/// Loads the `u32` at `offset` of `map` atomically with `order`, as [`load_u64`] does.
+pub(crate) fn load_u32(map: &UioMap, offset: usize, order: Ordering) -> Option<u32> {
+    let p = atomic_at(map, offset, size_of::<u32>(), align_of::<AtomicU32>())?;
+    // SAFETY: as for `load_u64`, with 4 bytes aligned to `align_of::<AtomicU32>()`
+    // (checked by `atomic_at`) inside a writable shared mapping that outlives the
+    // reference, accessed from Rust by atomic loads only.
+    Some(unsafe { AtomicU32::from_ptr(p.cast::<u32>()) }.load(order))
 }
 
 /// The system's page size, from `sysconf(_SC_PAGESIZE)` (arm64 boards may use 16K/64K).

@@ -288,8 +288,8 @@ impl AsRawFd for Uio {
 /// A mapped UIO region; unmapped on drop.
 ///
 /// Its bytes are shared with the kernel and may change at any time, so it hands out no
-/// Rust references to them: the crate reads them with volatile copies (the `sys`
-/// module) and treats what it reads as untrusted data.
+/// Rust references to them: the crate reads them with atomic loads (the `sys` module)
+/// and treats what it reads as untrusted data.
 #[derive(Debug)]
 pub struct UioMap {
     raw: MmapRaw,
@@ -321,6 +321,12 @@ impl UioMap {
     /// The first byte; valid for [`UioMap::len`] bytes while `self` lives.
     pub fn as_ptr(&self) -> *const u8 {
         self.raw.as_ptr()
+    }
+
+    /// The first byte, as a mutable pointer; valid for reads for [`UioMap::len`] bytes
+    /// while `self` lives, and for writes too when [`UioMap::is_writable`].
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.raw.as_mut_ptr()
     }
 }
 

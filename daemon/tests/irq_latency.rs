@@ -1,6 +1,7 @@
-//! Interrupt-to-wake latency end to end: the daemon's event loop maps a "heap" (a
-//! regular file behind a fake sysfs UIO entry, shared with this test through the page
-//! cache) and reads the interrupt ring the test writes, as the kernel would.
+//! Interrupt-to-wake latency and the press's source end to end: the daemon's event loop
+//! maps a "heap" (a regular file behind a fake sysfs UIO entry, shared with this test
+//! through the page cache) and reads the interrupt ring the test writes, as the kernel
+//! would.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -12,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use kmemlab::ring::RingBuilder;
-use kmemlab::uapi::SOURCE_TRIGGER;
+use kmemlab::uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
 use kmemlab::{
     monotonic_ns, run, Daemon, EventWriter, MockDevice, Signals, StartInfo, Uio, UioInfo,
 };
@@ -53,7 +54,8 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
     let daemon = thread::spawn(move || {
         let mut signals = Signals::new()?;
         tx.send(pthread_self()).unwrap();
-        let map = Uio::open(&info)?.map_read_only(0)?;
+        // As kmemlabd maps it: writable, for the atomic loads.
+        let map = Uio::open(&info)?.map(0)?;
         let irq = Uio::from_file(File::from(OwnedFd::from(uio_daemon)), "/dev/uio0", 0)?;
         let out = EventWriter::new(File::from(OwnedFd::from(out_daemon)));
         let start = StartInfo {
@@ -78,10 +80,14 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
     let mut buf = [0u8; 4];
     std::io::Read::read_exact(&mut uio, &mut buf).unwrap(); // the start's enable
 
-    for seq in 1..=3u64 {
+    for (seq, source, name) in [
+        (1u64, SOURCE_TRIGGER, "trigger"),
+        (2, SOURCE_IRQ, "button"),
+        (3, SOURCE_TRIGGER, "trigger"),
+    ] {
         // The "kernel": record, then head, then the count.
         let t = monotonic_ns();
-        ring.push(seq, t, SOURCE_TRIGGER);
+        ring.push(seq, t, source);
         heap.write_all_at(ring.bytes(), 0).unwrap();
         uio.write_all(&(seq as u32).to_ne_bytes()).unwrap();
         std::io::Read::read_exact(&mut uio, &mut buf).unwrap();
@@ -92,6 +98,9 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
             .unwrap_or_else(|| panic!("no latency: {v}"));
         assert!(lat < 10_000_000_000, "{lat}");
         assert!(monotonic_ns() - t >= lat);
+        // Source, timestamp and latency all from the record of this count.
+        assert_eq!(v["source"], name, "{v}");
+        assert_eq!(v["irq_ktime_ns"].as_u64(), Some(t), "{v}");
     }
 
     // A count the ring has no record of: null, and the daemon goes on.
@@ -107,7 +116,9 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
         (v["seq"].as_u64(), v["missed"].as_u64()),
         (Some(4), Some(1))
     );
-    assert!(v["irq_to_wake_ns"].is_null(), "{v}");
+    for key in ["irq_to_wake_ns", "source", "irq_ktime_ns"] {
+        assert!(v[key].is_null(), "{key}: {v}");
+    }
 
     pthread_kill(tid, Signal::SIGTERM).unwrap();
     loop {

@@ -7,7 +7,8 @@ use std::io;
 
 use kmemlab::event::Op;
 use kmemlab::{
-    AllocReport, Clock, Device, Error, Event, Flags, Kind, MockDevice, Press, Stats, StopReason,
+    AllocReport, Clock, Device, Error, Event, Flags, Kind, MockDevice, Press, Source, Stats,
+    StopReason,
 };
 use serde_json::Value;
 
@@ -32,6 +33,18 @@ fn press(seq: Option<u64>) -> Press {
         irq_count: 7,
         missed: 0,
         irq_to_wake_ns: Some(48_210),
+        source: Some(Source::Button),
+        irq_ktime_ns: Some(123_456_789_000),
+    }
+}
+
+/// A press whose event has no ring record.
+fn press_without_record(seq: Option<u64>) -> Press {
+    Press {
+        irq_to_wake_ns: None,
+        source: None,
+        irq_ktime_ns: None,
+        ..press(seq)
     }
 }
 
@@ -44,6 +57,11 @@ fn examples() -> Vec<Event> {
         .unwrap();
     let hidden = MockDevice::new().hiding_addresses();
     let h = hidden.alloc(Kind::Kmalloc, 64, Flags::GFP_KERNEL).unwrap();
+    // vaddr shown, phys and dma hidden: CAP_SYSLOG without CAP_SYS_ADMIN.
+    let kaddr = MockDevice::new().with_privileges(kmemlab::uapi::PRIV_KADDR);
+    let k = kaddr
+        .alloc(Kind::DmaCoherent, 1024, Flags::GFP_ATOMIC)
+        .unwrap();
     let mut stats = Stats::default();
     stats.alloc(Kind::Vmalloc, 1, 900);
     stats.free(Kind::Vmalloc, 300);
@@ -84,11 +102,16 @@ fn examples() -> Vec<Event> {
             vmallocinfo: None,
         },
         Event::Alloc {
+            press: press_without_record(Some(3)),
+            alloc: AllocReport::from(&h),
+            vmallocinfo: None,
+        },
+        Event::Alloc {
             press: Press {
-                irq_to_wake_ns: None,
+                source: Some(Source::Trigger),
                 ..press(Some(3))
             },
-            alloc: AllocReport::from(&h),
+            alloc: AllocReport::from(&k),
             vmallocinfo: None,
         },
         Event::Free {
@@ -99,11 +122,7 @@ fn examples() -> Vec<Event> {
             free_ns: 210,
         },
         Event::Free {
-            press: Press {
-                seq: None,
-                irq_to_wake_ns: None,
-                ..press(None)
-            },
+            press: press_without_record(None),
             handle: 2,
             kind: "dma_coherent",
             size: 1024,
@@ -120,7 +139,7 @@ fn examples() -> Vec<Event> {
             handle: None,
         },
         Event::StepError {
-            press: press(Some(6)),
+            press: press_without_record(Some(6)),
             op: Op::Free,
             error: "EIO".into(),
             message: "ioctl KMEMLAB_FREE failed: EIO".into(),
@@ -259,6 +278,32 @@ fn lines_that_break_the_contract_fail() {
     let mut bad = good[0].clone();
     bad["irq_count"] = (-1).into();
     assert!(!v.is_valid(&bad));
+    // Every press line carries source and irq_ktime_ns (null or not), and phys_hidden on
+    // an alloc line; source is button, trigger or null.
+    let presses: Vec<&Value> = good.iter().filter(|l| l.get("seq").is_some()).collect();
+    assert_eq!(presses.len(), 8);
+    for line in presses {
+        for key in ["source", "irq_ktime_ns"] {
+            let mut bad = line.clone();
+            bad.as_object_mut().unwrap().remove(key);
+            assert!(!v.is_valid(&bad), "{bad}");
+        }
+        let mut bad = line.clone();
+        bad["source"] = "irq".into();
+        assert!(!v.is_valid(&bad), "{bad}");
+        let mut bad = line.clone();
+        bad["irq_ktime_ns"] = (-1).into();
+        assert!(!v.is_valid(&bad), "{bad}");
+    }
+    let mut bad = good[1].clone();
+    bad.as_object_mut().unwrap().remove("phys_hidden");
+    assert!(!v.is_valid(&bad));
+    // Both sources and no record at all are valid.
+    assert_eq!(good[1]["source"], "button");
+    assert_eq!(good[4]["source"], "trigger");
+    assert_eq!(good[3]["source"], Value::Null);
+    assert_eq!(good[4]["phys_hidden"], true);
+    assert_eq!(good[4]["hidden"], false);
 }
 
 /// `KMEMLAB_SCHEMA_CHECK=FILE cargo test -p kmemlab --test schema` validates a real log.
