@@ -625,6 +625,11 @@ grep -q \" $M \" /proc/mounts && echo still-mounted
         "could not mount the tmpfs:\n{out}"
     );
     ensure!(
+        report.get("rmmod_ok") == Some(&Value::Bool(true)),
+        "rmmod was refused while the heap stayed mapped (UIO's open takes a reference on \
+         the registering module, and the mapping keeps that file open): {report}"
+    );
+    ensure!(
         out.contains("tmpfs-rc=0"),
         "the mapping through the tmpfs node did not outlive unbind and rmmod: {report}"
     );
