@@ -869,3 +869,19 @@ fn hostile_device_trees(art: &Artifacts, s: &mut Summary) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::has_word;
+
+    #[test]
+    fn whole_words_only() {
+        assert!(has_word("kernel BUG at mm/slub.c:42!", "BUG"));
+        assert!(has_word("WARNING: CPU: 1 PID: 81", "WARNING"));
+        assert!(has_word("BUG", "BUG"));
+        assert!(!has_word("CONFIG_DEBUG_VM=y", "BUG"));
+        assert!(!has_word("slub_debug=FZPU", "BUG"));
+        assert!(!has_word("BUGS fixed", "BUG"));
+        assert!(!has_word("NO_WARNING_HERE", "WARNING"));
+    }
+}
