@@ -1,6 +1,8 @@
 //! Issue 7's tests, run on the debug kernel (lockdep, KFENCE, SLUB debugging, kmemleak,
 //! fault injection, DMA API debugging): fuzzing, fault injection, kill -9, unload with
-//! live allocations, permissions, load, hostile device trees. Ends with a table.
+//! live allocations, permissions, load, hostile device trees; and issue 11's (module v2):
+//! a heap mapping through a tmpfs node outliving unbind and rmmod, quotas and hidden
+//! addresses, BENCH stopped by a signal, close() beside a DMA batch. Ends with a table.
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
@@ -8,6 +10,7 @@ use serde_json::Value;
 use crate::util::repo_root;
 use crate::vm::{
     json_lines, run_suite, run_vm, section, Artifacts, VmOptions, VmOutcome, KMEMLEAK_SCAN,
+    WAIT_LINES,
 };
 
 /// The figures the run ends with.
@@ -30,7 +33,16 @@ const TESTS: &[(&str, Test)] = &[
     ("kill_9_frees_and_restarts", kill_9),
     ("unload_with_live_allocations", unload_with_live_allocations),
     ("unbind_under_live_mappings", unbind_under_live_mappings),
+    (
+        "tmpfs_node_mapping_outlives_unbind_and_rmmod",
+        tmpfs_node_mapping_outlives_unbind_and_rmmod,
+    ),
     ("permissions", permissions),
+    ("bench_stops_on_sigint", bench_stops_on_sigint),
+    (
+        "close_not_blocked_by_a_dma_batch",
+        close_not_blocked_by_a_dma_batch,
+    ),
     ("load_with_press_storm", load_with_press_storm),
     ("hostile_device_trees", hostile_device_trees),
 ];
@@ -372,8 +384,9 @@ rmmod kmemlab && echo unloaded
 }
 
 /// Unbinding the device while a process has the heap mapped and allocations of every
-/// kind: the mapping faults, requests get ENODEV, the dma_coherent allocation was freed
-/// with the device, the rest free normally; the device binds again; rmmod; no leak.
+/// kind: the mapping stays readable with the ring's magic (v2: no SIGBUS), requests get
+/// ENODEV, the dma_coherent allocation was freed with the device, the rest free normally;
+/// the device binds again; rmmod; no leak.
 fn unbind_under_live_mappings(art: &Artifacts, s: &mut Summary) -> Result<()> {
     let cmd = format!(
         "kmemlab-abi-probe unbind-live; echo \"unbind-rc=$?\"\nrmmod kmemlab && echo rmmod-ok{KMEMLEAK_SCAN}"
@@ -388,6 +401,12 @@ fn unbind_under_live_mappings(art: &Artifacts, s: &mut Summary) -> Result<()> {
         },
     )?;
     let out = &outcome.cmd_output;
+    let report = json_lines(&out.lines().collect::<Vec<_>>())
+        .into_iter()
+        .find(|v| v.get("read_after_unbind").is_some());
+    if let Some(r) = &report {
+        println!("unbind-live: {r}");
+    }
     ensure!(
         out.contains("unbind-rc=0") && out.contains("rmmod-ok"),
         "unbind under live mappings went wrong:\n{out}"
@@ -396,27 +415,61 @@ fn unbind_under_live_mappings(art: &Artifacts, s: &mut Summary) -> Result<()> {
     Ok(())
 }
 
-/// Without group kmemlab: EACCES. In the group but without CAP_SYSLOG: addresses hidden.
+/// Without group kmemlab: EACCES. A group member (no capabilities) sees no kernel or
+/// physical address under any kptr_restrict, has no privileges, a per-file quota (EDQUOT),
+/// EPERM for PERSIST, an oversized BENCH and an oversized GFP_ATOMIC allocation, and runs
+/// kmemlabd's seed plan. Root sees virtual addresses under kptr_restrict 0 and 1 only, and
+/// physical addresses always (CAP_SYS_ADMIN).
 fn permissions(art: &Artifacts, s: &mut Summary) -> Result<()> {
-    let script = "
-chgrp kmemlab /dev/kmemlab && chmod 0660 /dev/kmemlab
+    let script = format!(
+        r#"{WAIT_LINES}
+chgrp kmemlab /dev/kmemlab /dev/uio0 && chmod 0660 /dev/kmemlab /dev/uio0
+# kptr_restrict 0 shows kernel addresses to everyone when perf_event_paranoid <= 1
+# (kallsyms_show_value); pin the default.
+[ -e /proc/sys/kernel/perf_event_paranoid ] && echo 2 > /proc/sys/kernel/perf_event_paranoid
+U='kmemlab-abi-probe as 1000 1000 990'
+echo '== access'
 kmemlab-abi-probe as-user 65534 65534 ''
-kmemlab-abi-probe as-user 1000 1000 990";
+kmemlab-abi-probe as-user 1000 1000 990
+echo '== quotas'
+$U kmemlab-abi-probe quotas; echo "quotas-rc=$?"
+for k in 0 1 2; do
+    echo $k > /proc/sys/kernel/kptr_restrict
+    echo "== addrs root $k"
+    kmemlab-abi-probe addrs
+    echo "== addrs user $k"
+    $U kmemlab-abi-probe addrs
+done
+echo 1 > /proc/sys/kernel/kptr_restrict
+echo '== seed'
+$U kmemlabd --debounce-ms 0 --log /tmp/u.log 2>/tmp/u.err &
+pid=$!
+wait_lines /tmp/u.log '"start"' 1
+i=1
+while [ $i -le 6 ]; do
+    $U kmemlabctl trigger --json
+    wait_lines /tmp/u.log '"seq"' $i
+    i=$((i + 1))
+done
+kill -TERM $pid; wait $pid; echo "kmemlabd-exit=$?"
+echo '== ulog'
+cat /tmp/u.log
+echo '== uerr'
+cat /tmp/u.err
+echo '== end'"#
+    );
     let outcome = boot(
         art,
         s,
         VmOptions {
             daemon: false,
-            cmd: script.to_owned(),
+            cmd: script,
             ..VmOptions::default()
         },
     )?;
-    let reports = json_lines(&outcome.cmd_output.lines().collect::<Vec<_>>());
-    ensure!(
-        reports.len() == 2,
-        "want two reports:\n{}",
-        outcome.cmd_output
-    );
+    let out = &outcome.cmd_output;
+    let reports = json_lines(&section(out, "access"));
+    ensure!(reports.len() == 2, "want two access reports:\n{out}");
     ensure!(
         reports[0].get("open").and_then(Value::as_str) == Some("EACCES"),
         "a user outside group kmemlab opened /dev/kmemlab: {}",
@@ -430,6 +483,260 @@ kmemlab-abi-probe as-user 1000 1000 990";
             && r.get("phys").and_then(Value::as_u64) == Some(0),
         "a group member without CAP_SYSLOG should see hidden (zero) addresses: {r}"
     );
+
+    let quotas = section(out, "quotas");
+    let failed: Vec<&str> = quotas
+        .iter()
+        .copied()
+        .filter(|l| l.contains("\"pass\":false"))
+        .collect();
+    if let Some(figures) = json_lines(&quotas)
+        .iter()
+        .find(|v| v.get("file_max_bytes").is_some())
+    {
+        println!("unprivileged quotas: {figures}");
+    }
+    ensure!(
+        out.contains("quotas-rc=0") && failed.is_empty(),
+        "an unprivileged group member's quotas and EPERMs are wrong:\n{}\nfull output:\n{}",
+        failed.join("\n"),
+        quotas.join("\n")
+    );
+
+    for k in 0..=2u64 {
+        let report = |who: &str| -> Result<Value> {
+            json_lines(&section(out, &format!("addrs {who} {k}")))
+                .into_iter()
+                .next()
+                .with_context(|| format!("no addrs report of {who} at kptr_restrict {k}:\n{out}"))
+        };
+        let (root, user) = (report("root")?, report("user")?);
+        let flag = |v: &Value, key: &str| v.get(key).and_then(Value::as_bool);
+        ensure!(
+            num(&root, "kptr_restrict") == k && num(&user, "kptr_restrict") == k,
+            "kptr_restrict was not {k} for the reports: {root} {user}"
+        );
+        ensure!(
+            num(&user, "vaddr") == 0
+                && flag(&user, "hidden") == Some(true)
+                && num(&user, "phys") == 0
+                && flag(&user, "phys_hidden") == Some(true)
+                && num(&user, "privileges") == 0,
+            "kptr_restrict {k}: an unprivileged opener must see no address (RESULT_HIDDEN and RESULT_PHYS_HIDDEN) and have no privileges: {user}"
+        );
+        let vaddr_shown = k < 2;
+        ensure!(
+            (num(&root, "vaddr") != 0) == vaddr_shown
+                && flag(&root, "hidden") == Some(!vaddr_shown),
+            "kptr_restrict {k}: root's vaddr should be {}: {root}",
+            if vaddr_shown {
+                "shown"
+            } else {
+                "hidden (0, RESULT_HIDDEN)"
+            }
+        );
+        let privileges = num(&root, "privileges");
+        ensure!(
+            num(&root, "phys") != 0
+                && flag(&root, "phys_hidden") == Some(false)
+                && privileges & u64::from(kmemlab_uapi::PRIV_PHYS | kmemlab_uapi::PRIV_ADMIN)
+                    == u64::from(kmemlab_uapi::PRIV_PHYS | kmemlab_uapi::PRIV_ADMIN)
+                && (privileges & u64::from(kmemlab_uapi::PRIV_KADDR) != 0) == vaddr_shown,
+            "kptr_restrict {k}: root (CAP_SYS_ADMIN) should see phys and have PRIV_ADMIN|PRIV_PHYS, PRIV_KADDR {}: {root}",
+            if vaddr_shown { "set" } else { "clear" }
+        );
+    }
+
+    let ulog: Vec<String> = section(out, "ulog")
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+    crate::vm::check_log_schema(&ulog)?;
+    let ulog = json_lines(&ulog);
+    let of = |event: &str| {
+        ulog.iter()
+            .filter(|v| v.get("event").and_then(Value::as_str) == Some(event))
+            .filter(|v| v.get("seq").is_some_and(|s| !s.is_null()))
+            .count()
+    };
+    let errors: Vec<String> = ulog
+        .iter()
+        .filter(|v| v.get("event").and_then(Value::as_str) == Some("error"))
+        .map(Value::to_string)
+        .collect();
+    ensure!(
+        of("alloc") == 3 && of("free") == 3 && errors.is_empty(),
+        "kmemlabd as a group member should run the seed plan (3 allocs, 3 frees, no error); got {} allocs, {} frees, errors:\n{}\nlog:\n{}\nstderr:\n{}",
+        of("alloc"),
+        of("free"),
+        errors.join("\n"),
+        section(out, "ulog").join("\n"),
+        section(out, "uerr").join("\n")
+    );
+    Ok(())
+}
+
+/// Whether `word` occurs in `line` as a whole word (not inside DEBUG, say).
+fn has_word(line: &str, word: &str) -> bool {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    line.match_indices(word).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + word.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// The heap mapped through device nodes on a tmpfs: the tmpfs lazily unmounted, the
+/// device unbound and the module removed under the mapping, which stays readable with the
+/// ring's magic (v2: the heap's pages belong to the mapping); afterwards no busy inodes,
+/// no BUG, WARNING or Oops, and kmemleak is clean.
+fn tmpfs_node_mapping_outlives_unbind_and_rmmod(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let cmd = format!(
+        "
+M=/mnt/kmemlab-nodes
+mkdir -p $M && mount -t tmpfs kmemlab-nodes $M || echo mount-failed
+IFS=: read maj min < /sys/class/uio/uio0/dev && mknod $M/uio0 c $maj $min
+IFS=: read maj min < /sys/class/misc/kmemlab/dev && mknod $M/kmemlab c $maj $min
+ls -l $M
+echo '== tmpfs'
+kmemlab-abi-probe tmpfs-node $M; echo \"tmpfs-rc=$?\"
+echo '== after'
+grep '^kmemlab ' /proc/modules || echo module-gone
+grep -q \" $M \" /proc/mounts && echo still-mounted
+{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let report = json_lines(&section(out, "tmpfs"))
+        .into_iter()
+        .next()
+        .with_context(|| format!("tmpfs-node printed no report:\n{out}"))?;
+    println!("tmpfs node: {report}");
+    ensure!(
+        !out.contains("mount-failed"),
+        "could not mount the tmpfs:\n{out}"
+    );
+    ensure!(
+        report.get("rmmod_ok") == Some(&Value::Bool(true)),
+        "rmmod was refused while the heap stayed mapped (UIO's open takes a reference on \
+         the registering module, and the mapping keeps that file open): {report}"
+    );
+    ensure!(
+        out.contains("tmpfs-rc=0"),
+        "the mapping through the tmpfs node did not outlive unbind and rmmod: {report}"
+    );
+    let after = section(out, "after");
+    ensure!(
+        after.iter().any(|l| l.trim() == "module-gone") && !after.contains(&"still-mounted"),
+        "after the run the module is still loaded or the tmpfs still mounted:\n{}",
+        after.join("\n")
+    );
+    let bad: Vec<&String> = outcome
+        .dmesg
+        .iter()
+        .filter(|l| {
+            l.contains("Busy inodes")
+                || l.contains("Oops")
+                || has_word(l, "BUG")
+                || has_word(l, "WARNING")
+        })
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "the kernel log shows trouble after the tmpfs node went away:\n{}",
+        bad.iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    s.unloads_with_live_allocations += 1;
+    Ok(())
+}
+
+/// A BENCH of `max_bench_iters` kmalloc(4096) pairs, sent SIGINT (a no-op handler, no
+/// SA_RESTART) after 300 ms, returns EINTR (or 0) within 1 s of the signal and leaves
+/// nothing allocated; kmemleak clean.
+fn bench_stops_on_sigint(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let cmd = format!(
+        "kmemlab-abi-probe bench-interrupt; echo \"bench-rc=$?\"
+echo '== stats'
+kmemlabctl stats --json{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let report = json_lines(&out.lines().collect::<Vec<_>>())
+        .into_iter()
+        .find(|v| v.get("signal_to_return_ms").is_some())
+        .with_context(|| format!("bench-interrupt printed no report:\n{out}"))?;
+    println!("BENCH interrupted: {report}");
+    ensure!(
+        report.get("finished_before_signal") != Some(&Value::Bool(true)),
+        "the BENCH finished before the signal came, nothing was tested: {report}"
+    );
+    ensure!(
+        out.contains("bench-rc=0"),
+        "the BENCH did not stop on SIGINT with EINTR (or 0) within 1 s, or left allocations: {report}"
+    );
+    let live = live_count(&json_lines(&section(out, "stats")));
+    ensure!(
+        live == 0,
+        "{live} allocations live after the interrupted BENCH"
+    );
+    Ok(())
+}
+
+/// close() of a file holding one dma_coherent allocation, while another file runs
+/// ALLOC_BATCHes of 256 dma_coherent 64 KiB entries, takes less than half of one such
+/// batch: a release does not wait behind another file's batch. Figures printed.
+fn close_not_blocked_by_a_dma_batch(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let cmd = format!(
+        "kmemlab-abi-probe close-during-batch; echo \"close-rc=$?\"
+echo '== stats'
+kmemlabctl stats --json{KMEMLEAK_SCAN}"
+    );
+    let outcome = boot(
+        art,
+        s,
+        VmOptions {
+            daemon: false,
+            cmd,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let report = json_lines(&out.lines().collect::<Vec<_>>())
+        .into_iter()
+        .find(|v| v.get("close_ns").is_some())
+        .with_context(|| format!("close-during-batch printed no report:\n{out}"))?;
+    println!(
+        "close during a DMA batch: close {} ns, batch median {} ns; {report}",
+        num(&report, "close_ns"),
+        num(&report, "batch_ns_median")
+    );
+    ensure!(
+        out.contains("close-rc=0"),
+        "close() took {} ns, not under half of a batch ({} ns median), or the run went wrong: {report}",
+        num(&report, "close_ns"),
+        num(&report, "batch_ns_median")
+    );
+    let live = live_count(&json_lines(&section(out, "stats")));
+    ensure!(live == 0, "{live} allocations live after the run");
     Ok(())
 }
 
@@ -561,4 +868,20 @@ fn hostile_device_trees(art: &Artifacts, s: &mut Summary) -> Result<()> {
         "the good node or rmmod failed:\n{out}"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_word;
+
+    #[test]
+    fn whole_words_only() {
+        assert!(has_word("kernel BUG at mm/slub.c:42!", "BUG"));
+        assert!(has_word("WARNING: CPU: 1 PID: 81", "WARNING"));
+        assert!(has_word("BUG", "BUG"));
+        assert!(!has_word("CONFIG_DEBUG_VM=y", "BUG"));
+        assert!(!has_word("slub_debug=FZPU", "BUG"));
+        assert!(!has_word("BUGS fixed", "BUG"));
+        assert!(!has_word("NO_WARNING_HERE", "WARNING"));
+    }
 }

@@ -53,7 +53,12 @@ pub struct Artifacts {
 /// How to run the guest.
 #[derive(Clone, Debug)]
 pub struct VmOptions {
+    /// Button presses before the command runs, each waited for in kmemlabd's log.
     pub presses: u32,
+    /// Button presses made while the command runs: when it prints [`PRESS_CUE`], the host
+    /// presses this many times, [`PRESS_SPACING`] apart (not waiting for the daemon), then
+    /// writes [`PRESSES_DONE`] to the console, which the command can `read`.
+    pub presses_on_cue: u32,
     /// Virtual CPUs (`-smp`): 2 for the tests; `cargo xtask bench` boots with 1 (see there).
     pub cpus: u32,
     pub daemon: bool,
@@ -75,6 +80,7 @@ impl Default for VmOptions {
     fn default() -> Self {
         Self {
             presses: 0,
+            presses_on_cue: 0,
             cpus: 2,
             daemon: true,
             module: true,
@@ -128,6 +134,30 @@ impl VmOutcome {
             .collect()
     }
 }
+
+/// The line a guest command prints to have the host press the button
+/// `VmOptions::presses_on_cue` times while it goes on.
+pub const PRESS_CUE: &str = "@@PRESS-NOW";
+/// The console line the host sends when those presses are done.
+pub const PRESSES_DONE: &str = "presses-done";
+/// Time between two presses on cue. QEMU's gpio-key holds the line high for 100 ms after
+/// `system_powerdown`; a press within that time makes no new edge.
+pub const PRESS_SPACING: Duration = Duration::from_millis(150);
+
+/// A shell function for guest scripts: `wait_lines FILE PATTERN N` waits (at most 10 s)
+/// until FILE has N lines matching PATTERN.
+pub const WAIT_LINES: &str = r#"
+wait_lines() {
+    i=0
+    while :; do
+        n=$(grep -c "$2" "$1" 2>/dev/null || true)
+        [ "${n:-0}" -ge "$3" ] && return 0
+        i=$((i + 1))
+        [ $i -gt 1000 ] && { echo "timed out waiting for $3 x $2 in $1"; cat "$1"; return 1; }
+        usleep 10000
+    done
+}
+"#;
 
 /// The board's device tree with the overlay from dts/ applied.
 fn device_tree(work: &Path, overlay_src: &Path, cpus: u32) -> Result<PathBuf> {
@@ -506,11 +536,29 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         })
     })?;
     let mut cmd_output = String::new();
-    let cmd_status = guest.wait_for("end of the command", opts.cmd_timeout, |_, l| {
+    let cmd_status = guest.wait_for("end of the command", opts.cmd_timeout, |guest, l| {
         if let Some(rc) = l.strip_prefix("@@CMD-EXIT ") {
             return Ok(Wait::Found(rc.trim().parse::<i32>().unwrap_or(255)));
         }
-        if !l.starts_with("@@JSON ") && !l.starts_with("@@STAGE ") && l != "go" {
+        if l == PRESS_CUE {
+            guest.stage = "press-on-cue".to_owned();
+            // Console lines queue up in the reader thread's channel meanwhile.
+            for press in 1..=opts.presses_on_cue {
+                guest
+                    .qmp()?
+                    .execute("system_powerdown")
+                    .with_context(|| format!("press {press} on cue"))?;
+                std::thread::sleep(PRESS_SPACING);
+            }
+            if let Some(stdin) = guest.stdin.as_mut() {
+                writeln!(stdin, "{PRESSES_DONE}").context("writing to the guest console")?;
+                stdin.flush()?;
+            }
+            guest.stage = "cmd".to_owned();
+            return Ok(Wait::Continue);
+        }
+        if !l.starts_with("@@JSON ") && !l.starts_with("@@STAGE ") && l != "go" && l != PRESSES_DONE
+        {
             cmd_output.push_str(l);
             cmd_output.push('\n');
         }

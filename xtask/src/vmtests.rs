@@ -1,6 +1,7 @@
 //! The VM tests: each boots the real board with the real module and daemon and asserts
 //! on what comes back. Every run also fails on any kernel splat in dmesg.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -8,6 +9,7 @@ use serde_json::Value;
 
 use crate::vm::{
     json_lines, run_suite, run_vm, section, Artifacts, VmOptions, VmOutcome, KMEMLEAK_SCAN,
+    PRESSES_DONE, PRESS_CUE, WAIT_LINES,
 };
 
 type VmTest = fn(&Artifacts) -> Result<()>;
@@ -46,6 +48,18 @@ const TESTS: &[(&str, VmTest)] = &[
     (
         "ready_only_after_the_devices_are_open",
         ready_only_after_the_devices_are_open,
+    ),
+    (
+        "heap_sysfs_addr_is_zero_for_everyone",
+        heap_sysfs_addr_is_zero_for_everyone,
+    ),
+    (
+        "ring_is_exact_under_a_mixed_burst",
+        ring_is_exact_under_a_mixed_burst,
+    ),
+    (
+        "sizes_are_the_kernels_and_info_has_dma_mask",
+        sizes_are_the_kernels_and_info_has_dma_mask,
     ),
 ];
 
@@ -588,21 +602,6 @@ fn a_hung_guest_is_killed_and_named(art: &Artifacts) -> Result<()> {
     Ok(())
 }
 
-/// A shell function for guest scripts: `wait_lines FILE PATTERN N` waits (at most 10 s)
-/// until FILE has N lines matching PATTERN.
-const WAIT_LINES: &str = r#"
-wait_lines() {
-    i=0
-    while :; do
-        n=$(grep -c "$2" "$1" 2>/dev/null || true)
-        [ "${n:-0}" -ge "$3" ] && return 0
-        i=$((i + 1))
-        [ $i -gt 1000 ] && { echo "timed out waiting for $3 x $2 in $1"; cat "$1"; return 1; }
-        usleep 10000
-    done
-}
-"#;
-
 fn events_of(log: &[Value]) -> Vec<&str> {
     log.iter()
         .filter_map(|v| v.get("event").and_then(Value::as_str))
@@ -810,4 +809,348 @@ fn ready_only_after_the_devices_are_open(art: &Artifacts) -> Result<()> {
         .with_context(|| format!("no readiness report:\n{}", outcome.cmd_output))?;
     ensure!(outcome.cmd_status == 0, "readiness test failed: {report}");
     Ok(())
+}
+
+/// Issue 11: `/sys/class/uio/uio0/maps/map0/addr` is zero, the same for root and for an
+/// unprivileged member of group kmemlab; both map map0 with the size sysfs gives, see the
+/// ring's magic, and are refused a page more.
+fn heap_sysfs_addr_is_zero_for_everyone(art: &Artifacts) -> Result<()> {
+    let script = "\
+        chgrp kmemlab /dev/uio0 && chmod 0660 /dev/uio0
+        echo '== root'
+        kmemlab-abi-probe heap-map
+        echo '== user'
+        kmemlab-abi-probe as 1000 1000 990 kmemlab-abi-probe heap-map
+        echo '== end'";
+    let outcome = boot(
+        art,
+        VmOptions {
+            daemon: false,
+            cmd: script.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let report = |name: &str| -> Result<Value> {
+        json_lines(&section(out, name))
+            .into_iter()
+            .next()
+            .with_context(|| format!("no heap-map report for {name}:\n{out}"))
+    };
+    let (root, user) = (report("root")?, report("user")?);
+    ensure!(
+        num(&root, "uid") == Some(0) && num(&user, "uid") == Some(1000),
+        "the reports are not root's and uid 1000's: {root} {user}"
+    );
+    for r in [&root, &user] {
+        ensure!(
+            num(r, "addr_value") == Some(0),
+            "map0/addr should read as zero: {r}"
+        );
+        ensure!(
+            num(r, "size").is_some_and(|s| s > 0)
+                && r.get("mapped").and_then(Value::as_str) == Some("ok")
+                && r.get("ring_magic") == Some(&Value::Bool(true)),
+            "mapping map0 with the sysfs size should work and show RING_MAGIC: {r}"
+        );
+        ensure!(
+            r.get("map_past_size").and_then(Value::as_str) != Some("ok"),
+            "a mapping one page longer than map0 was accepted: {r}"
+        );
+    }
+    ensure!(
+        root.get("addr") == user.get("addr") && root.get("size") == user.get("size"),
+        "root and an unprivileged user read different map0 attributes: {root} {user}"
+    );
+    Ok(())
+}
+
+/// The kmemlab line of /proc/interrupts: the button interrupts the kernel took, summed
+/// over the CPUs.
+fn button_interrupts(lines: &[&str]) -> Option<u64> {
+    let line = lines
+        .iter()
+        .find(|l| l.split_whitespace().last() == Some("kmemlab"))?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .map_while(|f| f.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// Issue 11: with kmemlabd running, 150 button presses from the host while the guest
+/// issues 1000 TRIGGERs of one event, reading each one's ring record (sequence number =
+/// the TRIGGER's `events`). The kernel's count is presses + triggers and the daemon's
+/// final count is the kernel's; every daemon press line whose count is a trigger's says
+/// `"source":"trigger"` with that record's `ktime_ns`, every other says `"button"`; the
+/// sequence numbers left to the button are as many as the button interrupts the kernel
+/// took.
+fn ring_is_exact_under_a_mixed_burst(art: &Artifacts) -> Result<()> {
+    const PRESSES: u32 = 150;
+    const TRIGGERS: u64 = 1000;
+    // 15 ms apart, the triggers span about as long as the presses (150 ms apart), so the
+    // two sources interleave all along.
+    const GAP_US: u64 = 15_000;
+    let script = format!(
+        r#"{WAIT_LINES}
+L=/tmp/kmemlabd.log
+echo {PRESS_CUE}
+kmemlab-abi-probe trigger-burst {TRIGGERS} {GAP_US} > /tmp/burst.json
+echo "burst-rc=$?"
+while read -r line; do [ "$line" = {PRESSES_DONE} ] && break; done
+k=$(kmemlabctl stats --json | sed -n 's/.*"events":\([0-9]*\).*/\1/p')
+wait_lines $L "\"irq_count\":$k[,}}]" 1
+stop-kmemlabd
+echo '== stats'
+kmemlabctl stats --json
+echo '== interrupts'
+grep kmemlab /proc/interrupts
+echo '== burst'
+cat /tmp/burst.json
+echo '== end'"#
+    );
+    let outcome = boot(
+        art,
+        VmOptions {
+            presses_on_cue: PRESSES,
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let burst = json_lines(&section(out, "burst"));
+    let summary = burst
+        .iter()
+        .find(|v| v.get("triggers").is_some())
+        .with_context(|| format!("trigger-burst printed no summary:\n{out}"))?;
+    println!("trigger burst: {summary}");
+    ensure!(
+        out.contains("burst-rc=0"),
+        "trigger-burst failed (a record missing, from the wrong source, or seqs not increasing): {summary}"
+    );
+    // Each TRIGGER's own record: seq -> ktime_ns.
+    let mut triggers: HashMap<u64, u64> = HashMap::new();
+    for v in burst.iter().filter(|v| v.get("seq").is_some()) {
+        let (Some(seq), Some(ktime)) = (num(v, "seq"), num(v, "ktime_ns")) else {
+            bail!("a trigger without its ring record: {v}");
+        };
+        ensure!(
+            num(v, "source") == Some(u64::from(kmemlab_uapi::SOURCE_TRIGGER)),
+            "the record of a TRIGGER names another source: {v}"
+        );
+        ensure!(
+            triggers.insert(seq, ktime).is_none(),
+            "two TRIGGERs got sequence number {seq}"
+        );
+    }
+    ensure!(
+        triggers.len() as u64 == TRIGGERS,
+        "{} trigger records, want {TRIGGERS}",
+        triggers.len()
+    );
+
+    let kernel = json_lines(&section(out, "stats"))
+        .iter()
+        .find_map(|v| num(v, "events"))
+        .with_context(|| format!("kmemlabctl stats --json has no events:\n{out}"))?;
+    let irqs = button_interrupts(&section(out, "interrupts"))
+        .with_context(|| format!("no kmemlab line in /proc/interrupts:\n{out}"))?;
+    ensure!(
+        triggers.keys().all(|s| (1..=kernel).contains(s)),
+        "a trigger's sequence number lies outside 1..={kernel}"
+    );
+    let button_seqs = kernel - triggers.len() as u64;
+    println!(
+        "mixed burst: {PRESSES} presses, {TRIGGERS} triggers; kernel events {kernel}, button interrupts {irqs}, button seqs {button_seqs}"
+    );
+    ensure!(
+        kernel == u64::from(PRESSES) + TRIGGERS,
+        "the kernel counted {kernel} events, want {PRESSES} presses + {TRIGGERS} triggers"
+    );
+    ensure!(
+        button_seqs == irqs && irqs == u64::from(PRESSES),
+        "{button_seqs} sequence numbers are the button's, the kernel took {irqs} button interrupts, the host pressed {PRESSES} times"
+    );
+
+    let log = parse_log(&outcome)?;
+    let stop = events(&log, "stop");
+    let stop = stop.first().context("kmemlabd wrote no stop line")?;
+    ensure!(
+        num(stop, "irq_count") == Some(kernel),
+        "kmemlabd's last count {:?} is not the kernel's {kernel}: {stop}",
+        num(stop, "irq_count")
+    );
+    if let Some(summary) = events(&log, "summary").last() {
+        ensure!(
+            num(summary, "events") == Some(kernel),
+            "kmemlabd's summary counts {:?} events, the kernel {kernel}: {summary}",
+            num(summary, "events")
+        );
+    }
+    // Every press line, and any other line that names a source.
+    let mut by_source: HashMap<String, u64> = HashMap::new();
+    for v in log.iter().filter(|v| {
+        v.get("seq").is_some_and(|s| !s.is_null()) || v.get("source").is_some_and(|s| !s.is_null())
+    }) {
+        let count = num(v, "irq_count").with_context(|| format!("no irq_count: {v}"))?;
+        let source = v.get("source").and_then(Value::as_str);
+        let ktime = num(v, "irq_ktime_ns");
+        *by_source
+            .entry(source.unwrap_or("null").to_owned())
+            .or_default() += 1;
+        match triggers.get(&count) {
+            Some(&want) => ensure!(
+                source == Some("trigger") && ktime == Some(want),
+                "count {count} was a TRIGGER recorded at {want} ns; the daemon says: {v}"
+            ),
+            None => ensure!(
+                source == Some("button") && ktime.is_some(),
+                "count {count} was no TRIGGER, so the button's; the daemon says: {v}"
+            ),
+        }
+    }
+    let first = triggers.keys().min().copied().unwrap_or(0);
+    let last = triggers.keys().max().copied().unwrap_or(0);
+    let interleaved = (first..=last).filter(|s| !triggers.contains_key(s)).count();
+    println!(
+        "daemon lines by source: {by_source:?}; button events between the first and last trigger: {interleaved}; bounces {}, coalesced lines {}",
+        events(&log, "bounce").len(),
+        events(&log, "coalesced").len()
+    );
+    Ok(())
+}
+
+/// A `dma_mask` as kmemlabctl prints it: a number or a `0x` string.
+fn mask_value(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let s = v.as_str()?;
+        u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
+    })
+}
+
+/// Issue 11: kmalloc(65) reports kmalloc_size_roundup's 96; kvmalloc is kvmalloc() (its
+/// vmalloc area's caller in /proc/vmallocinfo names kvmalloc); INFO reports the DMA mask.
+///
+/// A 1 MiB kvmalloc may be served by kmalloc (kvmalloc tries the page allocator first,
+/// and a fresh guest has order-8 blocks): then it has no vmalloc area, but must be one
+/// physically contiguous run. An 8 MiB one is above KMALLOC_MAX_SIZE (4 MiB with 4K pages)
+/// and always falls back to vmalloc.
+fn sizes_are_the_kernels_and_info_has_dma_mask(art: &Artifacts) -> Result<()> {
+    let script = "\
+        echo 1 > /proc/sys/kernel/kptr_restrict
+        echo '== kmalloc'
+        kmemlabctl alloc --kind kmalloc --size 65 --json
+        echo '== kvmalloc'
+        kmemlabctl alloc --kind kvmalloc --size 1M --persist --json
+        kmemlabctl alloc --kind kvmalloc --size 8M --persist --json
+        echo '== vmallocinfo'
+        cat /proc/vmallocinfo
+        echo '== info'
+        kmemlabctl --json info
+        echo '== frees'
+        for h in $(kmemlabctl list --json | sed -n 's/.*\"handle\":\\([0-9]*\\).*/\\1/p'); do
+            kmemlabctl free \"$h\" --json
+        done
+        echo '== end'";
+    let outcome = boot(
+        art,
+        VmOptions {
+            daemon: false,
+            cmd: script.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let kmalloc = json_lines(&section(out, "kmalloc"))
+        .into_iter()
+        .next()
+        .with_context(|| format!("no kmalloc report:\n{out}"))?;
+    ensure!(
+        num(&kmalloc, "usable_size") == Some(96),
+        "kmalloc(65) should report usable_size 96 (kmalloc_size_roundup): {kmalloc}"
+    );
+
+    let kv = json_lines(&section(out, "kvmalloc"));
+    ensure!(kv.len() == 2, "want 2 kvmalloc reports:\n{out}");
+    let vmallocinfo = section(out, "vmallocinfo");
+    let area_of = |v: &Value| -> Result<Option<String>> {
+        let vaddr = hex(v, "vaddr").with_context(|| format!("no vaddr (hidden?): {v}"))?;
+        Ok(vmallocinfo
+            .iter()
+            .find(|l| l.starts_with(&format!("0x{vaddr:016x}-")))
+            .map(|l| (*l).to_owned()))
+    };
+    let caller_names_kvmalloc = |area: &str| {
+        area.split_whitespace()
+            .nth(2)
+            .is_some_and(|c| c.contains("kvmalloc"))
+    };
+    match area_of(&kv[0])? {
+        Some(area) => ensure!(
+            caller_names_kvmalloc(&area),
+            "the 1 MiB kvmalloc's area should name a kvmalloc caller: {area}"
+        ),
+        None => {
+            ensure!(
+                num(&kv[0], "phys_segments") == Some(1),
+                "the 1 MiB kvmalloc has no vmalloc area, so kmalloc served it, yet it is not one physical run: {}",
+                kv[0]
+            );
+            println!("kvmalloc(1 MiB) was served by kmalloc: {}", kv[0]);
+        }
+    }
+    let area = area_of(&kv[1])?.with_context(|| {
+        format!(
+            "the 8 MiB kvmalloc (above KMALLOC_MAX_SIZE) is not in /proc/vmallocinfo: {}",
+            kv[1]
+        )
+    })?;
+    ensure!(
+        caller_names_kvmalloc(&area),
+        "the 8 MiB kvmalloc's area should name a kvmalloc caller (kmemlab_kvmalloc+0x...): {area}"
+    );
+
+    let info = json_lines(&section(out, "info"))
+        .into_iter()
+        .next()
+        .with_context(|| format!("kmemlabctl --json info printed no object:\n{out}"))?;
+    let mask = info
+        .get("dma_mask")
+        .with_context(|| format!("kmemlabctl --json info has no dma_mask: {info}"))?;
+    let bits = mask_value(mask).map(|m| (m.count_ones(), m.wrapping_add(1) & m));
+    ensure!(
+        bits.is_some_and(|(ones, low)| (24..=64).contains(&ones) && low == 0),
+        "dma_mask should be 2^n - 1 with n in 24..=64: {info}"
+    );
+    let frees = json_lines(&section(out, "frees"));
+    ensure!(
+        frees.len() == 2 && frees.iter().all(|f| f.get("error").is_none()),
+        "want the two PERSIST kvmalloc allocations freed:\n{out}"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{button_interrupts, mask_value};
+
+    #[test]
+    fn button_interrupts_sum_the_cpus() {
+        let lines = [
+            " 12:       4021       3310     GICv2  30 Level     arch_timer",
+            " 45:         97         53  9030000.pl061   3 Edge      kmemlab",
+        ];
+        assert_eq!(button_interrupts(&lines), Some(150));
+        assert_eq!(button_interrupts(&lines[..1]), None);
+    }
+
+    #[test]
+    fn dma_masks_as_number_or_hex() {
+        assert_eq!(mask_value(&json!(4294967295u64)), Some(0xffff_ffff));
+        assert_eq!(mask_value(&json!("0xffffffff")), Some(0xffff_ffff));
+        assert_eq!(mask_value(&json!(null)), None);
+    }
 }

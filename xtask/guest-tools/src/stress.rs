@@ -394,9 +394,8 @@ fn free_everything_visible(dev: &Dev) -> Result<u64, String> {
     }
 }
 
-/// Drops to `uid`/`gid` with supplementary `groups`, then reports what /dev/kmemlab
-/// allows: the open's errno, and for an allocation whether addresses are hidden.
-pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Result<bool, String> {
+/// Becomes `uid`/`gid` with supplementary `groups`; a non-root uid keeps no capability.
+pub fn drop_privileges(uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
     let gids: Vec<libc::gid_t> = groups.to_vec();
     // SAFETY: plain system calls on values owned here; order: groups, gid, then uid.
     let rc = unsafe {
@@ -412,6 +411,13 @@ pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Result<bool, String> {
             std::io::Error::last_os_error()
         ));
     }
+    Ok(())
+}
+
+/// Drops to `uid`/`gid` with supplementary `groups`, then reports what /dev/kmemlab
+/// allows: the open's errno, and for an allocation whether addresses are hidden.
+pub fn as_user(uid: u32, gid: u32, groups: &[u32]) -> Result<bool, String> {
+    drop_privileges(uid, gid, groups)?;
     let report = match Dev::open() {
         Err(e) => json!({"uid": uid, "gid": gid, "groups": groups,
                           "open": errno_name(e.raw_os_error().unwrap_or(0))}),
