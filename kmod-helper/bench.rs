@@ -213,7 +213,10 @@ impl Shared {
         {
             return Err(EPERM);
         }
-        let charge = Charge { bytes: size, atomic };
+        let charge = Charge {
+            bytes: size,
+            atomic,
+        };
         self.bench_reserve(file, charge, &limits)?;
         let res = self.bench_run(kind, gfp, usize::try_from(size)?, iters);
         self.bench_unreserve(file, charge);

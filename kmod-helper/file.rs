@@ -62,8 +62,8 @@ impl MiscDevice for KmemlabFile {
         // around it as C drivers do with `container_of(file->private_data, ...)`.
         //
         // SAFETY: A `MiscDeviceRegistration<KmemlabFile>` only exists as the `miscdev` field of
-        // a `KmemlabDriver` (this file's types are private), so stepping back by the field's
-        // offset stays within that allocation.
+        // a `KmemlabDriver` (both types are private to this crate, and only `probe` registers
+        // one), so stepping back by the field's offset stays within that allocation.
         let drv = unsafe {
             kernel::container_of!(ptr::from_ref(misc).cast_mut(), KmemlabDriver, miscdev)
         };
@@ -136,4 +136,3 @@ fn user_arg(cmd: u32, arg: usize, expected: u32) -> Result<UserSlice> {
     }
     Ok(UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd)))
 }
-

@@ -188,9 +188,7 @@ impl KmemlabFile {
             return Err(EINVAL);
         }
         let capacity = req.capacity as usize;
-        let (entries, total) = self
-            .shared
-            .list(self.opener, req.after, capacity)?;
+        let (entries, total) = self.shared.list(self.opener, req.after, capacity)?;
         let array = UserSlice::new(
             UserPtr::from_addr(usize::try_from(req.entries)?),
             capacity * size_of::<uapi::Alloc>(),
@@ -225,9 +223,9 @@ impl KmemlabFile {
         if req != input_only {
             return Err(EINVAL);
         }
-        let [alloc, free] = self
-            .shared
-            .bench(self.opener, req.kind, req.flags, req.size, req.iters)?;
+        let [alloc, free] =
+            self.shared
+                .bench(self.opener, req.kind, req.flags, req.size, req.iters)?;
         req.alloc = alloc;
         req.free = free;
         writer.write(&req)?;

@@ -399,4 +399,3 @@ impl platform::Driver for KmemlabDriver {
         })
     }
 }
-

@@ -72,7 +72,12 @@ pub(crate) struct Charge {
 impl Usage {
     /// Adds `c` if the quota allows it: `EDQUOT` beyond `file_max_*`, `EPERM` beyond the atomic
     /// quota. `quota` is false for a privileged opener, which only has the global limits.
-    pub(crate) fn charge(&mut self, c: Charge, limits: &Limits, quota: bool) -> kernel::error::Result {
+    pub(crate) fn charge(
+        &mut self,
+        c: Charge,
+        limits: &Limits,
+        quota: bool,
+    ) -> kernel::error::Result {
         let atomic_bytes = if c.atomic { c.bytes } else { 0 };
         if quota {
             if self.count >= limits.file_max_count

@@ -82,6 +82,9 @@ static NEXT_HANDLE: Atomic<u64> = Atomic::new(1);
 /// Most allocations release and unbind detach in one hold of `inner`.
 const DETACH_CHUNK: usize = 256;
 
+/// Most events TRIGGER raises in one hold of the UIO lock.
+const TRIGGER_CHUNK: u32 = 1024;
+
 /// Who owns an allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
@@ -170,21 +173,26 @@ impl Inner {
     }
 
     /// Takes allocation `handle` out of the table if `owner` may see it; returns its kind, size
-    /// and memory, to be freed after the lock is dropped. A dma_coherent one is only taken
-    /// when the caller is in a DMA section (`dma_ok`); otherwise `ENODEV` (unbind is freeing
-    /// it).
-    fn take(&mut self, owner: Owner, handle: u64, dma_ok: bool) -> Result<(Kind, u64, Mem)> {
+    /// and memory, to be freed after the lock is dropped. Returns `None`, leaving it in place,
+    /// for a dma_coherent one when the caller is not in a DMA section (`dma_ok`), which must
+    /// last across its free.
+    fn take(
+        &mut self,
+        owner: Owner,
+        handle: u64,
+        dma_ok: bool,
+    ) -> Result<Option<(Kind, u64, Mem)>> {
         let entry = self.allocs.entry(handle).ok_or(ENOENT)?;
         let a = entry.get().ok_or(ENOENT)?;
         if a.owner != owner && a.owner != Owner::Device {
             return Err(ENOENT);
         }
         if a.kind == Kind::DmaCoherent && !dma_ok {
-            return Err(ENODEV);
+            return Ok(None);
         }
         let a = entry.remove().ok_or(ENOENT)?;
         self.uncharge(a.owner, a.charge());
-        Ok((a.kind, a.size, a.mem))
+        Ok(Some((a.kind, a.size, a.mem)))
     }
 }
 
@@ -559,40 +567,53 @@ impl Shared {
     /// field, `ENOENT` for an unknown handle, `ENODEV` for a dma_coherent one while unbind frees
     /// it), and writes each freed entry's `free_ns`. `slots` is scratch space, one per entry,
     /// without memory in it (as each call leaves them).
-    pub(crate) fn free(&self, owner: Owner, entries: &mut [uapi::Free], slots: &mut [Slot]) -> Outcome {
+    pub(crate) fn free(
+        &self,
+        owner: Owner,
+        entries: &mut [uapi::Free],
+        slots: &mut [Slot],
+    ) -> Outcome {
         let mut out = Outcome {
             done: entries.len().min(slots.len()),
             error: None,
         };
         let mut tally = Tally::default();
-        // Entered at the first dma_coherent entry; SRCU readers never block, so it may be
-        // entered under `inner`.
-        let mut section: Option<Option<DmaSection<'_>>> = None;
+        // Entered at the first dma_coherent entry (`tried`); SRCU readers never block, so it
+        // may be entered under `inner`. `None` after trying: unbind has begun.
+        let mut section: Option<DmaSection<'_>> = None;
+        let mut tried = false;
         let mut inner = self.inner.lock();
-        for (i, (e, slot)) in entries.iter().zip(slots.iter_mut()).enumerate().take(out.done) {
+        let mut i = 0;
+        while i < out.done {
+            let (Some(e), Some(slot)) = (entries.get(i), slots.get_mut(i)) else {
+                break;
+            };
             if e.free_ns != 0 || e.reserved != [0; 2] {
                 out.stop(i, EINVAL);
                 break;
             }
-            let is_dma = inner
-                .allocs
-                .entry(e.handle)
-                .and_then(|en| en.get().map(|a| a.kind == Kind::DmaCoherent))
-                .unwrap_or(false);
-            if is_dma && section.is_none() {
-                section = Some(self.dma_section());
-            }
-            let dma_ok = matches!(section, Some(Some(_)));
-            match inner.take(owner, e.handle, dma_ok) {
-                Ok((kind, size, mem)) => {
+            match inner.take(owner, e.handle, section.is_some()) {
+                Ok(Some((kind, size, mem))) => {
                     tally.add(kind, size);
                     slot.mem = Some(mem);
+                }
+                Ok(None) if !tried => {
+                    // dma_coherent: enter a DMA section, then look again.
+                    tried = true;
+                    section = self.dma_section();
+                    continue;
+                }
+                Ok(None) => {
+                    // Unbind has begun and frees it itself.
+                    out.stop(i, ENODEV);
+                    break;
                 }
                 Err(err) => {
                     out.stop(i, err);
                     break;
                 }
             }
+            i += 1;
         }
         inner.allocs.compact();
         drop(inner);
@@ -740,20 +761,28 @@ impl Shared {
         stats::snapshot(current)
     }
 
-    /// TRIGGER: raises `count` events; returns the sequence number of the last one. Stops with
-    /// `EINTR` at a pending signal.
+    /// TRIGGER: raises `count` events; returns the sequence number of the last one. Holds the
+    /// UIO lock for at most [`TRIGGER_CHUNK`] events at a time, and stops with `EINTR` at a
+    /// pending signal between two chunks.
     pub(crate) fn trigger(&self, count: u32) -> Result<u64> {
-        let uio = self.uio.lock();
-        let reg = uio.reg.as_ref().ok_or(ENODEV)?;
         let mut seq = 0;
-        for i in 0..count {
-            if i % 1024 == 1023 {
+        let mut left = count;
+        while left > 0 {
+            let n = left.min(TRIGGER_CHUNK);
+            {
+                let uio = self.uio.lock();
+                let reg = uio.reg.as_ref().ok_or(ENODEV)?;
+                for _ in 0..n {
+                    seq = reg.trigger();
+                }
+            }
+            left -= n;
+            if left > 0 {
                 if kernel::current!().signal_pending() {
                     return Err(EINTR);
                 }
                 crate::mem::cond_resched();
             }
-            seq = reg.trigger();
         }
         Ok(seq)
     }
@@ -774,7 +803,10 @@ impl Shared {
     }
 
     /// Calls `f` with every live allocation (debugfs), under `inner`.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, Kind, u64, &Mem) -> core::fmt::Result) -> core::fmt::Result {
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(u64, Kind, u64, &Mem) -> core::fmt::Result,
+    ) -> core::fmt::Result {
         let inner = self.inner.lock();
         for (handle, a) in inner.allocs.iter() {
             f(handle, a.kind, a.size, &a.mem)?;

@@ -144,7 +144,10 @@ pub(crate) struct Entry<'a, V> {
 impl<V> Entry<'_, V> {
     /// The value.
     pub(crate) fn get(&self) -> Option<&V> {
-        self.table.slots.get(self.i).and_then(|(_, slot)| slot.as_ref())
+        self.table
+            .slots
+            .get(self.i)
+            .and_then(|(_, slot)| slot.as_ref())
     }
 
     /// Takes the value out of the table. Call [`Table::compact`] after a run of removals.
