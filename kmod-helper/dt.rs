@@ -76,6 +76,9 @@ pub(crate) fn heap_size(dev: &Device) -> Result<usize> {
 
 /// How the button is wired, from the device-tree node.
 pub(crate) enum Wiring {
+    /// No firmware node at all: the software device (`software_device=1`), whose button is
+    /// TRIGGER.
+    None,
     /// `interrupts` or `interrupts-extended`.
     Interrupt,
     /// `button-gpios`, with `debounce-interval` in ms (0: none).
@@ -85,6 +88,9 @@ pub(crate) enum Wiring {
 /// Reads and checks the button's wiring: exactly one of an interrupt and `button-gpios`, and
 /// `debounce-interval` only with `button-gpios`.
 pub(crate) fn wiring(dev: &Device) -> Result<Wiring> {
+    if dev.fwnode().is_none() {
+        return Ok(Wiring::None);
+    }
     let present = |name: &CStr| dev.fwnode().is_some_and(|n| n.property_present(name));
     let irq = present(c"interrupts") || present(c"interrupts-extended");
     let gpio = present(BUTTON_GPIOS_PROP);

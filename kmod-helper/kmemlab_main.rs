@@ -64,6 +64,7 @@ mod privilege;
 mod report;
 mod shared;
 mod stats;
+mod swdev;
 mod table;
 mod uio;
 
@@ -154,8 +155,39 @@ kernel::of_device_table!(
     [(of::DeviceId::new(c"yang,mydevice"), ())]
 );
 
-kernel::module_platform_driver! {
-    type: KmemlabDriver,
+/// The module: the platform driver, and the software device when `software_device=1`.
+///
+/// Fields drop in declaration order: the software device goes first (which unbinds it), then
+/// the driver.
+#[pin_data]
+struct KmemlabModule {
+    _swdev: Option<swdev::SoftwareDevice>,
+    #[pin]
+    _driver: kernel::driver::Registration<platform::Adapter<KmemlabDriver>>,
+}
+
+impl kernel::InPlaceModule for KmemlabModule {
+    fn init(module: &'static kernel::ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            _driver <- kernel::driver::Registration::new(MODULE_NAME, module),
+            // After the driver, so that the device binds at once.
+            _swdev: match module_parameters::software_device.value() {
+                0 => None,
+                1 => Some(swdev::SoftwareDevice::register(MODULE_NAME)?),
+                _ => {
+                    pr_err!("software_device must be 0 or 1\n");
+                    return Err(EINVAL);
+                }
+            },
+        })
+    }
+}
+
+/// The module's and the driver's name; the software device has it too.
+const MODULE_NAME: &CStr = c"kmemlab";
+
+kernel::prelude::module! {
+    type: KmemlabModule,
     name: "kmemlab",
     authors: ["kmemlab authors"],
     description: "kmemlab: kernel memory allocation lab (UIO button interrupt, ioctl interface)",
@@ -196,6 +228,10 @@ kernel::module_platform_driver! {
         max_trigger_count: u32 {
             default: 100_000,
             description: "Most events one TRIGGER may raise",
+        },
+        software_device: u32 {
+            default: 0,
+            description: "1: also create a kmemlab device without a device-tree node and without an interrupt (TRIGGER is its button), for PCs and boards whose device tree cannot be edited",
         },
         file_max_bytes: u64 {
             default: 16 << 20,
@@ -307,6 +343,8 @@ impl platform::Driver for KmemlabDriver {
             })?;
 
             let (irq, irq_flags, button) = match wiring {
+                // No interrupt: the glue registers the UIO device without one.
+                dt::Wiring::None => (0, 0, None),
                 dt::Wiring::Interrupt => match bound.optional_irq_by_index(0) {
                     // The trigger type is the one the interrupt specifier gave.
                     Ok(request) => (request.irq(), 0, None),

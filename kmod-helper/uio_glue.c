@@ -177,6 +177,10 @@ static int kmemlab_uio_irqcontrol(struct uio_info *info, s32 irq_on)
 	struct kmemlab_uio *uio = container_of(info, struct kmemlab_uio, info);
 	unsigned long flags;
 
+	/* Without a line there is nothing to mask; writes still succeed. */
+	if (!uio->irq)
+		return 0;
+
 	spin_lock_irqsave(&uio->lock, flags);
 	if (irq_on) {
 		if (__test_and_clear_bit(KMEMLAB_UIO_IRQ_DISABLED, &uio->flags))
@@ -229,7 +233,8 @@ static bool kmemlab_irq_is_slow(unsigned int irq)
 /**
  * kmemlab_uio_register - register a UIO device for an interrupt line
  * @parent:	the bound device the interrupt belongs to
- * @irq:	Linux interrupt number, not 0
+ * @irq:	Linux interrupt number, or 0 for none (the software device:
+ *		kmemlab_uio_trigger() is then the only source of events)
  * @irq_flags:	IRQF_TRIGGER_* to request @irq with, or 0 for the trigger
  *		type the firmware gave it
  * @name:	UIO name (/sys/class/uio/uioN/name); must outlive the device
@@ -256,7 +261,7 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 	struct kmemlab_uio *uio;
 	int ret;
 
-	if (!parent || !irq || !name || !version || !pages || !nr_pages ||
+	if (!parent || !name || !version || !pages || !nr_pages ||
 	    !pages[0] || !slots || irq_flags & ~IRQF_TRIGGER_MASK)
 		return ERR_PTR(-EINVAL);
 	if (sizeof(struct kmemlab_ring_header) +
@@ -264,7 +269,7 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 	    PAGE_SIZE)
 		return ERR_PTR(-EINVAL);
 
-	if (kmemlab_irq_is_slow(irq)) {
+	if (irq && kmemlab_irq_is_slow(irq)) {
 		dev_err(parent,
 			"irq %u is on a controller behind a slow bus (an I2C/SPI GPIO expander?): its line cannot be masked from a hard interrupt handler, which kmemlab needs; not supported\n",
 			irq);
@@ -299,8 +304,8 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 	 * lazily on its next occurrence, or it fires again until userspace
 	 * has cleared its cause.
 	 */
-	if ((irq_flags ? irq_flags : irq_get_trigger_type(irq)) &
-	    IRQ_TYPE_LEVEL_MASK) {
+	if (irq && (irq_flags ? irq_flags : irq_get_trigger_type(irq)) &
+		   IRQ_TYPE_LEVEL_MASK) {
 		irq_set_status_flags(irq, IRQ_DISABLE_UNLAZY);
 		uio->unlazy = true;
 	}
@@ -313,13 +318,14 @@ struct kmemlab_uio *kmemlab_uio_register(struct device *parent,
 	}
 
 	/* After uio_register_device(): the handler counts UIO events. */
-	ret = request_irq(irq, kmemlab_irq_handler, irq_flags, name, uio);
+	ret = irq ? request_irq(irq, kmemlab_irq_handler, irq_flags, name, uio) : 0;
 	if (ret) {
-		dev_err(parent,
-			"failed to request irq %u: error %d%s\n", irq, ret,
-			ret == -EINVAL ?
-				" (a controller whose interrupts are nested in a thread, such as an I2C/SPI GPIO expander, is not supported)" :
-				"");
+		/*
+		 * -EINVAL also for a trigger type the controller refuses,
+		 * and for a line nested in a thread without a slow bus.
+		 */
+		dev_err(parent, "failed to request irq %u: error %d\n", irq,
+			ret);
 		uio_unregister_device(&uio->info);
 		goto err;
 	}
@@ -349,7 +355,8 @@ u32 kmemlab_uio_unregister(struct kmemlab_uio *uio)
 {
 	u32 events;
 
-	free_irq(uio->irq, uio);
+	if (uio->irq)
+		free_irq(uio->irq, uio);
 	uio_unregister_device(&uio->info);
 	/* Nothing raises events any more. */
 	events = (u32)READ_ONCE(uio->seq);

@@ -445,11 +445,12 @@ echo '== seed'
 $U kmemlabd --debounce-ms 0 --log /tmp/u.log 2>/tmp/u.err &
 pid=$!
 wait_lines /tmp/u.log '"start"' 1
-i=1
-while [ $i -le 6 ]; do
+# `n`, not `i`: wait_lines uses `i` itself.
+n=1
+while [ $n -le 6 ]; do
     $U kmemlabctl trigger --json
-    wait_lines /tmp/u.log '"seq"' $i
-    i=$((i + 1))
+    wait_lines /tmp/u.log '"seq"' $n
+    n=$((n + 1))
 done
 kill -TERM $pid; wait $pid; echo "kmemlabd-exit=$?"
 echo '== ulog'
@@ -817,7 +818,7 @@ fn hostile_device_trees(art: &Artifacts, s: &mut Summary) -> Result<()> {
         ("f-heapu64", "yang,heap-size is malformed"),
         ("g-heapempty", "yang,heap-size is malformed"),
         ("h-both", "both interrupts and button-gpios"),
-        ("i-badirq", "failed to register UIO device"),
+        ("i-badirq", "failed to request irq"),
         ("k-debstr", "debounce-interval"),
         ("l-debirq", "debounce-interval needs button-gpios"),
         ("m-irqstr", "cannot get the interrupt"),

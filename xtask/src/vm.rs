@@ -148,12 +148,12 @@ pub const PRESS_SPACING: Duration = Duration::from_millis(150);
 /// until FILE has N lines matching PATTERN.
 pub const WAIT_LINES: &str = r#"
 wait_lines() {
-    i=0
+    local tries=0 seen
     while :; do
-        n=$(grep -c "$2" "$1" 2>/dev/null || true)
-        [ "${n:-0}" -ge "$3" ] && return 0
-        i=$((i + 1))
-        [ $i -gt 1000 ] && { echo "timed out waiting for $3 x $2 in $1"; cat "$1"; return 1; }
+        seen=$(grep -c "$2" "$1" 2>/dev/null || true)
+        [ "${seen:-0}" -ge "$3" ] && return 0
+        tries=$((tries + 1))
+        [ $tries -gt 1000 ] && { echo "timed out waiting for $3 x $2 in $1"; cat "$1"; return 1; }
         usleep 10000
     done
 }
