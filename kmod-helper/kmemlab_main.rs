@@ -401,7 +401,11 @@ impl platform::Driver for KmemlabDriver {
 
             let state = Shared::new(pdev.into(), irq, size as u64, mask.value(), uio)?;
             let dir = debugfs::Dir::new(c"kmemlab");
-            let has_button = button.is_some();
+            let wired = match (button.is_some(), irq) {
+                (true, _) => " (button-gpios)",
+                (false, 0) => " (none: software device, TRIGGER is the button)",
+                _ => "",
+            };
 
             Ok(try_pin_init!(Self {
                 // `shared` is written before `miscdev` is registered, see `KmemlabFile::open`.
@@ -426,7 +430,7 @@ impl platform::Driver for KmemlabDriver {
                     dev,
                     "probed: irq {}{}, heap {} bytes, {}-bit DMA mask, UIO device \"{}\", /dev/{}\n",
                     irq,
-                    if has_button { " (button-gpios)" } else { "" },
+                    wired,
                     size,
                     bits,
                     UIO_NAME,

@@ -61,6 +61,10 @@ const TESTS: &[(&str, VmTest)] = &[
         "sizes_are_the_kernels_and_info_has_dma_mask",
         sizes_are_the_kernels_and_info_has_dma_mask,
     ),
+    (
+        "software_device_works_without_a_node",
+        software_device_works_without_a_node,
+    ),
 ];
 
 /// Runs every VM test; fails if any failed, after running them all.
@@ -1153,4 +1157,88 @@ mod tests {
         assert_eq!(mask_value(&json!("0xffffffff")), Some(0xffff_ffff));
         assert_eq!(mask_value(&json!(null)), None);
     }
+}
+
+/// `software_device=1` (module v2): a kmemlab device without a device-tree node or an
+/// interrupt. On the test board the node's device binds first, so the script unbinds it and
+/// binds the software one (named `kmemlab.0.auto`, matched by name); then INFO reports no
+/// interrupt and the DMA mask, TRIGGER is the button (STATS counts its UIO events), a dma_coherent
+/// allocation works against it, /proc/interrupts has no kmemlab line, and rmmod is clean.
+fn software_device_works_without_a_node(art: &Artifacts) -> Result<()> {
+    let cmd = "
+D=/sys/bus/platform/drivers/kmemlab
+rmmod kmemlab
+insmod /lib/modules/kmemlab.ko software_device=1
+echo kmemlab > $D/unbind
+echo kmemlab.0.auto > $D/bind && echo bound-software
+echo '== info'
+kmemlabctl --json info
+echo '== trigger'
+kmemlabctl --json trigger --count 3
+echo '== alloc'
+kmemlabctl --json alloc --kind dma-coherent --size 8K
+echo '== irq'
+grep -c kmemlab /proc/interrupts
+echo '== stats'
+kmemlabctl --json stats
+echo '== rmmod'
+rmmod kmemlab && echo rmmod-ok";
+    let outcome = boot(
+        art,
+        VmOptions {
+            daemon: false,
+            cmd: cmd.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let sect = |name: &str| -> Vec<&str> {
+        let head = format!("== {name}");
+        out.lines()
+            .skip_while(|l| l.trim() != head)
+            .skip(1)
+            .take_while(|l| !l.starts_with("== "))
+            .collect()
+    };
+    let json = |name: &str| -> Result<Value> {
+        let lines = sect(name);
+        let line = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with('{'))
+            .with_context(|| format!("no JSON in section {name}:\n{out}"))?;
+        serde_json::from_str(line).with_context(|| format!("bad JSON: {line}"))
+    };
+    ensure!(
+        out.contains("bound-software"),
+        "the software device did not bind:\n{out}"
+    );
+    let info = json("info")?;
+    ensure!(
+        info.get("irq").and_then(Value::as_u64) == Some(0)
+            && info.get("dma_mask").and_then(Value::as_str) == Some("0xffffffff"),
+        "the software device should have no interrupt and a 32-bit DMA mask: {info}"
+    );
+    let alloc = json("alloc")?;
+    ensure!(
+        alloc.get("kind").and_then(Value::as_str) == Some("dma_coherent")
+            && alloc.get("dma").is_some_and(|d| !d.is_null()),
+        "dma_coherent against the software device failed: {alloc}"
+    );
+    let stats = json("stats")?;
+    ensure!(
+        stats.get("events").and_then(Value::as_u64) == Some(3),
+        "three TRIGGERs should make three UIO events: {stats}"
+    );
+    ensure!(
+        sect("irq").iter().any(|l| l.trim() == "0"),
+        "the software device requested an interrupt:\n{out}"
+    );
+    ensure!(out.contains("rmmod-ok"), "rmmod failed:\n{out}");
+    let bad: Vec<&String> = outcome
+        .dmesg
+        .iter()
+        .filter(|l| l.contains("WARNING") || l.contains("BUG") || l.contains("Oops"))
+        .collect();
+    ensure!(bad.is_empty(), "kernel splat: {bad:?}");
+    Ok(())
 }
