@@ -1135,30 +1135,6 @@ fn sizes_are_the_kernels_and_info_has_dma_mask(art: &Artifacts) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::{button_interrupts, mask_value};
-
-    #[test]
-    fn button_interrupts_sum_the_cpus() {
-        let lines = [
-            " 12:       4021       3310     GICv2  30 Level     arch_timer",
-            " 45:         97         53  9030000.pl061   3 Edge      kmemlab",
-        ];
-        assert_eq!(button_interrupts(&lines), Some(150));
-        assert_eq!(button_interrupts(&lines[..1]), None);
-    }
-
-    #[test]
-    fn dma_masks_as_number_or_hex() {
-        assert_eq!(mask_value(&json!(4294967295u64)), Some(0xffff_ffff));
-        assert_eq!(mask_value(&json!("0xffffffff")), Some(0xffff_ffff));
-        assert_eq!(mask_value(&json!(null)), None);
-    }
-}
-
 /// `software_device=1` (module v2): a kmemlab device without a device-tree node or an
 /// interrupt. On the test board the node's device binds first, so the script unbinds it and
 /// binds the software one (named `kmemlab.0.auto`, matched by name); then INFO reports no
@@ -1241,4 +1217,28 @@ rmmod kmemlab && echo rmmod-ok";
         .collect();
     ensure!(bad.is_empty(), "kernel splat: {bad:?}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{button_interrupts, mask_value};
+
+    #[test]
+    fn button_interrupts_sum_the_cpus() {
+        let lines = [
+            " 12:       4021       3310     GICv2  30 Level     arch_timer",
+            " 45:         97         53  9030000.pl061   3 Edge      kmemlab",
+        ];
+        assert_eq!(button_interrupts(&lines), Some(150));
+        assert_eq!(button_interrupts(&lines[..1]), None);
+    }
+
+    #[test]
+    fn dma_masks_as_number_or_hex() {
+        assert_eq!(mask_value(&json!(4294967295u64)), Some(0xffff_ffff));
+        assert_eq!(mask_value(&json!("0xffffffff")), Some(0xffff_ffff));
+        assert_eq!(mask_value(&json!(null)), None);
+    }
 }
