@@ -412,6 +412,7 @@ fn debian_package_test(tc: &setup::Toolchain, module: Option<&std::path::Path>) 
     let debs = [
         stock::package(tc, "linux-base", release)?,
         stock::package(tc, "linux-modules", release)?,
+        stock::package(tc, "linux-headers", release)?,
     ];
     let work = tc
         .cache

@@ -48,6 +48,7 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "file",
     "lintian",
+    "kmod",
 ];
 
 /// Where set-up put things.
