@@ -1,8 +1,8 @@
 //! `cargo xtask dist [--kdir DIR]`: a tarball and a Debian arm64 package with the
 //! binaries, the service files, the overlays and kmemlab.ko built for DIR.
 //! `cargo xtask dist --debian RELEASE [--module KO]`: the same for Debian's own kernel
-//! RELEASE (`7.3.4+deb13-arm64`), with kmemlab.ko in /lib/modules/RELEASE/updates/ and a
-//! dependency on `linux-image-RELEASE`.
+//! RELEASE (`7.3.4+deb13-arm64`, or `-amd64` with amd64 binaries), with kmemlab.ko in
+//! /lib/modules/RELEASE/updates/ and a dependency on `linux-image-RELEASE`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -52,7 +52,7 @@ const MAN_PAGES: &[(&str, &str)] = &[("kmemlabd.8", "man8"), ("kmemlabctl.1", "m
 /// What lintian reports that is deliberate, each with the reason.
 const LINTIAN_OVERRIDES: &str = "\
 # kmemlabd and kmemlabctl are linked statically on purpose: the same two binaries
-# run on any arm64 board's userland (Debian, Raspberry Pi OS, a busybox initramfs)
+# run on any arm64 board's (or amd64 PC's) userland (Debian, Raspberry Pi OS, a busybox initramfs)
 # whatever its C library, and they are the very binaries the project's VM tests run.
 kmemlab: statically-linked-binary [usr/bin/kmemlabctl]
 kmemlab: statically-linked-binary [usr/bin/kmemlabd]
@@ -190,6 +190,26 @@ fi
 exit 0
 ";
 
+/// kmemlabd and kmemlabctl for an amd64 PC, linked statically as the arm64 ones are.
+fn userspace_amd64() -> Result<(PathBuf, PathBuf)> {
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
+    let root = repo_root();
+    let target_dir = root.join("target/dist-amd64");
+    step("building kmemlabd and kmemlabctl for amd64 (static)");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args(["--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
+    let bin = target_dir.join(TARGET).join("release");
+    Ok((bin.join("kmemlabd"), bin.join("kmemlabctl")))
+}
+
 /// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`).
 fn debian_module(tc: &Toolchain, release: &str) -> Result<PathBuf> {
     crate::debian::module(tc, release)
@@ -214,7 +234,7 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
     let root = repo_root();
     let upstream = version()?;
     let version = format!("{upstream}-{DEBIAN_REVISION}");
-    let (ko, release, out, module_dir, depends) = match target {
+    let (ko, release, arch, out, module_dir, depends) = match target {
         Target::Kdir(kdir) => {
             let kdir_path = match kdir {
                 Some(dir) => dir.to_path_buf(),
@@ -228,14 +248,17 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
                 kernel.arch
             );
             let ko = build::module(tc, Some(&kdir_path), Flavor::Test)?;
-            (ko, kernel.release, root.join("target/dist"), "extra", None)
+            (
+                ko,
+                kernel.release,
+                "arm64",
+                root.join("target/dist"),
+                "extra",
+                None,
+            )
         }
         Target::Debian { release, module } => {
             let arch = stock::arch_of(release)?;
-            ensure!(
-                arch == "arm64",
-                "the packages carry arm64 binaries; {release} is an {arch} kernel"
-            );
             let ko = match module {
                 Some(ko) => ko.to_path_buf(),
                 None => debian_module(tc, release)?,
@@ -249,19 +272,25 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
             (
                 ko,
                 release.to_owned(),
+                arch,
                 root.join("target/dist").join(release),
                 "updates",
                 Some(format!("linux-image-{release}")),
             )
         }
     };
-    let user = build::userspace(tc)?;
+    let (kmemlabd, kmemlabctl) = if arch == "arm64" {
+        let user = build::userspace(tc)?;
+        (user.kmemlabd, user.kmemlabctl)
+    } else {
+        userspace_amd64()?
+    };
 
-    let stage = out.join(format!("kmemlab_{version}_arm64"));
+    let stage = out.join(format!("kmemlab_{version}_{arch}"));
     let _ = fs::remove_dir_all(&stage);
     step(format!("staging the package in {}", stage.display()));
-    install(&user.kmemlabd, &stage.join("usr/bin/kmemlabd"), 0o755)?;
-    install(&user.kmemlabctl, &stage.join("usr/bin/kmemlabctl"), 0o755)?;
+    install(&kmemlabd, &stage.join("usr/bin/kmemlabd"), 0o755)?;
+    install(&kmemlabctl, &stage.join("usr/bin/kmemlabctl"), 0o755)?;
     let module_path = format!("/lib/modules/{release}/{module_dir}/kmemlab.ko");
     install(&ko, &stage.join(&module_path[1..]), 0o644)?;
     let systemd = root.join("systemd");
@@ -322,7 +351,7 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
     )?;
 
     // The tarball: the same tree.
-    let tarball = out.join(format!("kmemlab-{upstream}-arm64-linux-{release}.tar.gz"));
+    let tarball = out.join(format!("kmemlab-{upstream}-{arch}-linux-{release}.tar.gz"));
     run(Command::new("tar")
         .args(["--owner=0", "--group=0", "--numeric-owner", "-czf"])
         .arg(&tarball)
@@ -339,7 +368,7 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
     let control = format!(
         "Package: kmemlab\n\
          Version: {version}\n\
-         Architecture: arm64\n\
+         Architecture: {arch}\n\
          Maintainer: {MAINTAINER}\n\
          Installed-Size: {installed_kib}\n\
          {depends_line}\
@@ -364,7 +393,7 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
         "/etc/kmemlab/kmemlabd.conf\n",
         0o644,
     )?;
-    let deb = out.join(format!("kmemlab_{version}_arm64.deb"));
+    let deb = out.join(format!("kmemlab_{version}_{arch}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&stage)

@@ -409,11 +409,11 @@ fn debian_package_test(tc: &setup::Toolchain, module: Option<&std::path::Path>) 
     step(format!("packages: cargo xtask dist --debian {release}"));
     let pkgs = dist::dist(tc, dist::Target::Debian { release, module })?;
     dist::lintian(&pkgs.deb)?;
-    let debs = [
-        stock::package(tc, "linux-base", release)?,
-        stock::package(tc, "linux-modules", release)?,
-        stock::package(tc, "linux-headers", release)?,
-    ];
+    let debs = stock::packages(
+        tc,
+        &["linux-base", "linux-modules", "linux-headers"],
+        release,
+    )?;
     let work = tc
         .cache
         .join("run")

@@ -25,9 +25,17 @@ fn release_dir(tc: &Toolchain, release: &str) -> PathBuf {
     tc.cache.join("debian-kernel").join(release)
 }
 
-/// The .deb of Debian's package `PKG-RELEASE` (e.g. `linux-modules-7.3.4+deb13-arm64`),
-/// downloaded into the cache the first time.
-pub fn package(tc: &Toolchain, pkg: &str, release: &str) -> Result<PathBuf> {
+/// The .debs of Debian's packages `PKG-RELEASE` for each PKG in `pkgs` (e.g.
+/// `linux-modules` gives `linux-modules-7.3.4+deb13-arm64`), downloaded into the cache
+/// the first time.
+pub fn packages(tc: &Toolchain, pkgs: &[&str], release: &str) -> Result<Vec<PathBuf>> {
+    let mut apt = PrivateApt::new(&tc.cache);
+    pkgs.iter()
+        .map(|pkg| package(tc, &mut apt, pkg, release))
+        .collect()
+}
+
+fn package(tc: &Toolchain, apt: &mut PrivateApt, pkg: &str, release: &str) -> Result<PathBuf> {
     let arch = arch_of(release)?;
     let name = format!("{pkg}-{release}");
     let debs = release_dir(tc, release).join("debs");
@@ -35,7 +43,6 @@ pub fn package(tc: &Toolchain, pkg: &str, release: &str) -> Result<PathBuf> {
         return Ok(deb);
     }
     step(format!("fetching Debian's {name} ({arch})"));
-    let mut apt = PrivateApt::new(&tc.cache);
     let lists = format!("backports-{arch}");
     apt.update(&lists, BACKPORTS_SUITE, Some(arch))?;
     let tmp = debs.with_extension("partial");
@@ -72,7 +79,7 @@ pub fn dtbs(tc: &Toolchain, release: &str) -> Result<PathBuf> {
     if dtb.join("broadcom").is_dir() {
         return Ok(dtb);
     }
-    let deb = package(tc, "linux-base", release)?;
+    let deb = packages(tc, &["linux-base"], release)?.remove(0);
     step(format!("unpacking {}", deb.display()));
     extract_deb(&deb, &unpacked)?;
     if !dtb.join("broadcom").is_dir() {
