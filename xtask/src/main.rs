@@ -403,7 +403,8 @@ fn package_tests(debian_module: Option<&std::path::Path>) -> Result<()> {
 }
 
 /// The package for Debian's arm64 kernel (`dist --debian`, with KO or the module built
-/// for it): lintian, then an install beside Debian's own modules package and depmod.
+/// for it): lintian, the files and modes as for the other package, then an install
+/// beside Debian's own modules package and depmod.
 fn debian_package_test(tc: &setup::Toolchain, module: Option<&std::path::Path>) -> Result<()> {
     let release = stock::ARM64_RELEASE;
     step(format!("packages: cargo xtask dist --debian {release}"));
@@ -418,7 +419,8 @@ fn debian_package_test(tc: &setup::Toolchain, module: Option<&std::path::Path>) 
         .cache
         .join("run")
         .join(format!("dist-debian-{}", std::process::id()));
-    let result = dist::debian_install_test(&pkgs, &debs, &work);
+    let result = dist::install_test(&pkgs, &work.join("files"))
+        .and_then(|()| dist::debian_install_test(&pkgs, &debs, &work.join("debian")));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
