@@ -210,9 +210,10 @@ fn userspace_amd64() -> Result<(PathBuf, PathBuf)> {
     Ok((bin.join("kmemlabd"), bin.join("kmemlabctl")))
 }
 
-/// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`).
-fn debian_module(tc: &Toolchain, release: &str) -> Result<PathBuf> {
-    crate::debian::module(tc, release)
+/// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`, in
+/// the debian-build branch's `debian.rs`).
+fn debian_module(release: &str) -> Result<PathBuf> {
+    crate::debian::module(&crate::debian::Release::parse(release)?)
 }
 
 /// The vermagic's first word of a module: the kernel release it was built for.
@@ -261,7 +262,7 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
             let arch = stock::arch_of(release)?;
             let ko = match module {
                 Some(ko) => ko.to_path_buf(),
-                None => debian_module(tc, release)?,
+                None => debian_module(release)?,
             };
             let built_for = module_release(&ko)?;
             ensure!(
