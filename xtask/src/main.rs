@@ -168,14 +168,14 @@ fn real_main() -> Result<ExitCode> {
             }
         }
         "test" => match rest {
-            [] => test(false)?,
-            [flag] if flag == "--host-only" => test(true)?,
-            [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
             [flag] if flag == "--dts" => device_tree_tests()?,
             [flag] if flag == "--packages" => package_tests(None)?,
             [flag, flag2, ko] if flag == "--packages" && flag2 == "--debian-module" => {
                 package_tests(Some(ko.as_ref()))?
             }
+            [] => test(false)?,
+            [flag] if flag == "--host-only" => test(true)?,
+            [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
             [flag] if flag == "--vm-only" => {
                 let art = prepare(Flavor::Test)?;
                 let result = vmtests::run_all(&art);
