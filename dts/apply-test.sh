@@ -9,14 +9,22 @@
 #   - QEMU virt: the DTB is dumped by QEMU and given the one symbol the
 #     overlay needs, as the harness does.
 #
+#   - with --dtbs DIR: the DTBs a distribution ships (Debian's linux-base-RELEASE
+#     package has them in usr/lib/modules/RELEASE/dtb/), as they are: every
+#     DIR/broadcom/bcm2711-*.dtb gets the Pi 4 overlay and every
+#     DIR/broadcom/bcm2712-*.dtb the Pi 5 overlay; bcm2711-rpi-4-b.dtb and
+#     bcm2712-rpi-5-b.dtb must be among them.
+#
 # Each result is then checked with fdtget (the kmemlab node, its GPIO or
 # interrupt, and that its phandles point at the intended controller and pin
 # configuration) and, when dtschema is available, validated with dt-validate
 # against kmemlab's binding and the kernel's bindings of the two Raspberry Pi
 # pin controllers.
 #
-# Usage: apply-test.sh KERNEL_SRC WORK_DIR [DTSCHEMA_BIN]
+# Usage: apply-test.sh [--dtbs DIR] KERNEL_SRC WORK_DIR [DTSCHEMA_BIN]
 #
+#   DIR           a folder of shipped arm64 DTBs (with broadcom/ in it), checked
+#                 in addition to the ones built from KERNEL_SRC
 #   KERNEL_SRC    kernel source tree (arch/arm64/boot/dts, include, scripts/dtc)
 #   WORK_DIR      scratch directory for the DTBs
 #   DTSCHEMA_BIN  directory holding dt-validate and dt-mk-schema; default:
@@ -25,9 +33,16 @@
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 KERNEL_SRC WORK_DIR [DTSCHEMA_BIN]" >&2
+	echo "usage: $0 [--dtbs DIR] KERNEL_SRC WORK_DIR [DTSCHEMA_BIN]" >&2
 	exit 2
 }
+
+shipped=
+if [ "${1:-}" = --dtbs ]; then
+	[ $# -ge 2 ] || usage
+	shipped=$(cd "$2" && pwd)
+	shift 2
+fi
 
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then
 	usage
@@ -152,6 +167,36 @@ check_rpi rpi4-kmemlab.dtb gpio brcm,bcm2711-gpio pin-button gpio_in
 check_rpi rpi5-kmemlab.dtb rp1_gpio raspberrypi,rp1-gpio "" gpio
 check_rpi rpi5-d-kmemlab.dtb rp1_gpio raspberrypi,rp1-gpio "" gpio
 
+# The DTBs as a distribution ships them: copied, not rebuilt, so what is
+# checked is exactly what a board boots with.
+shipped_dtbs=()
+check_shipped() { # family (bcm2711|bcm2712) overlay.dtbo label compatible pins-subnode function
+	local family=$1 found=0 src name
+	for src in "$shipped"/broadcom/"$family"-*.dtb; do
+		[ -e "$src" ] || continue
+		name=shipped-$(basename "$src" .dtb)
+		cp "$src" "$work/$name.dtb"
+		echo "   base: $name.dtb ($(fdtget "$work/$name.dtb" / model), shipped)"
+		if fdtget "$work/$name.dtb" /kmemlab compatible >/dev/null 2>&1; then
+			die "$src already has a /kmemlab node"
+		fi
+		apply "$name.dtb" "$2" "$name-kmemlab.dtb"
+		check_rpi "$name-kmemlab.dtb" "$3" "$4" "$5" "$6"
+		shipped_dtbs+=("$name-kmemlab.dtb")
+		found=$((found + 1))
+	done
+	echo "   $family: $found shipped DTB(s) checked"
+}
+
+if [ -n "$shipped" ]; then
+	echo "== shipped DTBs: $shipped"
+	for want in bcm2711-rpi-4-b bcm2712-rpi-5-b; do
+		[ -f "$shipped/broadcom/$want.dtb" ] || die "$shipped has no broadcom/$want.dtb"
+	done
+	check_shipped bcm2711 rpi4-button.dtbo gpio brcm,bcm2711-gpio pin-button gpio_in
+	check_shipped bcm2712 rpi5-button.dtbo rp1_gpio raspberrypi,rp1-gpio "" gpio
+fi
+
 echo "== QEMU virt"
 rm -f "$work/virt.dtb"
 qemu-system-aarch64 -M virt -cpu cortex-a53 -m 256M -nic none \
@@ -182,7 +227,8 @@ if command -v dt-validate >/dev/null && command -v dt-mk-schema >/dev/null; then
 		"$bindings/pinctrl/pincfg-node.yaml" \
 		"$bindings/pinctrl/pinmux-node.yaml" >"$work/apply-schema.json"
 	limit=yang,mydevice:brcm,bcm2835-gpio:raspberrypi,rp1-gpio
-	for dtb in rpi4-kmemlab.dtb rpi5-kmemlab.dtb rpi5-d-kmemlab.dtb virt-kmemlab.dtb; do
+	for dtb in rpi4-kmemlab.dtb rpi5-kmemlab.dtb rpi5-d-kmemlab.dtb virt-kmemlab.dtb \
+		${shipped_dtbs[@]+"${shipped_dtbs[@]}"}; do
 		# dt-validate exits 0 on findings: any output is a failure.
 		out=$(dt-validate -l "$limit" -s "$work/apply-schema.json" "$work/$dtb" 2>&1)
 		if [ -n "$out" ]; then

@@ -1,5 +1,8 @@
 //! `cargo xtask dist [--kdir DIR]`: a tarball and a Debian arm64 package with the
 //! binaries, the service files, the overlays and kmemlab.ko built for DIR.
+//! `cargo xtask dist --debian RELEASE [--module KO]`: the same for Debian's own kernel
+//! RELEASE (`7.3.4+deb13-arm64`, or `-amd64` with amd64 binaries), with kmemlab.ko in
+//! /lib/modules/RELEASE/updates/ and a dependency on `linux-image-RELEASE`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -10,7 +13,20 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::build::{self, Flavor};
 use crate::setup::Toolchain;
+use crate::stock;
 use crate::util::{output, repo_root, run, step};
+
+/// The kernel the package's module is for.
+pub enum Target<'a> {
+    /// A kernel build folder; the test kernel when `None`.
+    Kdir(Option<&'a Path>),
+    /// Debian's kernel `release` (`uname -r`, e.g. `7.3.4+deb13-arm64`), with the module
+    /// built for it (`module`), or built here when `None`.
+    Debian {
+        release: &'a str,
+        module: Option<&'a Path>,
+    },
+}
 
 /// What `dist` produced.
 pub struct Packages {
@@ -18,6 +34,90 @@ pub struct Packages {
     pub deb: PathBuf,
     /// `uname -r` of the kernel the module was built for.
     pub release: String,
+    /// Where kmemlab.ko is installed, e.g. `/lib/modules/RELEASE/extra/kmemlab.ko`.
+    pub module_path: String,
+    /// `Depends:` of the .deb, if any.
+    pub depends: Option<String>,
+}
+
+/// The package's maintainer (`Maintainer:`, the changelog's trailer line).
+const MAINTAINER: &str = "kmemlab maintainers <kmemlab@users.noreply.github.com>";
+
+/// The .deb's Debian revision: the package is built from the project's own tree.
+const DEBIAN_REVISION: &str = "1";
+
+/// The man pages shipped, as (source in man/, section).
+const MAN_PAGES: &[(&str, &str)] = &[("kmemlabd.8", "man8"), ("kmemlabctl.1", "man1")];
+
+/// What lintian reports that is deliberate, each with the reason.
+const LINTIAN_OVERRIDES: &str = "\
+# kmemlabd and kmemlabctl are linked statically on purpose: the same two binaries
+# run on any arm64 board's (or amd64 PC's) userland (Debian, Raspberry Pi OS, a busybox initramfs)
+# whatever its C library, and they are the very binaries the project's VM tests run.
+kmemlab: statically-linked-binary [usr/bin/kmemlabctl]
+kmemlab: statically-linked-binary [usr/bin/kmemlabd]
+# The package is built from the project's tree, not uploaded to Debian's archive: there
+# is no ITP bug for its first changelog entry to close.
+kmemlab: initial-upload-closes-no-bugs [usr/share/doc/kmemlab/changelog.Debian.gz:1]
+";
+
+const COPYRIGHT: &str = "\
+kmemlab: a Rust kernel module, a daemon and device-tree overlays that show the
+kernel's memory allocators at work.
+
+Copyright: 2026 kmemlab maintainers <kmemlab@users.noreply.github.com>
+License: GPL-2.0-only
+ This program is free software; you can redistribute it and/or modify it
+ under the terms of the GNU General Public License version 2 as published by
+ the Free Software Foundation.
+ .
+ On Debian systems the full text of the GNU General Public License version 2
+ is in /usr/share/common-licenses/GPL-2.
+";
+
+/// The Debian changelog of a package built from this tree; dated with the last
+/// commit, so the same tree gives the same file.
+fn changelog(version: &str, release: &str) -> String {
+    let date =
+        output(
+            Command::new("git")
+                .current_dir(repo_root())
+                .args(["log", "-1", "--format=%aD"]),
+        )
+        .ok()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "Fri, 27 Nov 2026 00:00:00 +0000".to_owned());
+    format!(
+        "kmemlab ({version}) unstable; urgency=medium\n\
+         \n  * Built by `cargo xtask dist` from the kmemlab tree, with kmemlab.ko\n    \
+         for Linux {release}.\n\
+         \n -- {MAINTAINER}  {date}\n"
+    )
+}
+
+/// Writes `text` gzip-compressed (`gzip -9n`, as dh_compress does) to `dest`.
+fn write_gz(dest: &Path, text: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::process::Stdio;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let file = fs::File::create(dest)?;
+    let mut child = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(file))
+        .spawn()
+        .context("failed to start gzip")?;
+    child
+        .stdin
+        .take()
+        .context("gzip has no stdin")?
+        .write_all(text)?;
+    ensure!(child.wait()?.success(), "gzip failed on {}", dest.display());
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o644))?;
+    Ok(())
 }
 
 /// The overlays shipped, as (source in dts/, installed name).
@@ -90,35 +190,110 @@ fi
 exit 0
 ";
 
-/// Builds both packages into `target/dist/`.
-pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
+/// kmemlabd and kmemlabctl for an amd64 PC, linked statically as the arm64 ones are.
+fn userspace_amd64() -> Result<(PathBuf, PathBuf)> {
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
     let root = repo_root();
-    let version = version()?;
-    let kdir_path = match kdir {
-        Some(dir) => dir.to_path_buf(),
-        None => build::kernel(tc, Flavor::Test)?.dir,
-    };
-    let target = build::check_kdir(&kdir_path)?;
-    ensure!(
-        target.arch == "arm64",
-        "the packages are for arm64 boards; {} is an {} kernel",
-        kdir_path.display(),
-        target.arch
-    );
-    let ko = build::module(tc, Some(&kdir_path), Flavor::Test)?;
-    let user = build::userspace(tc)?;
+    let target_dir = root.join("target/dist-amd64");
+    step("building kmemlabd and kmemlabctl for amd64 (static)");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args(["--target", TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
+    let bin = target_dir.join(TARGET).join("release");
+    Ok((bin.join("kmemlabd"), bin.join("kmemlabctl")))
+}
 
-    let out = root.join("target/dist");
-    let stage = out.join(format!("kmemlab_{version}_arm64"));
+/// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`, in
+/// the debian-build branch's `debian.rs`).
+fn debian_module(release: &str) -> Result<PathBuf> {
+    crate::debian::module(&crate::debian::Release::parse(release)?)
+}
+
+/// The vermagic's first word of a module: the kernel release it was built for.
+fn module_release(ko: &Path) -> Result<String> {
+    let vermagic = output(
+        Command::new(sbin("modinfo"))
+            .args(["-F", "vermagic"])
+            .arg(ko),
+    )?;
+    vermagic
+        .split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no vermagic", ko.display()))
+}
+
+/// Builds both packages into `target/dist/` (`target/dist/RELEASE/` for a Debian kernel).
+pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
+    let root = repo_root();
+    let upstream = version()?;
+    let version = format!("{upstream}-{DEBIAN_REVISION}");
+    let (ko, release, arch, out, module_dir, depends) = match target {
+        Target::Kdir(kdir) => {
+            let kdir_path = match kdir {
+                Some(dir) => dir.to_path_buf(),
+                None => build::kernel(tc, Flavor::Test)?.dir,
+            };
+            let kernel = build::check_kdir(&kdir_path)?;
+            ensure!(
+                kernel.arch == "arm64",
+                "the packages are for arm64 boards; {} is an {} kernel",
+                kdir_path.display(),
+                kernel.arch
+            );
+            let ko = build::module(tc, Some(&kdir_path), Flavor::Test)?;
+            (
+                ko,
+                kernel.release,
+                "arm64",
+                root.join("target/dist"),
+                "extra",
+                None,
+            )
+        }
+        Target::Debian { release, module } => {
+            let arch = stock::arch_of(release)?;
+            let ko = match module {
+                Some(ko) => ko.to_path_buf(),
+                None => debian_module(release)?,
+            };
+            let built_for = module_release(&ko)?;
+            ensure!(
+                built_for == release,
+                "{} is built for {built_for}, not for {release}",
+                ko.display()
+            );
+            (
+                ko,
+                release.to_owned(),
+                arch,
+                root.join("target/dist").join(release),
+                "updates",
+                Some(format!("linux-image-{release}")),
+            )
+        }
+    };
+    let (kmemlabd, kmemlabctl) = if arch == "arm64" {
+        let user = build::userspace(tc)?;
+        (user.kmemlabd, user.kmemlabctl)
+    } else {
+        userspace_amd64()?
+    };
+
+    let stage = out.join(format!("kmemlab_{version}_{arch}"));
     let _ = fs::remove_dir_all(&stage);
     step(format!("staging the package in {}", stage.display()));
-    install(&user.kmemlabd, &stage.join("usr/bin/kmemlabd"), 0o755)?;
-    install(&user.kmemlabctl, &stage.join("usr/bin/kmemlabctl"), 0o755)?;
-    install(
-        &ko,
-        &stage.join(format!("lib/modules/{}/extra/kmemlab.ko", target.release)),
-        0o644,
-    )?;
+    install(&kmemlabd, &stage.join("usr/bin/kmemlabd"), 0o755)?;
+    install(&kmemlabctl, &stage.join("usr/bin/kmemlabctl"), 0o755)?;
+    let module_path = format!("/lib/modules/{release}/{module_dir}/kmemlab.ko");
+    install(&ko, &stage.join(&module_path[1..]), 0o644)?;
     let systemd = root.join("systemd");
     install(
         &systemd.join("kmemlabd.service"),
@@ -158,18 +333,26 @@ pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
     )?;
     let doc = stage.join("usr/share/doc/kmemlab");
     install(&root.join("README.md"), &doc.join("README.md"), 0o644)?;
+    write(&doc.join("copyright"), COPYRIGHT, 0o644)?;
+    write_gz(
+        &doc.join("changelog.Debian.gz"),
+        changelog(&version, &release).as_bytes(),
+    )?;
+    for (page, section) in MAN_PAGES {
+        let text = fs::read(root.join("man").join(page))?;
+        write_gz(
+            &stage.join(format!("usr/share/man/{section}/{page}.gz")),
+            &text,
+        )?;
+    }
     write(
-        &doc.join("copyright"),
-        "kmemlab\nLicense: GPL-2.0-only\n \
-         On Debian systems the license is in /usr/share/common-licenses/GPL-2.\n",
+        &stage.join("usr/share/lintian/overrides/kmemlab"),
+        LINTIAN_OVERRIDES,
         0o644,
     )?;
 
     // The tarball: the same tree.
-    let tarball = out.join(format!(
-        "kmemlab-{version}-arm64-linux-{}.tar.gz",
-        target.release
-    ));
+    let tarball = out.join(format!("kmemlab-{upstream}-{arch}-linux-{release}.tar.gz"));
     run(Command::new("tar")
         .args(["--owner=0", "--group=0", "--numeric-owner", "-czf"])
         .arg(&tarball)
@@ -179,34 +362,39 @@ pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
 
     // The Debian package.
     let installed_kib = dir_size(&stage)? / 1024;
+    let depends_line = depends
+        .as_ref()
+        .map(|d| format!("Depends: {d}\n"))
+        .unwrap_or_default();
     let control = format!(
         "Package: kmemlab\n\
          Version: {version}\n\
-         Architecture: arm64\n\
-         Maintainer: kmemlab maintainers <kmemlab@localhost>\n\
+         Architecture: {arch}\n\
+         Maintainer: {MAINTAINER}\n\
          Installed-Size: {installed_kib}\n\
+         {depends_line}\
          Section: kernel\n\
          Priority: optional\n\
          Description: watch the kernel's memory allocators at work, one button press at a time\n \
          kmemlabd allocates and frees kernel memory (kmalloc, vmalloc,\n \
          dma_alloc_coherent) through the kmemlab module on each press of a GPIO\n \
          button, and logs each result as a JSON line. The module in this package\n \
-         is built for Linux {}.\n",
-        target.release
+         is built for Linux {release}.\n"
     );
     write(&stage.join("DEBIAN/control"), &control, 0o644)?;
-    write(
-        &stage.join("DEBIAN/postinst"),
-        &postinst(&target.release),
-        0o755,
-    )?;
+    write(&stage.join("DEBIAN/postinst"), &postinst(&release), 0o755)?;
     write(&stage.join("DEBIAN/postrm"), POSTRM, 0o755)?;
+    let md5sums = output(Command::new("sh").current_dir(&stage).args([
+        "-c",
+        "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 md5sum",
+    ]))?;
+    write(&stage.join("DEBIAN/md5sums"), &md5sums, 0o644)?;
     write(
         &stage.join("DEBIAN/conffiles"),
         "/etc/kmemlab/kmemlabd.conf\n",
         0o644,
     )?;
-    let deb = out.join(format!("kmemlab_{version}_arm64.deb"));
+    let deb = out.join(format!("kmemlab_{version}_{arch}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&stage)
@@ -214,7 +402,9 @@ pub fn dist(tc: &Toolchain, kdir: Option<&Path>) -> Result<Packages> {
     Ok(Packages {
         tarball,
         deb,
-        release: target.release,
+        release,
+        module_path,
+        depends,
     })
 }
 
@@ -261,10 +451,7 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
     let want: Vec<(String, u32)> = vec![
         ("/usr/bin/kmemlabd".to_owned(), 0o755),
         ("/usr/bin/kmemlabctl".to_owned(), 0o755),
-        (
-            format!("/lib/modules/{}/extra/kmemlab.ko", pkgs.release),
-            0o644,
-        ),
+        (pkgs.module_path.clone(), 0o644),
         ("/usr/lib/systemd/system/kmemlabd.service".to_owned(), 0o644),
         ("/usr/lib/udev/rules.d/60-kmemlab.rules".to_owned(), 0o644),
         ("/usr/lib/modules-load.d/kmemlab.conf".to_owned(), 0o644),
@@ -283,6 +470,14 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
             0o644,
         ),
         ("/usr/share/doc/kmemlab/README.md".to_owned(), 0o644),
+        ("/usr/share/doc/kmemlab/copyright".to_owned(), 0o644),
+        (
+            "/usr/share/doc/kmemlab/changelog.Debian.gz".to_owned(),
+            0o644,
+        ),
+        ("/usr/share/man/man8/kmemlabd.8.gz".to_owned(), 0o644),
+        ("/usr/share/man/man1/kmemlabctl.1.gz".to_owned(), 0o644),
+        ("/usr/share/lintian/overrides/kmemlab".to_owned(), 0o644),
         ("/var/lib/dpkg/info/kmemlab.postinst".to_owned(), 0o755),
     ];
     for (path, mode) in &want {
@@ -309,7 +504,7 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
             "kmemlabd is not a static arm64 binary: {bin}"
         );
     }
-    let ko = fs::read(rootfs.join(format!("lib/modules/{}/extra/kmemlab.ko", pkgs.release)))?;
+    let ko = fs::read(rootfs.join(pkgs.module_path.trim_start_matches('/')))?;
     ensure!(
         ko.get(18..20) == Some(&[0xb7, 0x00]),
         "kmemlab.ko is not an arm64 ELF object"
@@ -352,4 +547,228 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         pkgs.release
     );
     Ok(())
+}
+
+/// Runs lintian on the .deb and prints what it reports; fails when it reports an error
+/// (or cannot run).
+pub fn lintian(deb: &Path) -> Result<()> {
+    step(format!("lintian {}", deb.display()));
+    let out = Command::new("lintian")
+        .args(["--fail-on", "none", "--display-info"])
+        .arg(deb)
+        .output()
+        .context("failed to run lintian (apt install lintian)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "lintian could not check {}: {errors}",
+        deb.display()
+    );
+    for line in text.lines() {
+        eprintln!("    {line}");
+    }
+    let tags = lintian_errors(&text);
+    if !tags.is_empty() {
+        bail!(
+            "lintian reports {} error(s) on {}:\n{}",
+            tags.len(),
+            deb.display(),
+            tags.join("\n")
+        );
+    }
+    let counts = ["W: ", "I: "].map(|p| text.lines().filter(|l| l.starts_with(p)).count());
+    step(format!(
+        "lintian: no errors, {} warning(s), {} info tag(s)",
+        counts[0], counts[1]
+    ));
+    Ok(())
+}
+
+/// lintian's error lines (`E: package: tag ...`).
+fn lintian_errors(report: &str) -> Vec<&str> {
+    report.lines().filter(|l| l.starts_with("E: ")).collect()
+}
+
+/// The package for Debian's kernel installs into an empty (merged-/usr) dpkg root beside
+/// Debian's own `linux-base-RELEASE`, `linux-modules-RELEASE` and `linux-headers-RELEASE`
+/// (`debian_debs`), and `depmod -b ROOT RELEASE` resolves kmemlab.ko: its modules.dep
+/// line lists Debian's uio.ko, and depmod, checking against Debian's Module.symvers,
+/// reports nothing about kmemlab.ko (no unknown symbol).
+pub fn debian_install_test(pkgs: &Packages, debian_debs: &[PathBuf], work: &Path) -> Result<()> {
+    let release = &pkgs.release;
+    let rootfs = work.join("rootfs");
+    let _ = fs::remove_dir_all(work);
+    for dir in [
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "usr/lib",
+        "usr/bin",
+        "usr/sbin",
+    ] {
+        fs::create_dir_all(rootfs.join(dir))?;
+    }
+    // Debian 13 is merged-/usr: /lib/modules is /usr/lib/modules.
+    for (link, to) in [("lib", "usr/lib"), ("bin", "usr/bin"), ("sbin", "usr/sbin")] {
+        std::os::unix::fs::symlink(to, rootfs.join(link))?;
+    }
+    fs::write(rootfs.join("var/lib/dpkg/status"), "")?;
+    fs::write(rootfs.join("var/lib/dpkg/arch"), "arm64\n")?;
+    let depends = output(
+        Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&pkgs.deb)
+            .arg("Depends"),
+    )?;
+    let want = format!("linux-image-{release}");
+    ensure!(
+        depends.trim() == want && pkgs.depends.as_deref() == Some(want.as_str()),
+        "the package depends on `{}`, want {want}",
+        depends.trim()
+    );
+    step(format!(
+        "installing Debian's kernel packages and kmemlab into an empty dpkg root ({release})"
+    ));
+    for deb in debian_debs.iter().chain([&pkgs.deb]) {
+        run(Command::new("dpkg")
+            .arg(format!("--root={}", rootfs.display()))
+            .args(["--force-architecture", "--force-not-root", "--unpack"])
+            .arg(deb))?;
+    }
+    let listed = output(
+        Command::new("dpkg")
+            .arg(format!("--root={}", rootfs.display()))
+            .args(["-L", "kmemlab"]),
+    )?;
+    ensure!(
+        listed.lines().any(|l| l == pkgs.module_path),
+        "dpkg -L kmemlab does not list {}",
+        pkgs.module_path
+    );
+    let modules = rootfs.join(format!("usr/lib/modules/{release}"));
+    ensure!(
+        modules.join("updates/kmemlab.ko").is_file(),
+        "kmemlab.ko is not in {}/updates",
+        modules.display()
+    );
+    let uio = modules.join("kernel/drivers/uio");
+    ensure!(
+        fs::read_dir(&uio)
+            .map(|mut d| d
+                .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("uio.ko"))))
+            .unwrap_or(false),
+        "Debian's modules package put no uio.ko in {}",
+        uio.display()
+    );
+    let _ = fs::remove_file(modules.join("modules.dep"));
+
+    let symvers = rootfs.join(format!("usr/src/linux-headers-{release}/Module.symvers"));
+    ensure!(
+        symvers.is_file(),
+        "Debian's headers package put no {}",
+        symvers.display()
+    );
+    step(format!("depmod -b ROOT -e -E Module.symvers {release}"));
+    let out = Command::new(sbin("depmod"))
+        .arg("-b")
+        .arg(&rootfs)
+        .arg("-e")
+        .arg("-E")
+        .arg(&symvers)
+        .arg(release)
+        .output()
+        .context("failed to run depmod (apt install kmod)")?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(out.status.success(), "depmod failed:\n{report}");
+    // Debian's own modules resolve; any line about kmemlab.ko is a failure ("needs
+    // unknown symbol" when it was built for another kernel or with another compiler).
+    let complaints: Vec<&str> = report.lines().filter(|l| l.contains("kmemlab")).collect();
+    ensure!(
+        complaints.is_empty(),
+        "depmod against Debian's {release} Module.symvers: {} line(s) about kmemlab.ko, \
+         the first ones:\n{}",
+        complaints.len(),
+        complaints[..complaints.len().min(8)].join("\n")
+    );
+    let dep =
+        fs::read_to_string(modules.join("modules.dep")).context("depmod wrote no modules.dep")?;
+    let line = kmemlab_dep_line(&dep).context("modules.dep has no line for updates/kmemlab.ko")?;
+    eprintln!("    modules.dep: {line}");
+    ensure!(
+        depends_on_uio(line),
+        "modules.dep does not give kmemlab.ko its dependency on uio: {line}"
+    );
+    let uio_line = dep
+        .lines()
+        .find(|l| l.starts_with("kernel/drivers/uio/uio.ko"))
+        .context("modules.dep has no line for Debian's uio.ko")?;
+    eprintln!("    modules.dep: {uio_line}");
+    Ok(())
+}
+
+/// A program from /sbin that a user's PATH may lack.
+fn sbin(program: &str) -> PathBuf {
+    ["/usr/sbin", "/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// The modules.dep line of kmemlab.ko in `updates/`.
+fn kmemlab_dep_line(dep: &str) -> Option<&str> {
+    dep.lines().find(|l| l.starts_with("updates/kmemlab.ko:"))
+}
+
+/// Whether a modules.dep line lists Debian's uio module (`uio.ko`, `uio.ko.xz`, ...).
+fn depends_on_uio(line: &str) -> bool {
+    line.split_once(':').is_some_and(|(_, deps)| {
+        deps.split_whitespace().any(|d| {
+            d.rsplit('/')
+                .next()
+                .is_some_and(|name| name == "uio.ko" || name.starts_with("uio.ko."))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uio_dependency_is_found_by_file_name() {
+        let dep = "kernel/drivers/uio/uio.ko.xz:\n\
+                   kernel/drivers/uio/uio_pci_generic.ko.xz: kernel/drivers/uio/uio.ko.xz\n\
+                   updates/kmemlab.ko: kernel/drivers/uio/uio.ko.xz\n";
+        let line = kmemlab_dep_line(dep).unwrap();
+        assert!(depends_on_uio(line));
+        assert!(!depends_on_uio("updates/kmemlab.ko:"));
+        assert!(!depends_on_uio(
+            "updates/kmemlab.ko: kernel/drivers/uio/uio_pci_generic.ko.xz"
+        ));
+        assert!(depends_on_uio("updates/kmemlab.ko: updates/uio.ko"));
+        assert_eq!(kmemlab_dep_line("extra/kmemlab.ko: x\n"), None);
+    }
+
+    #[test]
+    fn lintian_errors_are_the_e_lines() {
+        let report = "E: kmemlab: no-changelog usr/share/doc/kmemlab/changelog.Debian.gz\n\
+                      W: kmemlab: no-manual-page [usr/bin/kmemlabd]\n\
+                      N: E: is not an error here\n";
+        assert_eq!(lintian_errors(report).len(), 1);
+        assert!(lintian_errors("W: kmemlab: x\nI: kmemlab: y\n").is_empty());
+    }
+
+    #[test]
+    fn changelog_names_the_version_and_the_maintainer() {
+        let text = changelog("0.1.0-1", "7.3.4+deb13-arm64");
+        assert!(text.starts_with("kmemlab (0.1.0-1) unstable; urgency=medium\n"));
+        assert!(text.contains("\n -- kmemlab maintainers <"));
+        assert!(text.contains("7.3.4+deb13-arm64"));
+    }
 }

@@ -2,10 +2,12 @@
 
 mod bench;
 mod build;
+mod debian;
 mod dist;
 mod hardening;
 mod initramfs;
 mod setup;
+mod stock;
 mod util;
 mod vm;
 mod vmtests;
@@ -35,12 +37,21 @@ commands:
                           --debug-kernel boots the debug kernel; --overlay replaces
                           dts/qemu-virt.dtso
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
+  dist --debian RELEASE [--module KO]
+                          the same for Debian's kernel RELEASE (7.3.4+deb13-arm64):
+                          kmemlab.ko (built here, or KO) in /lib/modules/RELEASE/updates
   bench                   issue 5's figures in the VM: floor vs single and batched
                           paths, test_vmalloc comparison, kmemlabd's RSS
   demo                    set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
                           the VM tests
   test --vm-only          only the VM tests on the test kernel
+  test --dts              only the device tree tests (binding, overlays on the DTBs
+                          built from source and on those Debian's arm64 kernel ships)
+  test --packages [--debian-module KO]
+                          only the package tests (lintian, dpkg roots, depmod against
+                          Debian's modules); KO: a kmemlab.ko built for Debian's arm64
+                          kernel instead of building one
   test --debug-kernel     the hardening tests (fuzzing, fault injection, kill -9,
                           unload, permissions, load, hostile device trees) on the
                           debug kernel, ending with a table
@@ -92,13 +103,23 @@ fn real_main() -> Result<ExitCode> {
             println!("{}", ko.display());
         }
         "dist" => {
-            let kdir = match rest {
-                [] => None,
-                [flag, dir] if flag == "--kdir" => Some(PathBuf::from(dir)),
-                _ => bail!("usage: cargo xtask dist [--kdir DIR]"),
-            };
+            let usage = "usage: cargo xtask dist [--kdir DIR | --debian RELEASE [--module KO]]";
             let tc = setup::setup()?;
-            let pkgs = dist::dist(&tc, kdir.as_deref())?;
+            let pkgs = match rest {
+                [] => dist::dist(&tc, dist::Target::Kdir(None))?,
+                [flag, dir] if flag == "--kdir" => {
+                    dist::dist(&tc, dist::Target::Kdir(Some(dir.as_ref())))?
+                }
+                [flag, release, more @ ..] if flag == "--debian" => {
+                    let module = match more {
+                        [] => None,
+                        [flag, ko] if flag == "--module" => Some(std::path::Path::new(ko)),
+                        _ => bail!(usage),
+                    };
+                    dist::dist(&tc, dist::Target::Debian { release, module })?
+                }
+                _ => bail!(usage),
+            };
             println!("{}\n{}", pkgs.tarball.display(), pkgs.deb.display());
         }
         "userspace" => {
@@ -147,6 +168,11 @@ fn real_main() -> Result<ExitCode> {
             }
         }
         "test" => match rest {
+            [flag] if flag == "--dts" => device_tree_tests()?,
+            [flag] if flag == "--packages" => package_tests(None)?,
+            [flag, flag2, ko] if flag == "--packages" && flag2 == "--debian-module" => {
+                package_tests(Some(ko.as_ref()))?
+            }
             [] => test(false)?,
             [flag] if flag == "--host-only" => test(true)?,
             [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
@@ -156,7 +182,10 @@ fn real_main() -> Result<ExitCode> {
                 cleanup(&art);
                 result?;
             }
-            _ => bail!("usage: cargo xtask test [--host-only | --vm-only | --debug-kernel]"),
+            _ => bail!(
+                "usage: cargo xtask test [--host-only | --vm-only | --debug-kernel | --dts | \
+                 --packages [--debian-module KO]]"
+            ),
         },
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => bail!("unknown command `{other}`\n{USAGE}"),
@@ -248,7 +277,8 @@ fn cargo(args: &[&str]) -> Result<()> {
     run(Command::new("cargo").current_dir(repo_root()).args(args))
 }
 
-/// The binding validates with dtschema; every overlay compiles and applies.
+/// The binding validates with dtschema; every overlay compiles and applies, to the DTBs
+/// built from source and to those Debian's arm64 kernel ships.
 fn device_tree_tests() -> Result<()> {
     let tc = setup::setup()?;
     let bin = setup::dtschema(&tc.cache)?;
@@ -257,14 +287,20 @@ fn device_tree_tests() -> Result<()> {
         .join("run")
         .join(format!("dts-{}", std::process::id()));
     let dts = repo_root().join("dts");
+    let shipped = stock::dtbs(&tc, stock::ARM64_RELEASE)?;
     let result = (|| -> Result<()> {
         step("device tree: validate the binding (dtschema)");
         run(Command::new(dts.join("validate.sh"))
             .arg(&tc.kernel_src)
             .arg(work.join("validate"))
             .arg(&bin))?;
-        step("device tree: compile and apply the overlays");
+        step(format!(
+            "device tree: compile and apply the overlays, also to Debian's {} DTBs",
+            stock::ARM64_RELEASE
+        ));
         run(Command::new(dts.join("apply-test.sh"))
+            .arg("--dtbs")
+            .arg(&shipped)
             .arg(&tc.kernel_src)
             .arg(work.join("apply"))
             .arg(&bin))
@@ -349,16 +385,42 @@ fn service_file_tests() -> Result<()> {
     result
 }
 
-/// `cargo xtask dist` builds both packages; the .deb installs with the right modes.
-fn package_tests() -> Result<()> {
+/// `cargo xtask dist` builds both packages; the .deb installs with the right modes and
+/// lintian reports no error. The package for Debian's arm64 kernel passes lintian too,
+/// installs beside Debian's modules and depmod resolves its dependency on uio.
+fn package_tests(debian_module: Option<&std::path::Path>) -> Result<()> {
     let tc = setup::setup()?;
     step("packages: cargo xtask dist, then install the .deb into an arm64 root folder");
-    let pkgs = dist::dist(&tc, None)?;
+    let pkgs = dist::dist(&tc, dist::Target::Kdir(None))?;
     let work = tc
         .cache
         .join("run")
         .join(format!("dist-{}", std::process::id()));
-    let result = dist::install_test(&pkgs, &work);
+    let result = dist::install_test(&pkgs, &work).and_then(|()| dist::lintian(&pkgs.deb));
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    debian_package_test(&tc, debian_module)
+}
+
+/// The package for Debian's arm64 kernel (`dist --debian`, with KO or the module built
+/// for it): lintian, the files and modes as for the other package, then an install
+/// beside Debian's own modules package and depmod.
+fn debian_package_test(tc: &setup::Toolchain, module: Option<&std::path::Path>) -> Result<()> {
+    let release = stock::ARM64_RELEASE;
+    step(format!("packages: cargo xtask dist --debian {release}"));
+    let pkgs = dist::dist(tc, dist::Target::Debian { release, module })?;
+    dist::lintian(&pkgs.deb)?;
+    let debs = stock::packages(
+        tc,
+        &["linux-base", "linux-modules", "linux-headers"],
+        release,
+    )?;
+    let work = tc
+        .cache
+        .join("run")
+        .join(format!("dist-debian-{}", std::process::id()));
+    let result = dist::install_test(&pkgs, &work.join("files"))
+        .and_then(|()| dist::debian_install_test(&pkgs, &debs, &work.join("debian")));
     let _ = std::fs::remove_dir_all(&work);
     result
 }
@@ -383,7 +445,7 @@ fn test(host_only: bool) -> Result<()> {
         return Ok(());
     }
     device_tree_tests()?;
-    package_tests()?;
+    package_tests(None)?;
     service_file_tests()?;
     let art = prepare(Flavor::Test)?;
     let result = vmtests::run_all(&art);

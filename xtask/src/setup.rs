@@ -15,7 +15,7 @@ use crate::util::{cache_dir, have_program, output, run, run_logged, short_hash, 
 pub const KERNEL_PACKAGE: &str = "linux-source-7.3";
 pub const KERNEL_DEB_VERSION: &str = "7.3.4-1~bpo13+1";
 /// The suite that carries the kernel source and Debian's `rust-src` packages.
-const BACKPORTS_SUITE: &str = "trixie-backports";
+pub const BACKPORTS_SUITE: &str = "trixie-backports";
 /// The suite the arm64 busybox comes from (the machine's own Debian release).
 const ARM64_SUITE: &str = "bookworm";
 /// bindgen-cli version installed into the cache (Linux 7.3 needs >= 0.71.1).
@@ -37,6 +37,8 @@ const APT_PACKAGES: &[&str] = &[
     "libelf-dev",
     "libssl-dev",
     "cpio",
+    "kmod",
+    "lintian",
     "xz-utils",
     "python3",
     "python3-pip",
@@ -159,13 +161,13 @@ fn rustc_version() -> Result<String> {
 }
 
 /// apt with private lists and sources, so the system's apt state is never touched.
-struct PrivateApt {
+pub struct PrivateApt {
     root: PathBuf,
     updated: Vec<String>,
 }
 
 impl PrivateApt {
-    fn new(cache: &Path) -> Self {
+    pub fn new(cache: &Path) -> Self {
         Self {
             root: cache.join("apt"),
             updated: Vec::new(),
@@ -243,7 +245,7 @@ impl PrivateApt {
     }
 
     /// Makes the private lists for `suite` (once per run).
-    fn update(&mut self, name: &str, suite: &str, arch: Option<&str>) -> Result<()> {
+    pub fn update(&mut self, name: &str, suite: &str, arch: Option<&str>) -> Result<()> {
         if self.updated.iter().any(|n| n == name) {
             return Ok(());
         }
@@ -281,7 +283,13 @@ impl PrivateApt {
     }
 
     /// Downloads `pkg=version` (or the newest `pkg`) into `dest`, returns the .deb path.
-    fn download(&self, name: &str, spec: &str, arch: Option<&str>, dest: &Path) -> Result<PathBuf> {
+    pub fn download(
+        &self,
+        name: &str,
+        spec: &str,
+        arch: Option<&str>,
+        dest: &Path,
+    ) -> Result<PathBuf> {
         fs::create_dir_all(dest)?;
         let pkg = spec.split('=').next().unwrap_or(spec);
         run_logged(
@@ -305,7 +313,7 @@ impl PrivateApt {
 }
 
 /// Extracts a .deb into `dest` (a fresh folder), atomically via a temporary folder.
-fn extract_deb(deb: &Path, dest: &Path) -> Result<()> {
+pub fn extract_deb(deb: &Path, dest: &Path) -> Result<()> {
     let tmp = dest.with_extension("partial");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
