@@ -15,7 +15,7 @@ use crate::util::{cache_dir, have_program, output, run, run_logged, short_hash, 
 pub const KERNEL_PACKAGE: &str = "linux-source-7.3";
 pub const KERNEL_DEB_VERSION: &str = "7.3.4-1~bpo13+1";
 /// The suite that carries the kernel source and Debian's `rust-src` packages.
-const BACKPORTS_SUITE: &str = "trixie-backports";
+pub const BACKPORTS_SUITE: &str = "trixie-backports";
 /// The suite the arm64 busybox comes from (the machine's own Debian release).
 const ARM64_SUITE: &str = "bookworm";
 /// bindgen-cli version installed into the cache (Linux 7.3 needs >= 0.71.1).
@@ -47,6 +47,7 @@ const APT_PACKAGES: &[&str] = &[
     "device-tree-compiler",
     "systemd",
     "file",
+    "debootstrap",
 ];
 
 /// Where set-up put things.
@@ -107,7 +108,7 @@ fn is_root() -> bool {
 }
 
 /// A command that runs as root: directly when we are root, else through sudo.
-fn root_command(program: &str) -> Command {
+pub fn root_command(program: &str) -> Command {
     if is_root() || !have_program("sudo") {
         Command::new(program)
     } else {
@@ -117,7 +118,7 @@ fn root_command(program: &str) -> Command {
     }
 }
 
-fn apt_packages() -> Result<()> {
+pub fn apt_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
@@ -159,13 +160,13 @@ fn rustc_version() -> Result<String> {
 }
 
 /// apt with private lists and sources, so the system's apt state is never touched.
-struct PrivateApt {
+pub struct PrivateApt {
     root: PathBuf,
     updated: Vec<String>,
 }
 
 impl PrivateApt {
-    fn new(cache: &Path) -> Self {
+    pub fn new(cache: &Path) -> Self {
         Self {
             root: cache.join("apt"),
             updated: Vec::new(),
@@ -173,7 +174,7 @@ impl PrivateApt {
     }
 
     /// The Debian mirror the machine already uses (never written into the repository).
-    fn mirror() -> Result<(String, String)> {
+    pub fn mirror() -> Result<(String, String)> {
         let deb822 = Path::new("/etc/apt/sources.list.d/debian.sources");
         let mut found = None;
         if let Ok(text) = fs::read_to_string(deb822) {
@@ -243,7 +244,7 @@ impl PrivateApt {
     }
 
     /// Makes the private lists for `suite` (once per run).
-    fn update(&mut self, name: &str, suite: &str, arch: Option<&str>) -> Result<()> {
+    pub fn update(&mut self, name: &str, suite: &str, arch: Option<&str>) -> Result<()> {
         if self.updated.iter().any(|n| n == name) {
             return Ok(());
         }
@@ -281,7 +282,13 @@ impl PrivateApt {
     }
 
     /// Downloads `pkg=version` (or the newest `pkg`) into `dest`, returns the .deb path.
-    fn download(&self, name: &str, spec: &str, arch: Option<&str>, dest: &Path) -> Result<PathBuf> {
+    pub fn download(
+        &self,
+        name: &str,
+        spec: &str,
+        arch: Option<&str>,
+        dest: &Path,
+    ) -> Result<PathBuf> {
         fs::create_dir_all(dest)?;
         let pkg = spec.split('=').next().unwrap_or(spec);
         run_logged(
