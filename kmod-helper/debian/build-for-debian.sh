@@ -26,6 +26,8 @@
 #   --jobs N        make -j [nproc]
 # The last line printed is the path of the built kmemlab.ko.
 set -eu
+# modinfo lives in /usr/sbin, which a user's PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 
 die() { echo "build-for-debian: error: $*" >&2; exit 1; }
 say() { echo "==> $*" >&2; }
