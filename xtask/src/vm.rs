@@ -1,5 +1,6 @@
-//! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel, the patched
-//! device tree and an initramfs; press the button through QMP; run a command.
+//! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel (or Debian's own
+//! arm64 kernel, `--kernel debian-arm64`), the patched device tree and an initramfs;
+//! press the button through QMP; run a command.
 //!
 //! The guest's init (`xtask/guest/init.sh`) reports over the console with `@@` lines; the
 //! host waits for them with a bound at every stage, so a hung guest is killed with a
