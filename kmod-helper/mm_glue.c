@@ -15,6 +15,7 @@
  */
 
 #include <linux/capability.h>
+#include <linux/io.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
 #include <linux/slab.h>

@@ -26,6 +26,10 @@ dmesg -n 1
 echo 1 > /proc/sys/kernel/kptr_restrict
 . /etc/kmemlab-vm.conf
 
+for m in $PRELOAD; do
+    stage "insmod $m"
+    insmod "/lib/modules/$m" || fail "insmod $m failed: $(dmesg | tail -n 5)"
+done
 if [ "$MODULE" = 1 ]; then
     stage insmod
     insmod /lib/modules/kmemlab.ko || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"

@@ -12,7 +12,7 @@ mod util;
 mod vm;
 mod vmtests;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::Flavor;
 use crate::util::{repo_root, run, step};
-use crate::vm::{Artifacts, VmOptions};
+use crate::vm::{Artifacts, VmOptions, TEST_KERNEL_MEMORY_MB};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -29,12 +29,18 @@ commands:
   setup                   install and fetch everything the build needs (idempotent)
   kernel [--debug]        build the arm64 test kernel, or the debug kernel (cached)
   module [--kdir DIR]     build kmemlab.ko against the test kernel or DIR
+  module --debian RELEASE build kmemlab.ko for Debian's kernel RELEASE
+                          (7.3.4+deb13-arm64 or -amd64) with Debian's compiler, in a
+                          cached trixie root (kmod-helper/debian/build-for-debian.sh)
   userspace               build kmemlabd and kmemlabctl (static arm64, and host)
   vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [--extra FILE]...
-     [--debug-kernel] [--overlay DTSO] [-- CMD...]
+     [--kernel KERNEL] [--debug-kernel] [--overlay DTSO] [-- CMD...]
                           boot the board, press the button N times, run CMD;
                           --extra packs FILE into the guest as /usr/bin/<its name>;
-                          --debug-kernel boots the debug kernel; --overlay replaces
+                          --kernel test (the default), debug, or debian-arm64
+                          (Debian's own 7.3.4+deb13-arm64 kernel and its uio.ko, with
+                          kmemlab.ko built as `module --debian` does);
+                          --debug-kernel is --kernel debug; --overlay replaces
                           dts/qemu-virt.dtso
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
   dist --debian RELEASE [--module KO]
@@ -42,7 +48,7 @@ commands:
                           kmemlab.ko (built here, or KO) in /lib/modules/RELEASE/updates
   bench                   issue 5's figures in the VM: floor vs single and batched
                           paths, test_vmalloc comparison, kmemlabd's RSS
-  demo                    set up, build, boot, press 6 times, print the JSON lines
+  demo [--kernel KERNEL]  set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
                           the VM tests
   test --vm-only          only the VM tests on the test kernel
@@ -55,6 +61,8 @@ commands:
   test --debug-kernel     the hardening tests (fuzzing, fault injection, kill -9,
                           unload, permissions, load, hostile device trees) on the
                           debug kernel, ending with a table
+  test --kernel debian    on Debian's arm64 kernel: the demo's six presses and the
+                          VM tests
 
 The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).
 KMEMLAB_TESTS=name,name runs only the VM tests whose names contain one of these.";
@@ -93,13 +101,16 @@ fn real_main() -> Result<ExitCode> {
             println!("{}", k.image.display());
         }
         "module" => {
-            let kdir = match rest {
-                [] => None,
-                [flag, dir] if flag == "--kdir" => Some(PathBuf::from(dir)),
-                _ => bail!("usage: cargo xtask module [--kdir DIR]"),
+            let ko = match rest {
+                [] => build::module(&setup::setup()?, None, Flavor::Test)?,
+                [flag, dir] if flag == "--kdir" => {
+                    build::module(&setup::setup()?, Some(Path::new(dir)), Flavor::Test)?
+                }
+                [flag, release] if flag == "--debian" => {
+                    debian::module(&debian::Release::parse(release)?)?
+                }
+                _ => bail!("usage: cargo xtask module [--kdir DIR | --debian RELEASE]"),
             };
-            let tc = setup::setup()?;
-            let ko = build::module(&tc, kdir.as_deref(), Flavor::Test)?;
             println!("{}", ko.display());
         }
         "dist" => {
@@ -130,8 +141,8 @@ fn real_main() -> Result<ExitCode> {
             println!("{}\n{}", u.kmemlabd.display(), u.kmemlabctl.display());
         }
         "vm" => {
-            let (opts, flavor) = parse_vm(rest)?;
-            let art = prepare(flavor)?;
+            let (opts, kernel) = parse_vm(rest)?;
+            let art = prepare(&kernel)?;
             let outcome = vm::run_vm(&art, &opts);
             cleanup(&art);
             let outcome = outcome?;
@@ -142,7 +153,7 @@ fn real_main() -> Result<ExitCode> {
         }
         "bench" => {
             no_args(rest)?;
-            let art = prepare(Flavor::Test)?;
+            let art = prepare(&GuestKernel::Test(Flavor::Test))?;
             let tc = setup::setup()?;
             let test_vmalloc = build::kernel(&tc, Flavor::Test)?
                 .dir
@@ -152,20 +163,15 @@ fn real_main() -> Result<ExitCode> {
             result?;
         }
         "demo" => {
-            no_args(rest)?;
-            let art = prepare(Flavor::Test)?;
-            let opts = VmOptions {
-                presses: 6,
-                ..VmOptions::default()
+            let kernel = match rest {
+                [] => GuestKernel::Test(Flavor::Test),
+                [flag, name] if flag == "--kernel" => GuestKernel::parse(name)?,
+                _ => bail!("usage: cargo xtask demo [--kernel KERNEL]"),
             };
-            step("booting the board and pressing its button 6 times");
-            let outcome = vm::run_vm(&art, &opts);
+            let art = prepare(&kernel)?;
+            let outcome = demo(&art);
             cleanup(&art);
-            let outcome = outcome?;
-            vm::print_outcome(&outcome);
-            if !outcome.splats().is_empty() {
-                bail!("the kernel log shows a splat");
-            }
+            vm::print_outcome(&outcome?);
         }
         "test" => match rest {
             [flag] if flag == "--dts" => device_tree_tests()?,
@@ -176,15 +182,20 @@ fn real_main() -> Result<ExitCode> {
             [] => test(false)?,
             [flag] if flag == "--host-only" => test(true)?,
             [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
+            [flag, name] if flag == "--kernel" => match GuestKernel::parse(name)? {
+                GuestKernel::Test(Flavor::Test) => test(false)?,
+                GuestKernel::Test(Flavor::Debug) => test_debug_kernel()?,
+                kernel @ GuestKernel::Debian(_) => test_debian_kernel(&kernel)?,
+            },
             [flag] if flag == "--vm-only" => {
-                let art = prepare(Flavor::Test)?;
+                let art = prepare(&GuestKernel::Test(Flavor::Test))?;
                 let result = vmtests::run_all(&art);
                 cleanup(&art);
                 result?;
             }
             _ => bail!(
-                "usage: cargo xtask test [--host-only | --vm-only | --debug-kernel | --dts | \
-                 --packages [--debian-module KO]]"
+                "usage: cargo xtask test [--host-only | --vm-only | --debug-kernel | \
+                 --kernel KERNEL | --dts | --packages [--debian-module KO]]"
             ),
         },
         "-h" | "--help" | "help" => println!("{USAGE}"),
@@ -200,9 +211,37 @@ fn no_args(rest: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_vm(args: &[String]) -> Result<(VmOptions, Flavor)> {
+/// The kernel a guest boots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GuestKernel {
+    /// A kernel built here: the test kernel or the debug kernel.
+    Test(Flavor),
+    /// Debian's own kernel of a release, unmodified.
+    Debian(debian::Release),
+}
+
+impl GuestKernel {
+    /// `--kernel` values: `test`, `debug`, `debian-arm64` (`debian`: the same).
+    fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "test" => Self::Test(Flavor::Test),
+            "debug" => Self::Test(Flavor::Debug),
+            "debian" | "debian-arm64" => {
+                Self::Debian(debian::Release::parse(debian::ARM64_RELEASE)?)
+            }
+            "debian-amd64" => bail!(
+                "--kernel debian-amd64 is not supported yet (Debian's amd64 kernel needs an \
+                 x86_64 guest); `cargo xtask module --debian {}` builds its module",
+                debian::AMD64_RELEASE
+            ),
+            other => bail!("unknown kernel `{other}`: test, debug or debian-arm64"),
+        })
+    }
+}
+
+fn parse_vm(args: &[String]) -> Result<(VmOptions, GuestKernel)> {
     let mut opts = VmOptions::default();
-    let mut flavor = Flavor::Test;
+    let mut kernel = GuestKernel::Test(Flavor::Test);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -222,7 +261,8 @@ fn parse_vm(args: &[String]) -> Result<(VmOptions, Flavor)> {
                 opts.extra.push(path);
             }
             "--verbose" | "-v" => opts.verbose = true,
-            "--debug-kernel" => flavor = Flavor::Debug,
+            "--debug-kernel" => kernel = GuestKernel::Test(Flavor::Debug),
+            "--kernel" => kernel = GuestKernel::parse(it.next().context("--kernel needs a name")?)?,
             "--overlay" => {
                 let path = PathBuf::from(it.next().context("--overlay needs a .dtso file")?);
                 if !path.is_file() {
@@ -247,26 +287,103 @@ fn parse_vm(args: &[String]) -> Result<(VmOptions, Flavor)> {
             other => bail!("unknown vm option `{other}`\n{USAGE}"),
         }
     }
-    Ok((opts, flavor))
+    Ok((opts, kernel))
 }
 
 /// Set-up and every build the guest needs.
-fn prepare(flavor: Flavor) -> Result<Artifacts> {
+fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
     let tc = setup::setup()?;
-    let kernel = build::kernel(&tc, flavor)?;
-    let module = build::module(&tc, None, flavor)?;
     let user = build::userspace(&tc)?;
     let work = tc.cache.join("run").join(std::process::id().to_string());
-    Ok(Artifacts {
-        image: kernel.image,
-        module,
-        kmemlabd: user.kmemlabd,
-        kmemlabctl: user.kmemlabctl,
-        abi_probe: user.abi_probe,
-        busybox: tc.busybox,
-        cmdline: flavor.cmdline().to_owned(),
-        work,
-    })
+    let art = match kernel {
+        GuestKernel::Test(flavor) => Artifacts {
+            image: build::kernel(&tc, *flavor)?.image,
+            module: build::module(&tc, None, *flavor)?,
+            kmemlabd: user.kmemlabd,
+            kmemlabctl: user.kmemlabctl,
+            abi_probe: user.abi_probe,
+            busybox: tc.busybox,
+            cmdline: flavor.cmdline().to_owned(),
+            memory_mb: TEST_KERNEL_MEMORY_MB,
+            preload: Vec::new(),
+            kmemleak: true,
+            work,
+        },
+        GuestKernel::Debian(release) => {
+            let kernel = debian::kernel(release)?;
+            Artifacts {
+                image: kernel.image,
+                module: debian::module(release)?,
+                kmemlabd: user.kmemlabd,
+                kmemlabctl: user.kmemlabctl,
+                abi_probe: user.abi_probe,
+                busybox: tc.busybox,
+                cmdline: String::new(),
+                memory_mb: debian::MEMORY_MB,
+                preload: vec![kernel.uio],
+                kmemleak: false,
+                work,
+            }
+        }
+    };
+    Ok(art)
+}
+
+/// The demo: boot, press the button six times; fails on a kernel splat or a daemon line
+/// that breaks the log schema.
+fn demo(art: &Artifacts) -> Result<vm::VmOutcome> {
+    let opts = VmOptions {
+        presses: 6,
+        ..VmOptions::default()
+    };
+    step("booting the board and pressing its button 6 times");
+    let outcome = vm::run_vm(art, &opts)?;
+    let splats = outcome.splats();
+    if !splats.is_empty() {
+        vm::print_outcome(&outcome);
+        bail!("the kernel log shows a splat:\n{}", splats.join("\n"));
+    }
+    let lines = vm::check_log_schema(&outcome.log)?;
+    let presses = outcome
+        .log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("seq").is_some_and(|s| !s.is_null()))
+        .count();
+    if presses != 6 {
+        vm::print_outcome(&outcome);
+        bail!("the daemon wrote {presses} press lines for 6 presses");
+    }
+    step(format!(
+        "demo: 6 presses, {lines} daemon lines valid against the schema, no splat"
+    ));
+    Ok(outcome)
+}
+
+/// Issue 12's tests on Debian's own kernel: the demo, then the VM tests.
+fn test_debian_kernel(kernel: &GuestKernel) -> Result<()> {
+    let start = Instant::now();
+    let art = prepare(kernel)?;
+    let result = (|| -> Result<()> {
+        step(format!("demo on {}", art.image.display()));
+        let outcome = demo(&art)?;
+        let module_lines = outcome
+            .dmesg
+            .iter()
+            .filter(|l| l.contains("kmemlab"))
+            .count();
+        if module_lines == 0 {
+            bail!("dmesg has no line from kmemlab (was the log captured?)");
+        }
+        vmtests::run_all(&art)
+    })();
+    cleanup(&art);
+    result?;
+    step(format!(
+        "Debian-kernel tests passed in {:.0?}",
+        start.elapsed()
+    ));
+    Ok(())
 }
 
 fn cleanup(art: &Artifacts) {
@@ -312,7 +429,7 @@ fn device_tree_tests() -> Result<()> {
 /// Issue 7's tests on the debug kernel.
 fn test_debug_kernel() -> Result<()> {
     let start = Instant::now();
-    let art = prepare(Flavor::Debug)?;
+    let art = prepare(&GuestKernel::Test(Flavor::Debug))?;
     let result = hardening::run_all(&art);
     cleanup(&art);
     result?;
@@ -447,7 +564,7 @@ fn test(host_only: bool) -> Result<()> {
     device_tree_tests()?;
     package_tests(None)?;
     service_file_tests()?;
-    let art = prepare(Flavor::Test)?;
+    let art = prepare(&GuestKernel::Test(Flavor::Test))?;
     let result = vmtests::run_all(&art);
     cleanup(&art);
     result?;

@@ -49,6 +49,7 @@ const APT_PACKAGES: &[&str] = &[
     "device-tree-compiler",
     "systemd",
     "file",
+    "debootstrap",
 ];
 
 /// Where set-up put things.
@@ -109,7 +110,7 @@ fn is_root() -> bool {
 }
 
 /// A command that runs as root: directly when we are root, else through sudo.
-fn root_command(program: &str) -> Command {
+pub fn root_command(program: &str) -> Command {
     if is_root() || !have_program("sudo") {
         Command::new(program)
     } else {
@@ -119,7 +120,7 @@ fn root_command(program: &str) -> Command {
     }
 }
 
-fn apt_packages() -> Result<()> {
+pub fn apt_packages() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
@@ -175,7 +176,7 @@ impl PrivateApt {
     }
 
     /// The Debian mirror the machine already uses (never written into the repository).
-    fn mirror() -> Result<(String, String)> {
+    pub fn mirror() -> Result<(String, String)> {
         let deb822 = Path::new("/etc/apt/sources.list.d/debian.sources");
         let mut found = None;
         if let Ok(text) = fs::read_to_string(deb822) {

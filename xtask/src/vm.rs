@@ -1,5 +1,6 @@
-//! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel, the patched
-//! device tree and an initramfs; press the button through QMP; run a command.
+//! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel (or Debian's own
+//! arm64 kernel, `--kernel debian-arm64`), the patched device tree and an initramfs;
+//! press the button through QMP; run a command.
 //!
 //! The guest's init (`xtask/guest/init.sh`) reports over the console with `@@` lines; the
 //! host waits for them with a bound at every stage, so a hung guest is killed with a
@@ -22,16 +23,9 @@ use crate::util::{repo_root, run, step};
 const QEMU: &str = "qemu-system-aarch64";
 /// The board. `-nic none`: Debian's QEMU 7.2 lacks the virtio-net option ROM the
 /// default NIC asks for, and the guest needs no network.
-const MACHINE: &[&str] = &[
-    "-M",
-    "virt",
-    "-cpu",
-    "cortex-a53",
-    "-m",
-    "256M",
-    "-nic",
-    "none",
-];
+const MACHINE: &[&str] = &["-M", "virt", "-cpu", "cortex-a53", "-nic", "none"];
+/// Guest memory for the test kernel; Debian's kernel gets more (`Artifacts::memory_mb`).
+pub const TEST_KERNEL_MEMORY_MB: u32 = 256;
 const INIT: &str = include_str!("../guest/init.sh");
 const STOP_DAEMON: &str = include_str!("../guest/stop-kmemlabd");
 
@@ -46,6 +40,13 @@ pub struct Artifacts {
     pub busybox: PathBuf,
     /// Extra kernel command-line arguments (the debug kernel's).
     pub cmdline: String,
+    /// Guest memory (`-m`), in MiB.
+    pub memory_mb: u32,
+    /// Modules loaded, in this order, before kmemlab.ko (Debian's uio.ko, which
+    /// Debian builds as a module).
+    pub preload: Vec<PathBuf>,
+    /// Whether the kernel has kmemleak (the test kernels; Debian's has not).
+    pub kmemleak: bool,
     /// Scratch folder for the initramfs, device tree and QMP socket.
     pub work: PathBuf,
 }
@@ -160,10 +161,12 @@ wait_lines() {
 "#;
 
 /// The board's device tree with the overlay from dts/ applied.
-fn device_tree(work: &Path, overlay_src: &Path, cpus: u32) -> Result<PathBuf> {
+fn device_tree(art: &Artifacts, overlay_src: &Path, cpus: u32) -> Result<PathBuf> {
+    let work = &art.work;
     let base = work.join("virt.dtb");
     run(Command::new(QEMU)
         .args(MACHINE)
+        .args(["-m", &format!("{}M", art.memory_mb)])
         .args(["-smp", &cpus.to_string()])
         .arg("-machine")
         .arg(format!("dumpdtb={}", base.display()))
@@ -215,6 +218,16 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
     cpio.file_from("bin/busybox", 0o755, &art.busybox)?;
     cpio.symlink("bin/sh", "busybox");
     cpio.file_from("lib/modules/kmemlab.ko", 0o644, &art.module)?;
+    let mut preload = Vec::new();
+    for path in &art.preload {
+        let name = path
+            .file_name()
+            .with_context(|| format!("module {} has no file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        cpio.file_from(&format!("lib/modules/{name}"), 0o644, path)?;
+        preload.push(name);
+    }
     cpio.file_from("usr/bin/kmemlabd", 0o755, &art.kmemlabd)?;
     cpio.file_from("usr/bin/kmemlabctl", 0o755, &art.kmemlabctl)?;
     cpio.file_from("usr/bin/kmemlab-abi-probe", 0o755, &art.abi_probe)?;
@@ -239,9 +252,10 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
         "etc/kmemlab-vm.conf",
         0o644,
         format!(
-            "DAEMON={}\nMODULE={}\n",
+            "DAEMON={}\nMODULE={}\nPRELOAD=\"{}\"\n",
             u8::from(opts.daemon && opts.module),
-            u8::from(opts.module)
+            u8::from(opts.module),
+            preload.join(" ")
         )
         .as_bytes(),
     );
@@ -409,12 +423,13 @@ impl Qmp {
 /// Boots the guest, presses the button, runs the command; returns what came back.
 pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     fs::create_dir_all(&art.work)?;
-    let dtb = device_tree(&art.work, &opts.overlay, opts.cpus)?;
+    let dtb = device_tree(art, &opts.overlay, opts.cpus)?;
     let initrd = initramfs(art, opts)?;
     let qmp_path = art.work.join("qmp.sock");
     let _ = fs::remove_file(&qmp_path);
     let mut child = Command::new(QEMU)
         .args(MACHINE)
+        .args(["-m", &format!("{}M", art.memory_mb)])
         .args(["-smp", &opts.cpus.to_string()])
         .args([
             "-display",

@@ -393,11 +393,20 @@ fn bad_inputs_give_documented_errnos(art: &Artifacts) -> Result<()> {
 /// Issue 3: closing a file that holds 1000 allocations frees them all; kmemleak agrees.
 fn closing_a_file_frees_its_allocations(art: &Artifacts) -> Result<()> {
     // The allocations must be older than kmemleak's 5 s before the scan (KMEMLEAK_SCAN).
+    let scan = if art.kmemleak {
+        KMEMLEAK_SCAN
+    } else {
+        println!(
+            "closing_a_file_frees_its_allocations: this kernel has no kmemleak; the \
+             kmemleak scan is skipped, the live counts are still checked"
+        );
+        ""
+    };
     let script = format!(
         "set -e
         kmemlab-abi-probe hold 1000 0 64
         kmemlab-abi-probe hold 200 1 4096
-        kmemlab-abi-probe hold 50 2 1024{KMEMLEAK_SCAN}"
+        kmemlab-abi-probe hold 50 2 1024{scan}"
     );
     let outcome = boot(
         art,
