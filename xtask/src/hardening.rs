@@ -663,12 +663,17 @@ grep -q \" $M \" /proc/mounts && echo still-mounted
     Ok(())
 }
 
-/// A BENCH of `max_bench_iters` kmalloc(4096) pairs, sent SIGINT (a no-op handler, no
-/// SA_RESTART) after 300 ms, returns EINTR (or 0) within 1 s of the signal and leaves
-/// nothing allocated; kmemleak clean.
-fn bench_stops_on_sigint(art: &Artifacts, s: &mut Summary) -> Result<()> {
+/// Boots without the daemon and runs `kmemlab-abi-probe SUB` (its status echoed as
+/// `SUB-rc=N`), then STATS (section `stats`) and the kmemleak scan; returns the outcome and
+/// the probe's JSON report, the line with `key`.
+fn probe_then_stats(
+    art: &Artifacts,
+    s: &mut Summary,
+    sub: &str,
+    key: &str,
+) -> Result<(VmOutcome, Value)> {
     let cmd = format!(
-        "kmemlab-abi-probe bench-interrupt; echo \"bench-rc=$?\"
+        "kmemlab-abi-probe {sub}; echo \"{sub}-rc=$?\"
 echo '== stats'
 kmemlabctl stats --json{KMEMLEAK_SCAN}"
     );
@@ -681,18 +686,26 @@ kmemlabctl stats --json{KMEMLEAK_SCAN}"
             ..VmOptions::default()
         },
     )?;
-    let out = &outcome.cmd_output;
-    let report = json_lines(&out.lines().collect::<Vec<_>>())
+    let report = json_lines(&outcome.cmd_output.lines().collect::<Vec<_>>())
         .into_iter()
-        .find(|v| v.get("signal_to_return_ms").is_some())
-        .with_context(|| format!("bench-interrupt printed no report:\n{out}"))?;
+        .find(|v| v.get(key).is_some())
+        .with_context(|| format!("{sub} printed no report:\n{}", outcome.cmd_output))?;
+    Ok((outcome, report))
+}
+
+/// A BENCH of `max_bench_iters` kmalloc(4096) pairs, sent SIGINT (a no-op handler, no
+/// SA_RESTART) after 300 ms, returns EINTR (or 0) within 1 s of the signal and leaves
+/// nothing allocated; kmemleak clean.
+fn bench_stops_on_sigint(art: &Artifacts, s: &mut Summary) -> Result<()> {
+    let (outcome, report) = probe_then_stats(art, s, "bench-interrupt", "signal_to_return_ms")?;
+    let out = &outcome.cmd_output;
     println!("BENCH interrupted: {report}");
     ensure!(
         report.get("finished_before_signal") != Some(&Value::Bool(true)),
         "the BENCH finished before the signal came, nothing was tested: {report}"
     );
     ensure!(
-        out.contains("bench-rc=0"),
+        out.contains("bench-interrupt-rc=0"),
         "the BENCH did not stop on SIGINT with EINTR (or 0) within 1 s, or left allocations: {report}"
     );
     let live = live_count(&json_lines(&section(out, "stats")));
@@ -707,32 +720,15 @@ kmemlabctl stats --json{KMEMLEAK_SCAN}"
 /// ALLOC_BATCHes of 256 dma_coherent 64 KiB entries, takes less than half of one such
 /// batch: a release does not wait behind another file's batch. Figures printed.
 fn close_not_blocked_by_a_dma_batch(art: &Artifacts, s: &mut Summary) -> Result<()> {
-    let cmd = format!(
-        "kmemlab-abi-probe close-during-batch; echo \"close-rc=$?\"
-echo '== stats'
-kmemlabctl stats --json{KMEMLEAK_SCAN}"
-    );
-    let outcome = boot(
-        art,
-        s,
-        VmOptions {
-            daemon: false,
-            cmd,
-            ..VmOptions::default()
-        },
-    )?;
+    let (outcome, report) = probe_then_stats(art, s, "close-during-batch", "close_ns")?;
     let out = &outcome.cmd_output;
-    let report = json_lines(&out.lines().collect::<Vec<_>>())
-        .into_iter()
-        .find(|v| v.get("close_ns").is_some())
-        .with_context(|| format!("close-during-batch printed no report:\n{out}"))?;
     println!(
         "close during a DMA batch: close {} ns, batch median {} ns; {report}",
         num(&report, "close_ns"),
         num(&report, "batch_ns_median")
     );
     ensure!(
-        out.contains("close-rc=0"),
+        out.contains("close-during-batch-rc=0"),
         "close() took {} ns, not under half of a batch ({} ns median), or the run went wrong: {report}",
         num(&report, "close_ns"),
         num(&report, "batch_ns_median")
