@@ -468,6 +468,12 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
             art.machine.name()
         );
     }
+    if !art.machine.has_board() && opts.overlay != VmOptions::default().overlay {
+        bail!(
+            "--overlay patches the arm64 board's device tree; the {} has none",
+            art.machine.name()
+        );
+    }
     let initrd = initramfs(art, opts)?;
     let qmp_path = art.work.join("qmp.sock");
     let _ = fs::remove_file(&qmp_path);
