@@ -3,6 +3,7 @@
 # It speaks to the host over the console with lines that start with "@@":
 #   @@STAGE name     where the guest is (named in the host's hang message)
 #   @@READY          module loaded (and kmemlabd started); host may press the button
+#                    (or send `press` lines: TRIGGERs, where there is no button)
 #   @@JSON line      a line of kmemlabd's log as it is written
 #   @@CMD-BEGIN / @@CMD-EXIT rc   around the output of the user's command
 #   @@LOG line       the daemon's complete log after it stopped
@@ -32,7 +33,8 @@ for m in $PRELOAD; do
 done
 if [ "$MODULE" = 1 ]; then
     stage insmod
-    insmod /lib/modules/kmemlab.ko || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"
+    # MODULE_ARGS: software_device=1 on a machine without the device-tree node.
+    insmod /lib/modules/kmemlab.ko $MODULE_ARGS || fail "insmod kmemlab.ko failed: $(dmesg | tail -n 5)"
     [ -c /dev/kmemlab ] || fail "no /dev/kmemlab after insmod: $(dmesg | tail -n 5)"
 fi
 
@@ -48,7 +50,11 @@ fi
 echo "@@READY"
 
 stage wait-go
-read -r go
+# The host sends `go`; before it, on a machine with no button (MODULE_ARGS has
+# software_device=1), each `press` line is a press: a TRIGGER.
+while read -r go && [ "$go" = press ]; do
+    kmemlabctl trigger > /dev/null || fail "kmemlabctl trigger failed"
+done
 stage cmd
 echo "@@CMD-BEGIN"
 sh /cmd.sh

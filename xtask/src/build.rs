@@ -328,3 +328,32 @@ pub fn userspace_host() -> Result<()> {
         "--bins",
     ]))
 }
+
+/// Target of the static x86_64 guest binaries (Debian's amd64 kernel on the PC).
+pub const AMD64_GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Builds kmemlabd, kmemlabctl and the test program as static x86_64 binaries (the host
+/// is x86_64: its std and glibc's static libraries suffice, no build-std). `--target`
+/// keeps the flags off build scripts and proc macros.
+pub fn userspace_amd64() -> Result<Userspace> {
+    let root = repo_root();
+    let target_dir = root.join("target/guest-amd64");
+    step("building kmemlabd and kmemlabctl for the x86_64 guest");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args(["--package", "kmemlab-guest-tools"])
+        .args(["--target", AMD64_GUEST_TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+            "-C target-feature=+crt-static",
+        ))?;
+    let bin = target_dir.join(AMD64_GUEST_TARGET).join("release");
+    Ok(Userspace {
+        kmemlabd: bin.join("kmemlabd"),
+        kmemlabctl: bin.join("kmemlabctl"),
+        abi_probe: bin.join("kmemlab-abi-probe"),
+    })
+}

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::build::Flavor;
 use crate::util::{repo_root, run, step};
-use crate::vm::{Artifacts, VmOptions, TEST_KERNEL_MEMORY_MB};
+use crate::vm::{Artifacts, Machine, VmOptions, TEST_KERNEL_MEMORY_MB};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -37,9 +37,12 @@ commands:
      [--kernel KERNEL] [--debug-kernel] [--overlay DTSO] [-- CMD...]
                           boot the board, press the button N times, run CMD;
                           --extra packs FILE into the guest as /usr/bin/<its name>;
-                          --kernel test (the default), debug, or debian-arm64
+                          --kernel test (the default), debug, debian-arm64
                           (Debian's own 7.3.4+deb13-arm64 kernel and its uio.ko, with
-                          kmemlab.ko built as `module --debian` does);
+                          kmemlab.ko built as `module --debian` does) or debian-amd64
+                          (Debian's 7.3.4+deb13-amd64 kernel on QEMU's x86_64 PC, TCG,
+                          no device tree: kmemlab.ko software_device=1, and each press
+                          is a TRIGGER made in the guest);
                           --debug-kernel is --kernel debug; --overlay replaces
                           dts/qemu-virt.dtso
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
@@ -62,7 +65,9 @@ commands:
                           unload, permissions, load, hostile device trees) on the
                           debug kernel, ending with a table
   test --kernel debian    on Debian's arm64 kernel: the demo's six presses and the
-                          VM tests
+                          VM tests; on Debian's amd64 kernel (software device): the
+                          VM tests that need no button and no device tree
+                          (--kernel debian-arm64 or debian-amd64: only that one)
 
 The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).
 KMEMLAB_TESTS=name,name runs only the VM tests whose names contain one of these.";
@@ -182,14 +187,18 @@ fn real_main() -> Result<ExitCode> {
             [] => test(false)?,
             [flag] if flag == "--host-only" => test(true)?,
             [flag] if flag == "--debug-kernel" => test_debug_kernel()?,
+            [flag, name] if flag == "--kernel" && name == "debian" => test_debian_kernels(&[
+                GuestKernel::parse("debian-arm64")?,
+                GuestKernel::parse("debian-amd64")?,
+            ])?,
             [flag, name] if flag == "--kernel" => match GuestKernel::parse(name)? {
                 GuestKernel::Test(Flavor::Test) => test(false)?,
                 GuestKernel::Test(Flavor::Debug) => test_debug_kernel()?,
-                kernel @ GuestKernel::Debian(_) => test_debian_kernel(&kernel)?,
+                kernel @ GuestKernel::Debian(_) => test_debian_kernels(&[kernel])?,
             },
             [flag] if flag == "--vm-only" => {
                 let art = prepare(&GuestKernel::Test(Flavor::Test))?;
-                let result = vmtests::run_all(&art);
+                let result = vmtests::run_all(&art).result;
                 cleanup(&art);
                 result?;
             }
@@ -221,7 +230,8 @@ enum GuestKernel {
 }
 
 impl GuestKernel {
-    /// `--kernel` values: `test`, `debug`, `debian-arm64` (`debian`: the same).
+    /// `--kernel` values: `test`, `debug`, `debian-arm64` (`debian`: the same, except
+    /// for `test`, where it means both Debian kernels), `debian-amd64`.
     fn parse(name: &str) -> Result<Self> {
         Ok(match name {
             "test" => Self::Test(Flavor::Test),
@@ -229,12 +239,8 @@ impl GuestKernel {
             "debian" | "debian-arm64" => {
                 Self::Debian(debian::Release::parse(debian::ARM64_RELEASE)?)
             }
-            "debian-amd64" => bail!(
-                "--kernel debian-amd64 is not supported yet (Debian's amd64 kernel needs an \
-                 x86_64 guest); `cargo xtask module --debian {}` builds its module",
-                debian::AMD64_RELEASE
-            ),
-            other => bail!("unknown kernel `{other}`: test, debug or debian-arm64"),
+            "debian-amd64" => Self::Debian(debian::Release::parse(debian::AMD64_RELEASE)?),
+            other => bail!("unknown kernel `{other}`: test, debug, debian-arm64 or debian-amd64"),
         })
     }
 }
@@ -293,35 +299,59 @@ fn parse_vm(args: &[String]) -> Result<(VmOptions, GuestKernel)> {
 /// Set-up and every build the guest needs.
 fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
     let tc = setup::setup()?;
-    let user = build::userspace(&tc)?;
     let work = tc.cache.join("run").join(std::process::id().to_string());
     let art = match kernel {
-        GuestKernel::Test(flavor) => Artifacts {
-            image: build::kernel(&tc, *flavor)?.image,
-            module: build::module(&tc, None, *flavor)?,
-            kmemlabd: user.kmemlabd,
-            kmemlabctl: user.kmemlabctl,
-            abi_probe: user.abi_probe,
-            busybox: tc.busybox,
-            cmdline: flavor.cmdline().to_owned(),
-            memory_mb: TEST_KERNEL_MEMORY_MB,
-            preload: Vec::new(),
-            kmemleak: true,
-            work,
-        },
+        GuestKernel::Test(flavor) => {
+            let user = build::userspace(&tc)?;
+            Artifacts {
+                image: build::kernel(&tc, *flavor)?.image,
+                module: build::module(&tc, None, *flavor)?,
+                kmemlabd: user.kmemlabd,
+                kmemlabctl: user.kmemlabctl,
+                abi_probe: user.abi_probe,
+                busybox: tc.busybox,
+                cmdline: flavor.cmdline().to_owned(),
+                memory_mb: TEST_KERNEL_MEMORY_MB,
+                preload: Vec::new(),
+                kmemleak: true,
+                machine: Machine::VirtArm64,
+                module_args: String::new(),
+                work,
+            }
+        }
         GuestKernel::Debian(release) => {
             let kernel = debian::kernel(release)?;
+            // amd64 has no device tree: the module makes its own device, with no
+            // interrupt line, on a PC with static x86_64 binaries.
+            let amd64 = release.arch == "amd64";
+            let (user, busybox, machine, module_args) = if amd64 {
+                (
+                    build::userspace_amd64()?,
+                    setup::busybox_amd64()?,
+                    Machine::PcAmd64,
+                    "software_device=1".to_owned(),
+                )
+            } else {
+                (
+                    build::userspace(&tc)?,
+                    tc.busybox,
+                    Machine::VirtArm64,
+                    String::new(),
+                )
+            };
             Artifacts {
                 image: kernel.image,
                 module: debian::module(release)?,
                 kmemlabd: user.kmemlabd,
                 kmemlabctl: user.kmemlabctl,
                 abi_probe: user.abi_probe,
-                busybox: tc.busybox,
+                busybox,
                 cmdline: String::new(),
                 memory_mb: debian::MEMORY_MB,
                 preload: vec![kernel.uio],
                 kmemleak: false,
+                machine,
+                module_args,
                 work,
             }
         }
@@ -360,25 +390,60 @@ fn demo(art: &Artifacts) -> Result<vm::VmOutcome> {
     Ok(outcome)
 }
 
-/// Issue 12's tests on Debian's own kernel: the demo, then the VM tests.
-fn test_debian_kernel(kernel: &GuestKernel) -> Result<()> {
+/// Issue 12's tests on Debian's own kernels: on arm64 the demo, then the VM tests; on
+/// amd64 (the software device) the VM tests that need neither the button nor a device
+/// tree. Prints which tests ran on which kernel.
+fn test_debian_kernels(kernels: &[GuestKernel]) -> Result<()> {
     let start = Instant::now();
-    let art = prepare(kernel)?;
-    let result = (|| -> Result<()> {
-        step(format!("demo on {}", art.image.display()));
-        let outcome = demo(&art)?;
-        let module_lines = outcome
-            .dmesg
-            .iter()
-            .filter(|l| l.contains("kmemlab"))
-            .count();
-        if module_lines == 0 {
-            bail!("dmesg has no line from kmemlab (was the log captured?)");
+    let mut summary = Vec::new();
+    let mut failures = Vec::new();
+    for kernel in kernels {
+        let art = prepare(kernel)?;
+        let name = match kernel {
+            GuestKernel::Debian(release) => release.name.clone(),
+            GuestKernel::Test(_) => "test".to_owned(),
+        };
+        let mut ran = Vec::new();
+        let result = (|| -> Result<()> {
+            if art.machine.has_board() {
+                step(format!("demo on {}", art.image.display()));
+                let outcome = demo(&art)?;
+                let module_lines = outcome
+                    .dmesg
+                    .iter()
+                    .filter(|l| l.contains("kmemlab"))
+                    .count();
+                if module_lines == 0 {
+                    bail!("dmesg has no line from kmemlab (was the log captured?)");
+                }
+                ran.push("demo");
+            }
+            let report = vmtests::run_all(&art);
+            ran.extend(report.ran.iter().copied());
+            report.result
+        })();
+        cleanup(&art);
+        summary.push(format!(
+            "{name} ({}{}): {}",
+            art.machine.name(),
+            if art.module_args.is_empty() {
+                String::new()
+            } else {
+                format!(", kmemlab.ko {}", art.module_args)
+            },
+            ran.join(", ")
+        ));
+        if let Err(err) = result {
+            failures.push(format!("{name}: {err:#}"));
         }
-        vmtests::run_all(&art)
-    })();
-    cleanup(&art);
-    result?;
+    }
+    step("Debian-kernel tests, by kernel:");
+    for line in &summary {
+        eprintln!("    {line}");
+    }
+    if !failures.is_empty() {
+        bail!("Debian-kernel tests failed:\n{}", failures.join("\n"));
+    }
     step(format!(
         "Debian-kernel tests passed in {:.0?}",
         start.elapsed()
@@ -565,7 +630,7 @@ fn test(host_only: bool) -> Result<()> {
     package_tests(None)?;
     service_file_tests()?;
     let art = prepare(&GuestKernel::Test(Flavor::Test))?;
-    let result = vmtests::run_all(&art);
+    let result = vmtests::run_all(&art).result;
     cleanup(&art);
     result?;
     step(format!("all tests passed in {:.0?}", start.elapsed()));

@@ -46,6 +46,7 @@ const APT_PACKAGES: &[&str] = &[
     "python3-dev",
     "cpp",
     "qemu-system-arm",
+    "qemu-system-x86",
     "device-tree-compiler",
     "systemd",
     "file",
@@ -487,19 +488,31 @@ fn wire_rust_src(rust_src: &Path) -> Result<bool> {
 }
 
 fn busybox(cache: &Path, apt: &mut PrivateApt) -> Result<PathBuf> {
-    let dir = cache.join("busybox-arm64");
+    busybox_for(cache, apt, "arm64", Some("arm64"))
+}
+
+/// busybox-static for the amd64 guest (Debian's amd64 kernel on the PC), fetched like
+/// the arm64 one (cached).
+pub fn busybox_amd64() -> Result<PathBuf> {
+    let cache = cache_dir()?;
+    busybox_for(&cache, &mut PrivateApt::new(&cache), "amd64", None)
+}
+
+/// busybox-static of `arch` (`apt_arch` None: the host's, amd64) from [`ARM64_SUITE`].
+fn busybox_for(
+    cache: &Path,
+    apt: &mut PrivateApt,
+    arch: &str,
+    apt_arch: Option<&str>,
+) -> Result<PathBuf> {
+    let dir = cache.join(format!("busybox-{arch}"));
     let bin = dir.join("bin/busybox");
     if bin.is_file() {
         return Ok(bin);
     }
-    step("fetching busybox-static for arm64");
-    apt.update("arm64", ARM64_SUITE, Some("arm64"))?;
-    let deb = apt.download(
-        "arm64",
-        "busybox-static",
-        Some("arm64"),
-        &cache.join("debs"),
-    )?;
+    step(format!("fetching busybox-static for {arch}"));
+    apt.update(arch, ARM64_SUITE, apt_arch)?;
+    let deb = apt.download(arch, "busybox-static", apt_arch, &cache.join("debs"))?;
     extract_deb(&deb, &dir)?;
     let _ = fs::remove_file(&deb);
     if !bin.is_file() {

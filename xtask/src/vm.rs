@@ -1,6 +1,8 @@
 //! `cargo xtask vm`: boot QEMU's arm64 virt board with the test kernel (or Debian's own
 //! arm64 kernel, `--kernel debian-arm64`), the patched device tree and an initramfs;
-//! press the button through QMP; run a command.
+//! press the button through QMP; run a command. `--kernel debian-amd64` boots Debian's
+//! amd64 kernel on QEMU's x86_64 PC instead: no device tree, no button; kmemlab.ko makes
+//! its software device and a press is a TRIGGER from inside the guest.
 //!
 //! The guest's init (`xtask/guest/init.sh`) reports over the console with `@@` lines; the
 //! host waits for them with a bound at every stage, so a hung guest is killed with a
@@ -24,6 +26,37 @@ const QEMU: &str = "qemu-system-aarch64";
 /// The board. `-nic none`: Debian's QEMU 7.2 lacks the virtio-net option ROM the
 /// default NIC asks for, and the guest needs no network.
 const MACHINE: &[&str] = &["-M", "virt", "-cpu", "cortex-a53", "-nic", "none"];
+/// The PC for Debian's amd64 kernel (TCG: this host's KVM runs no stock guest).
+/// `thread=single`: with QEMU 7.2's multi-threaded TCG, Debian's kernel died at boot
+/// with an `int3` Oops in a function being live-patched (text_poke on one vCPU while
+/// the other ran it); one TCG thread for both vCPUs boots cleanly.
+const QEMU_X86: &str = "qemu-system-x86_64";
+const MACHINE_X86: &[&str] = &["-M", "pc", "-accel", "tcg,thread=single", "-nic", "none"];
+
+/// The machine a guest runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Machine {
+    /// QEMU's arm64 virt board: device tree with our overlay, the button on the PL061
+    /// (pressed through QMP's `system_powerdown`).
+    VirtArm64,
+    /// QEMU's x86_64 PC: no device tree and no button; kmemlab.ko is loaded with
+    /// `software_device=1` and a press is a TRIGGER made inside the guest.
+    PcAmd64,
+}
+
+impl Machine {
+    /// Whether the machine has the board's button and device tree.
+    pub fn has_board(self) -> bool {
+        self == Self::VirtArm64
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::VirtArm64 => "arm64 virt board",
+            Self::PcAmd64 => "x86_64 PC",
+        }
+    }
+}
 /// Guest memory for the test kernel; Debian's kernel gets more (`Artifacts::memory_mb`).
 pub const TEST_KERNEL_MEMORY_MB: u32 = 256;
 const INIT: &str = include_str!("../guest/init.sh");
@@ -47,6 +80,10 @@ pub struct Artifacts {
     pub preload: Vec<PathBuf>,
     /// Whether the kernel has kmemleak (the test kernels; Debian's has not).
     pub kmemleak: bool,
+    /// The machine QEMU emulates.
+    pub machine: Machine,
+    /// Parameters for kmemlab.ko's insmod at boot (`software_device=1` on the PC).
+    pub module_args: String,
     /// Scratch folder for the initramfs, device tree and QMP socket.
     pub work: PathBuf,
 }
@@ -252,10 +289,11 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
         "etc/kmemlab-vm.conf",
         0o644,
         format!(
-            "DAEMON={}\nMODULE={}\nPRELOAD=\"{}\"\n",
+            "DAEMON={}\nMODULE={}\nPRELOAD=\"{}\"\nMODULE_ARGS=\"{}\"\n",
             u8::from(opts.daemon && opts.module),
             u8::from(opts.module),
-            preload.join(" ")
+            preload.join(" "),
+            art.module_args
         )
         .as_bytes(),
     );
@@ -423,32 +461,54 @@ impl Qmp {
 /// Boots the guest, presses the button, runs the command; returns what came back.
 pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     fs::create_dir_all(&art.work)?;
-    let dtb = device_tree(art, &opts.overlay, opts.cpus)?;
+    if opts.presses_on_cue > 0 && !art.machine.has_board() {
+        bail!(
+            "presses on cue need the board's button; the {} has none (its presses are \
+             TRIGGERs from inside the guest)",
+            art.machine.name()
+        );
+    }
+    if !art.machine.has_board() && opts.overlay != VmOptions::default().overlay {
+        bail!(
+            "--overlay patches the arm64 board's device tree; the {} has none",
+            art.machine.name()
+        );
+    }
     let initrd = initramfs(art, opts)?;
     let qmp_path = art.work.join("qmp.sock");
     let _ = fs::remove_file(&qmp_path);
-    let mut child = Command::new(QEMU)
-        .args(MACHINE)
+    let (qemu, mut command) = match art.machine {
+        Machine::VirtArm64 => {
+            let dtb = device_tree(art, &opts.overlay, opts.cpus)?;
+            let mut cmd = Command::new(QEMU);
+            cmd.args(MACHINE)
+                .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+                .arg("-dtb")
+                .arg(&dtb);
+            (QEMU, cmd)
+        }
+        Machine::PcAmd64 => {
+            let mut cmd = Command::new(QEMU_X86);
+            cmd.args(MACHINE_X86)
+                .args(["-nographic", "-monitor", "none"]);
+            (QEMU_X86, cmd)
+        }
+    };
+    let console = match art.machine {
+        Machine::VirtArm64 => "ttyAMA0",
+        Machine::PcAmd64 => "ttyS0",
+    };
+    let mut child = command
         .args(["-m", &format!("{}M", art.memory_mb)])
         .args(["-smp", &opts.cpus.to_string()])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
+        .arg("-no-reboot")
         .arg("-kernel")
         .arg(&art.image)
         .arg("-initrd")
         .arg(&initrd)
-        .arg("-dtb")
-        .arg(&dtb)
         .arg("-append")
         .arg(format!(
-            "console=ttyAMA0 rdinit=/init panic=-1 oops=panic {}",
+            "console={console} rdinit=/init panic=-1 oops=panic {}",
             art.cmdline
         ))
         .arg("-qmp")
@@ -457,7 +517,7 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("failed to start {QEMU}"))?;
+        .with_context(|| format!("failed to start {qemu}"))?;
     let stdout = child.stdout.take().context("QEMU stdout")?;
     let stdin = child.stdin.take();
     let (tx, rx) = mpsc::channel();
@@ -510,10 +570,19 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     }
     guest.stage = "press".to_owned();
     for press in 1..=opts.presses {
-        guest
-            .qmp()?
-            .execute("system_powerdown")
-            .with_context(|| format!("press {press}"))?;
+        if art.machine.has_board() {
+            guest
+                .qmp()?
+                .execute("system_powerdown")
+                .with_context(|| format!("press {press}"))?;
+        } else {
+            // No button: init.sh answers `press` with a TRIGGER.
+            let stdin = guest.stdin.as_mut().context("the guest console")?;
+            stdin
+                .write_all(b"press\n")
+                .context("writing to the guest console")?;
+            stdin.flush()?;
+        }
         if opts.daemon {
             // The daemon's line for this press; it writes it after re-enabling the
             // interrupt, so the next press cannot be lost.
