@@ -190,26 +190,6 @@ fi
 exit 0
 ";
 
-/// kmemlabd and kmemlabctl for an amd64 PC, linked statically as the arm64 ones are.
-fn userspace_amd64() -> Result<(PathBuf, PathBuf)> {
-    const TARGET: &str = "x86_64-unknown-linux-gnu";
-    let root = repo_root();
-    let target_dir = root.join("target/dist-amd64");
-    step("building kmemlabd and kmemlabctl for amd64 (static)");
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["build", "--release", "--package", "kmemlab", "--bins"])
-        .args(["--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env(
-            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-            "-C target-feature=+crt-static",
-        ))?;
-    let bin = target_dir.join(TARGET).join("release");
-    Ok((bin.join("kmemlabd"), bin.join("kmemlabctl")))
-}
-
 /// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`, in
 /// the debian-build branch's `debian.rs`).
 fn debian_module(release: &str) -> Result<PathBuf> {
@@ -280,12 +260,13 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
             )
         }
     };
-    let (kmemlabd, kmemlabctl) = if arch == "arm64" {
-        let user = build::userspace(tc)?;
-        (user.kmemlabd, user.kmemlabctl)
+    // Static binaries for the package's architecture: the guest builds, which are the same.
+    let user = if arch == "arm64" {
+        build::userspace(tc)?
     } else {
-        userspace_amd64()?
+        build::userspace_amd64()?
     };
+    let (kmemlabd, kmemlabctl) = (user.kmemlabd, user.kmemlabctl);
 
     let stage = out.join(format!("kmemlab_{version}_{arch}"));
     let _ = fs::remove_dir_all(&stage);
@@ -422,18 +403,26 @@ fn dir_size(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Installs the .deb into an empty arm64 Debian root folder with `dpkg --root` and checks
-/// every file and its mode; runs the postinst against stand-ins for the group tools.
-pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
+/// Makes `work/rootfs` afresh as an empty dpkg root (dpkg's state folders) with the
+/// folders `extra` in it too; returns its path.
+fn empty_dpkg_root(work: &Path, extra: &[&str]) -> Result<PathBuf> {
     let rootfs = work.join("rootfs");
     let _ = fs::remove_dir_all(work);
-    for dir in [
+    let state = [
         "var/lib/dpkg/info",
         "var/lib/dpkg/updates",
         "var/lib/dpkg/triggers",
-    ] {
+    ];
+    for dir in state.iter().chain(extra) {
         fs::create_dir_all(rootfs.join(dir))?;
     }
+    Ok(rootfs)
+}
+
+/// Installs the .deb into an empty arm64 Debian root folder with `dpkg --root` and checks
+/// every file and its mode; runs the postinst against stand-ins for the group tools.
+pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
+    let rootfs = empty_dpkg_root(work, &[])?;
     fs::write(rootfs.join("var/lib/dpkg/status"), "")?;
     fs::write(rootfs.join("var/lib/dpkg/arch"), "arm64\n")?;
     step("installing the .deb into an arm64 root folder (dpkg --root)");
@@ -597,18 +586,7 @@ fn lintian_errors(report: &str) -> Vec<&str> {
 /// reports nothing about kmemlab.ko (no unknown symbol).
 pub fn debian_install_test(pkgs: &Packages, debian_debs: &[PathBuf], work: &Path) -> Result<()> {
     let release = &pkgs.release;
-    let rootfs = work.join("rootfs");
-    let _ = fs::remove_dir_all(work);
-    for dir in [
-        "var/lib/dpkg/info",
-        "var/lib/dpkg/updates",
-        "var/lib/dpkg/triggers",
-        "usr/lib",
-        "usr/bin",
-        "usr/sbin",
-    ] {
-        fs::create_dir_all(rootfs.join(dir))?;
-    }
+    let rootfs = empty_dpkg_root(work, &["usr/lib", "usr/bin", "usr/sbin"])?;
     // Debian 13 is merged-/usr: /lib/modules is /usr/lib/modules.
     for (link, to) in [("lib", "usr/lib"), ("bin", "usr/bin"), ("sbin", "usr/sbin")] {
         std::os::unix::fs::symlink(to, rootfs.join(link))?;
