@@ -114,6 +114,8 @@ impl MiscDevice for KmemlabFile {
                 me.cmd_alloc_batch(user_arg(cmd, arg, uapi::IOCTL_ALLOC_BATCH)?)
             }
             uapi::NR_FREE_BATCH => me.cmd_free_batch(user_arg(cmd, arg, uapi::IOCTL_FREE_BATCH)?),
+            uapi::NR_NOP if cmd == uapi::IOCTL_NOP => Ok(0),
+            uapi::NR_NOP => Err(EINVAL),
             _ => Err(ENOTTY),
         }
     }

@@ -29,6 +29,9 @@ pub enum Flavor {
     Test,
     /// The test kernel plus lockdep, KFENCE, SLUB debugging, DMA API debugging.
     Debug,
+    /// The test kernel without its allocation debugging (kmemleak, fault injection): the
+    /// benchmarks' kernel.
+    Bench,
 }
 
 impl Flavor {
@@ -41,13 +44,17 @@ impl Flavor {
                 dir.join("test-kernel.config"),
                 dir.join("debug-kernel.config"),
             ],
+            Flavor::Bench => vec![
+                dir.join("test-kernel.config"),
+                dir.join("bench-kernel.config"),
+            ],
         }
     }
 
     /// Extra kernel command-line arguments for the guest.
     pub fn cmdline(self) -> &'static str {
         match self {
-            Flavor::Test => "",
+            Flavor::Test | Flavor::Bench => "",
             Flavor::Debug => "slub_debug=FZPU kfence.sample_interval=10",
         }
     }
@@ -104,19 +111,38 @@ pub fn kernel(tc: &Toolchain, flavor: Flavor) -> Result<Kernel> {
         &dir.join("merge.log"),
     )?;
     run_logged(make(tc, &dir).arg("olddefconfig"), &log)?;
-    for (_, text) in &fragments {
-        check_config(&dir.join(".config"), text)?;
+    for (i, (_, text)) in fragments.iter().enumerate() {
+        let later: Vec<&str> = fragments[i + 1..].iter().map(|(_, t)| t.as_str()).collect();
+        check_config(&dir.join(".config"), text, &later)?;
     }
     run_logged(make(tc, &dir).args(["Image", "modules"]), &log)?;
     fs::write(&stamp, &hash)?;
     Ok(kernel)
 }
 
-/// Every line of the fragment must have survived Kconfig's dependency resolution.
-fn check_config(config: &Path, fragment: &str) -> Result<()> {
+/// The option a fragment line sets (`CONFIG_X=...` or `# CONFIG_X is not set`).
+fn option_of(line: &str) -> Option<&str> {
+    let line = line.trim();
+    match line.strip_prefix("# ") {
+        Some(rest) => rest.strip_suffix(" is not set"),
+        None => line.split_once('=').map(|(opt, _)| opt),
+    }
+    .filter(|opt| opt.starts_with("CONFIG_"))
+}
+
+/// Every line of the fragment must have survived Kconfig's dependency resolution, except the
+/// options a `later` fragment sets again (which checks them itself).
+fn check_config(config: &Path, fragment: &str, later: &[&str]) -> Result<()> {
     let text = fs::read_to_string(config)?;
+    let overridden: Vec<&str> = later
+        .iter()
+        .flat_map(|f| f.lines().filter_map(option_of))
+        .collect();
     let mut lost = Vec::new();
     for line in fragment.lines().map(str::trim) {
+        if option_of(line).is_some_and(|opt| overridden.contains(&opt)) {
+            continue;
+        }
         if let Some(off) = line
             .strip_prefix("# ")
             .and_then(|l| l.strip_suffix(" is not set"))

@@ -27,7 +27,10 @@ usage: cargo xtask <command>
 
 commands:
   setup                   install and fetch everything the build needs (idempotent)
-  kernel [--debug]        build the arm64 test kernel, or the debug kernel (cached)
+  kernel [--debug | --bench]
+                          build the arm64 test kernel, the debug kernel, or the
+                          benchmark kernel (the test kernel without kmemleak and
+                          fault injection) (cached)
   module [--kdir DIR]     build kmemlab.ko against the test kernel or DIR
   module --debian RELEASE build kmemlab.ko for Debian's kernel RELEASE
                           (7.3.4+deb13-arm64 or -amd64) with Debian's compiler, in a
@@ -99,7 +102,8 @@ fn real_main() -> Result<ExitCode> {
             let flavor = match rest {
                 [] => Flavor::Test,
                 [flag] if flag == "--debug" => Flavor::Debug,
-                _ => bail!("usage: cargo xtask kernel [--debug]"),
+                [flag] if flag == "--bench" => Flavor::Bench,
+                _ => bail!("usage: cargo xtask kernel [--debug | --bench]"),
             };
             let tc = setup::setup()?;
             let k = build::kernel(&tc, flavor)?;
@@ -194,6 +198,10 @@ fn real_main() -> Result<ExitCode> {
             [flag, name] if flag == "--kernel" => match GuestKernel::parse(name)? {
                 GuestKernel::Test(Flavor::Test) => test(false)?,
                 GuestKernel::Test(Flavor::Debug) => test_debug_kernel()?,
+                GuestKernel::Test(Flavor::Bench) => bail!(
+                    "the tests run on the test, debug and Debian kernels; the bench kernel \
+                     is for `cargo xtask bench`"
+                ),
                 kernel @ GuestKernel::Debian(_) => test_debian_kernels(&[kernel])?,
             },
             [flag] if flag == "--vm-only" => {
@@ -236,11 +244,14 @@ impl GuestKernel {
         Ok(match name {
             "test" => Self::Test(Flavor::Test),
             "debug" => Self::Test(Flavor::Debug),
+            "bench" => Self::Test(Flavor::Bench),
             "debian" | "debian-arm64" => {
                 Self::Debian(debian::Release::parse(debian::ARM64_RELEASE)?)
             }
             "debian-amd64" => Self::Debian(debian::Release::parse(debian::AMD64_RELEASE)?),
-            other => bail!("unknown kernel `{other}`: test, debug, debian-arm64 or debian-amd64"),
+            other => {
+                bail!("unknown kernel `{other}`: test, debug, bench, debian-arm64 or debian-amd64")
+            }
         })
     }
 }

@@ -28,6 +28,8 @@ const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
 const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
 const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
 
+/// `_IOC_NONE`: no argument.
+pub const IOC_NONE: u32 = 0;
 /// `_IOC_WRITE`: userspace writes the argument.
 pub const IOC_WRITE: u32 = 1;
 /// `_IOC_READ`: userspace reads the argument.
@@ -154,6 +156,7 @@ pub const NR_BENCH: u32 = 0x05;
 pub const NR_TRIGGER: u32 = 0x06;
 pub const NR_ALLOC_BATCH: u32 = 0x07;
 pub const NR_FREE_BATCH: u32 = 0x08;
+pub const NR_NOP: u32 = 0x09;
 
 /// INFO: what the module is and what it accepts. `_IOR`.
 #[repr(C)]
@@ -447,6 +450,11 @@ pub const IOCTL_FREE_BATCH: u32 = ioc(
     NR_FREE_BATCH,
     core::mem::size_of::<FreeBatch>(),
 );
+
+/// NOP: does nothing and returns 0. `_IO`, no argument. The cost of a round trip through
+/// the system call, the file and the module's dispatch, with no work and no copy: what a
+/// benchmark subtracts to see what a command itself costs.
+pub const IOCTL_NOP: u32 = ioc(IOC_NONE, NR_NOP, 0);
 
 // ---------------------------------------------------------------------------------------
 // The heap (UIO map 0): ordinary kernel pages, refcounted, that a mapping keeps alive after

@@ -126,6 +126,7 @@ fn command_numbers_are_pinned() {
     assert_eq!(IOCTL_TRIGGER, 0xc010_e706);
     assert_eq!(IOCTL_ALLOC_BATCH, 0xc028_e707);
     assert_eq!(IOCTL_FREE_BATCH, 0xc028_e708);
+    assert_eq!(IOCTL_NOP, 0x0000_e709);
 }
 
 #[test]
@@ -167,6 +168,10 @@ fn command_numbers_match_the_linux_encoding() {
     assert_eq!(
         u64::from(IOCTL_FREE_BATCH),
         nix::request_code_readwrite!(m, NR_FREE_BATCH, size_of::<FreeBatch>()) as u64
+    );
+    assert_eq!(
+        u64::from(IOCTL_NOP),
+        nix::request_code_none!(m, NR_NOP) as u64
     );
 }
 
