@@ -20,6 +20,11 @@ use crate::batch::BatchBuffers;
 use crate::file::KmemlabFile;
 use crate::limits::Limits;
 use crate::mem;
+use crate::profile::{
+    Cmd,
+    Phase,
+    Probe, //
+};
 use crate::shared::{
     Owner,
     Slot, //
@@ -72,27 +77,36 @@ impl KmemlabFile {
 
     /// ALLOC: allocates as asked and reports where the memory is.
     pub(crate) fn cmd_alloc(&self, arg: UserSlice) -> Result<isize> {
+        let mut probe = Probe::start(Cmd::Alloc);
         let (mut reader, mut writer) = arg.reader_writer();
         let mut entry: uapi::Alloc = read_in(&mut reader)?;
+        probe.mark(Phase::CopyIn);
         let mut slot = [Slot::EMPTY];
-        let out = self
-            .shared
-            .alloc(self.opener, core::slice::from_mut(&mut entry), &mut slot);
+        let out = self.shared.alloc(
+            self.opener,
+            core::slice::from_mut(&mut entry),
+            &mut slot,
+            &mut probe,
+        );
         if let Some(err) = out.error {
             return Err(err);
         }
         let handle = entry.handle;
         self.finish_report(&mut entry);
+        probe.mark(Phase::Finish);
         if let Err(err) = writer.write(&entry) {
             // The caller cannot learn the handle: undo the allocation.
             self.undo([handle]);
             return Err(err);
         }
+        probe.mark(Phase::CopyOut);
+        probe.end(1);
         Ok(0)
     }
 
     /// ALLOC_BATCH: ALLOC for each entry of an array, in one call; see `uapi::AllocBatch`.
     pub(crate) fn cmd_alloc_batch(&self, arg: UserSlice) -> Result<isize> {
+        let mut probe = Probe::start(Cmd::AllocBatch);
         let (mut reader, mut writer) = arg.reader_writer();
         let mut req: uapi::AllocBatch = read_in(&mut reader)?;
         let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
@@ -101,11 +115,13 @@ impl KmemlabFile {
         let buf = BatchBuffers::get(&mut guard)?;
         let (entries, slots) = buf.allocs(count)?;
         array_in.read_slice(entries.as_bytes_mut())?;
-        let out = self.shared.alloc(self.opener, entries, slots);
+        probe.mark(Phase::CopyIn);
+        let out = self.shared.alloc(self.opener, entries, slots, &mut probe);
         let done = entries.get_mut(..out.done).unwrap_or_default();
         for e in done.iter_mut() {
             self.finish_report(e);
         }
+        probe.mark(Phase::Finish);
         req.done = out.done as u32;
         req.error = out.error.map_or(0, |e| -e.to_errno());
         let written = array_out
@@ -117,6 +133,8 @@ impl KmemlabFile {
             self.undo(done.iter().map(|e| e.handle));
             return Err(err);
         }
+        probe.mark(Phase::CopyOut);
+        probe.end(done.len());
         Ok(0)
     }
 
@@ -140,29 +158,40 @@ impl KmemlabFile {
                 ..Default::default()
             };
             let mut slot = [Slot::EMPTY];
-            let _ = self
-                .shared
-                .free(self.owner(), core::slice::from_mut(&mut entry), &mut slot);
+            let _ = self.shared.free(
+                self.owner(),
+                core::slice::from_mut(&mut entry),
+                &mut slot,
+                &mut Probe::off(Cmd::Free),
+            );
         }
     }
 
     /// FREE: frees a handle this file may see.
     pub(crate) fn cmd_free(&self, arg: UserSlice) -> Result<isize> {
+        let mut probe = Probe::start(Cmd::Free);
         let (mut reader, mut writer) = arg.reader_writer();
         let mut entry: uapi::Free = read_in(&mut reader)?;
+        probe.mark(Phase::CopyIn);
         let mut slot = [Slot::EMPTY];
-        let out = self
-            .shared
-            .free(self.owner(), core::slice::from_mut(&mut entry), &mut slot);
+        let out = self.shared.free(
+            self.owner(),
+            core::slice::from_mut(&mut entry),
+            &mut slot,
+            &mut probe,
+        );
         if let Some(err) = out.error {
             return Err(err);
         }
         writer.write(&entry)?;
+        probe.mark(Phase::CopyOut);
+        probe.end(1);
         Ok(0)
     }
 
     /// FREE_BATCH: FREE for each entry of an array, in one call; see `uapi::FreeBatch`.
     pub(crate) fn cmd_free_batch(&self, arg: UserSlice) -> Result<isize> {
+        let mut probe = Probe::start(Cmd::FreeBatch);
         let (mut reader, mut writer) = arg.reader_writer();
         let mut req: uapi::FreeBatch = read_in(&mut reader)?;
         let count = batch_count(req.count, req.done, req.error, req._pad, req.reserved)?;
@@ -171,12 +200,15 @@ impl KmemlabFile {
         let buf = BatchBuffers::get(&mut guard)?;
         let (entries, slots) = buf.frees(count)?;
         array_in.read_slice(entries.as_bytes_mut())?;
+        probe.mark(Phase::CopyIn);
 
-        let out = self.shared.free(self.owner(), entries, slots);
+        let out = self.shared.free(self.owner(), entries, slots, &mut probe);
         req.done = out.done as u32;
         req.error = out.error.map_or(0, |e| -e.to_errno());
         array_out.write_slice(entries.get(..out.done).unwrap_or_default().as_bytes())?;
         writer.write(&req)?;
+        probe.mark(Phase::CopyOut);
+        probe.end(out.done);
         Ok(0)
     }
 

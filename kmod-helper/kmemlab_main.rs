@@ -7,12 +7,12 @@
 //! both to userspace as UIO device `kmemlab` (the handler masks the line, writes the event's
 //! ring record and counts the event; a write of 1 to `/dev/uioN` unmasks it; the heap is map 0),
 //! and registers the misc device `/dev/kmemlab`, whose ioctls are defined in `uapi/src/abi.rs`,
-//! and the debugfs file `kmemlab/pfns`.
+//! and the debugfs files `kmemlab/pfns` and `kmemlab/profile`.
 //!
 //! One concept per file: `dt` (the device-tree node), `heap`, `uio` and `gpio` (the C glue's
 //! wrappers), `file` (open, dispatch, release) and `ioctl` (the commands), `batch` (a file's
 //! batch buffers), `privilege`, `limits`, `shared` (the allocations open files share), `mem`
-//! (the allocation kinds), `report`, `table`, `stats`, `bench`, `pfns` (debugfs).
+//! (the allocation kinds), `report`, `table`, `stats`, `bench`, `pfns` and `profile` (debugfs).
 
 use kernel::{
     debugfs,
@@ -60,6 +60,7 @@ mod ioctl;
 mod limits;
 mod mem;
 mod pfns;
+mod profile;
 mod privilege;
 mod report;
 mod shared;
@@ -304,6 +305,9 @@ pub(crate) struct KmemlabDriver {
     /// `kmemlab/pfns` in debugfs.
     #[pin]
     pfns: debugfs::File<Arc<Shared>>,
+    /// `kmemlab/profile` in debugfs.
+    #[pin]
+    profile: debugfs::File<()>,
     /// `kmemlab/` in debugfs.
     _debugfs: debugfs::Dir,
     /// Frees allocations and unregisters the UIO device (freeing its interrupt).
@@ -421,6 +425,12 @@ impl platform::Driver for KmemlabDriver {
                     c"pfns",
                     state,
                     &pfns::write_pfns,
+                ),
+                profile <- dir.read_write_callback_file::<(), core::convert::Infallible, _, _>(
+                    c"profile",
+                    (),
+                    &profile::write_profile,
+                    &profile::write_control,
                 ),
                 _debugfs: dir,
                 miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: MISC_NAME }),

@@ -65,6 +65,10 @@ use crate::mem::{
     Mem, //
 };
 use crate::privilege::Privileges;
+use crate::profile::{
+    Phase,
+    Probe, //
+};
 use crate::report::write_report;
 use crate::stats::{
     self,
@@ -385,6 +389,7 @@ impl Shared {
         file: Opener,
         entries: &mut [uapi::Alloc],
         slots: &mut [Slot],
+        probe: &mut Probe,
     ) -> Outcome {
         let limits = Limits::get();
         let mut out = Outcome {
@@ -418,6 +423,7 @@ impl Shared {
                 }
             }
         }
+        probe.mark(Phase::Check);
         if out.done == 0 {
             return out;
         }
@@ -465,6 +471,7 @@ impl Shared {
             }
         }
         let reserved = out.done;
+        probe.mark(Phase::Reserve);
 
         // The allocator calls, without a lock and back to back, one clock read between two.
         let mut lap = Lap::start();
@@ -491,6 +498,17 @@ impl Shared {
                 }
             }
         }
+        probe.mark(Phase::Allocate);
+
+        // The reports, untimed and outside the lock: the memory is this call's alone until it
+        // is in the table. An entry written here that is not inserted below is not copied back
+        // (only the first `out.done` are). `e` passed `Request::check`: its out fields are zero.
+        for (e, slot) in entries.iter_mut().zip(slots.iter()).take(out.done) {
+            if let Some(mem) = &slot.mem {
+                write_report(e, slot.alloc_ns, mem);
+            }
+        }
+        probe.mark(Phase::Report);
 
         // Insert what was allocated, return the rest of the reservation. The room made in the
         // table above may have gone to another batch, or to a compaction, while the lock was
@@ -518,8 +536,6 @@ impl Shared {
                 out.stop(i, EINVAL);
                 break;
             };
-            // The report, untimed. `e` passed `Request::check`: its out fields are zero.
-            write_report(e, slot.alloc_ns, &mem);
             let handle = first + i as u64;
             let a = Allocation {
                 owner,
@@ -559,6 +575,7 @@ impl Shared {
             drop(slot.mem.take());
         }
         drop(section);
+        probe.mark(Phase::Insert);
         out
     }
 
@@ -572,6 +589,7 @@ impl Shared {
         owner: Owner,
         entries: &mut [uapi::Free],
         slots: &mut [Slot],
+        probe: &mut Probe,
     ) -> Outcome {
         let mut out = Outcome {
             done: entries.len().min(slots.len()),
@@ -617,6 +635,7 @@ impl Shared {
         }
         inner.allocs.compact();
         drop(inner);
+        probe.mark(Phase::Take);
 
         // The frees, back to back, one clock read between two.
         let mut lap = Lap::start();
@@ -626,6 +645,7 @@ impl Shared {
         }
         drop(section);
         tally.count_frees();
+        probe.mark(Phase::Free);
         out
     }
 

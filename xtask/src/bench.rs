@@ -1,20 +1,57 @@
-//! `cargo xtask bench`: the figures of issue 5, measured in one VM run and printed as one
-//! table: the in-kernel floor against the userspace single and batched paths, kmemlab's
-//! vmalloc figure against the kernel's own test_vmalloc, and kmemlabd's memory footprint.
+//! `cargo xtask bench`: the benchmark figures, measured in one VM run on one kernel and
+//! printed as tables (see `bench_report.rs`): the in-kernel floor against the userspace
+//! single and batched paths and the bare ioctl round trip, where the module's time goes
+//! (its `profile` debugfs file), the cost with many live allocations, interrupt-to-wake
+//! latency idle and under load, kmemlab's vmalloc figure against the kernel's own
+//! test_vmalloc, kmemlabd's memory footprint, and with `--charts` a sweep of every kind and
+//! size drawn as an SVG chart.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
-use crate::util::step;
-use crate::vm::{json_lines, print_outcome, run_vm, section, Artifacts, VmOptions};
+use crate::bench_report::{self, Run};
+use crate::util::{repo_root, step};
+use crate::vm::{print_outcome, run_vm, Artifacts, VmOptions};
 
+/// Fillers held in the table while the scaling points are measured: with the pair's own
+/// allocation, the table holds 1, 1,000 and 65,536 live allocations.
+pub const LIVE_FILLERS: [u32; 3] = [0, 999, 65_535];
+
+/// Presses per interrupt-to-wake series, and the gap between two.
+pub const LATENCY_PRESSES: u32 = 1000;
+const LATENCY_GAP_US: u32 = 2000;
+
+/// Where `--charts` writes the sweep's chart, in the repository.
+pub const CHART: &str = "docs/bench-sweep.svg";
+
+/// What the guest shows about its kernel's allocation debugging, then the benchmarks.
 const SCRIPT: &str = r#"
+. /etc/kmemlab-vm.conf
+echo '== kernel'
+echo "release=$(uname -r)"
+echo "cmdline=$(cat /proc/cmdline)"
+if [ -e /sys/kernel/debug/kmemleak ] && ! grep -q 'kmemleak=off' /proc/cmdline; then
+    echo 'kmemleak=on'; else echo 'kmemleak=off'; fi
+[ -d /sys/kernel/debug/failslab ] && echo 'failslab=built in' || echo 'failslab=absent'
+[ -d /sys/kernel/debug/fail_page_alloc ] && echo 'fail_page_alloc=built in' \
+    || echo 'fail_page_alloc=absent'
+s=/sys/kernel/slab/kmalloc-64
+if [ -e $s/sanity_checks ]; then
+    echo "slub_debug=sanity_checks $(cat $s/sanity_checks) red_zone $(cat $s/red_zone) poison $(cat $s/poison) store_user $(cat $s/store_user)"
+else echo 'slub_debug=not built in'; fi
+if [ -e /sys/module/kfence/parameters/sample_interval ]; then
+    echo "kfence=sample_interval $(cat /sys/module/kfence/parameters/sample_interval)"
+else echo 'kfence=absent'; fi
+echo "auto_init=$(dmesg | sed -n 's/.*mem auto-init: //p' | head -n 1)"
+
 stop-kmemlabd
 kmemlabd --debounce-ms 0 --log /tmp/bench.log 2>/tmp/bench.err &
 pid=$!
 i=0; while ! grep -q '"start"' /tmp/bench.log 2>/dev/null; do
     i=$((i + 1)); [ $i -gt 1000 ] && break; usleep 10000; done
 rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' /proc/$pid/status; }
+echo '== rss'
 echo "rss_start_kib=$(rss)"
 kmemlab-abi-probe presses 5000 1000 > /dev/null
 echo "rss_5000_kib=$(rss)"
@@ -23,16 +60,63 @@ echo "rss_10000_kib=$(rss)"
 kmemlab-abi-probe presses 5000 1000 > /dev/null
 echo "rss_15000_kib=$(rss)"
 kill -TERM $pid; wait $pid
+
+kmemlabd --debounce-ms 0 --log /tmp/lat-idle.log 2>/tmp/lat.err &
+pid=$!
+i=0; while ! grep -q '"start"' /tmp/lat-idle.log 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 1000 ] && break; usleep 10000; done
+kmemlab-abi-probe presses @PRESSES@ @GAP@ > /dev/null
+kill -TERM $pid; wait $pid
+kmemlabd --debounce-ms 0 --log /tmp/lat-load.log 2>>/tmp/lat.err &
+pid=$!
+i=0; while ! grep -q '"start"' /tmp/lat-load.log 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 1000 ] && break; usleep 10000; done
+( while :; do kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --no-progress \
+    > /dev/null 2>&1 || break; done ) &
+load=$!
+kmemlab-abi-probe presses @PRESSES@ @GAP@ > /dev/null
+kill $load; killall kmemlabctl 2>/dev/null; wait $load 2>/dev/null
+kill -TERM $pid; wait $pid
+echo '== latency_idle'
+grep -o '"irq_to_wake_ns":[0-9]*' /tmp/lat-idle.log | cut -d: -f2
+echo '== latency_load'
+grep -o '"irq_to_wake_ns":[0-9]*' /tmp/lat-load.log | cut -d: -f2
+
+# Room for 65,535 held allocations and a batch: the module again, with a higher count limit.
+rmmod kmemlab && insmod /lib/modules/kmemlab.ko $MODULE_ARGS max_outstanding_count=131072 \
+    || echo 'reload=failed'
 echo '== points'
 kmemlabctl bench --kinds kmalloc --sizes 64 --iters 400000 --rounds 10 --json --no-progress
 kmemlabctl bench --kinds vmalloc --sizes 4K --iters 20000 --rounds 5 --json --no-progress
-echo '== kmemlab_vmalloc'
-for i in 1 2 3; do
-    kmemlabctl bench --kind vmalloc --size 4K --iters 20000 --json
-    insmod /usr/bin/test_vmalloc.ko run_test_mask=1 nr_threads=1 test_loop_count=20000 2>/dev/null
+P=/sys/kernel/debug/kmemlab/profile
+echo '== profile kmalloc'
+echo 1 > $P
+kmemlabctl bench --kinds kmalloc --sizes 64 --iters 100000 --json --no-progress
+echo 0 > $P; cat $P
+echo '== profile vmalloc'
+echo 1 > $P
+kmemlabctl bench --kinds vmalloc --sizes 4K --iters 10000 --json --no-progress
+echo 0 > $P; cat $P
+echo '== live'
+for n in @LIVE@; do
+    kmemlabctl bench --kinds kmalloc --sizes 64 --iters 100000 --rounds 4 --live $n \
+        --json --no-progress
 done
+echo '== kmemlab_vmalloc'
+if [ -e /usr/bin/test_vmalloc.ko ]; then
+    for i in 1 2 3; do
+        kmemlabctl bench --kind vmalloc --size 4K --iters 20000 --json
+        insmod /usr/bin/test_vmalloc.ko run_test_mask=1 nr_threads=1 test_loop_count=20000 2>/dev/null
+    done
+fi
 echo '== test_vmalloc'
 dmesg | grep 'Summary: fix_size_alloc_test'
+if [ "@CHARTS@" = 1 ]; then
+    echo '== sweep'
+    kmemlabctl bench --iters 2000 --json --no-progress --chart /tmp/sweep.svg
+    echo '== chart'
+    base64 /tmp/sweep.svg
+fi
 echo '== end'
 "#;
 
@@ -44,30 +128,36 @@ echo '== end'
 /// same build with one vCPU.
 const BENCH_CPUS: u32 = 1;
 
-fn field(text: &str, key: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.trim().parse().ok())
+/// How the benchmark run is set up.
+pub struct BenchOptions {
+    /// Which kernel, as `--kernel` names it, and what it is.
+    pub kernel_name: String,
+    pub kernel_about: String,
+    /// lib/test_vmalloc.ko built for that kernel, where there is one.
+    pub test_vmalloc: Option<PathBuf>,
+    /// Also sweep every kind and size and draw the chart.
+    pub charts: bool,
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
-/// Runs the benchmarks in the VM and prints the table.
-pub fn bench(art: &Artifacts, test_vmalloc: std::path::PathBuf) -> Result<()> {
-    step("benchmarks in the VM (a few minutes under emulation)");
+/// Runs the benchmarks in the VM and prints the tables.
+pub fn bench(art: &Artifacts, opts: &BenchOptions) -> Result<()> {
+    step(format!(
+        "benchmarks in the VM on the {} kernel (several minutes under emulation)",
+        opts.kernel_name
+    ));
+    let live: Vec<String> = LIVE_FILLERS.iter().map(u32::to_string).collect();
+    let script = SCRIPT
+        .replace("@PRESSES@", &LATENCY_PRESSES.to_string())
+        .replace("@GAP@", &LATENCY_GAP_US.to_string())
+        .replace("@LIVE@", &live.join(" "))
+        .replace("@CHARTS@", if opts.charts { "1" } else { "0" });
     let outcome = run_vm(
         art,
         &VmOptions {
             cpus: BENCH_CPUS,
-            extra: vec![test_vmalloc],
-            cmd: SCRIPT.to_owned(),
-            cmd_timeout: std::time::Duration::from_secs(1800),
+            extra: opts.test_vmalloc.iter().cloned().collect(),
+            cmd: script,
+            cmd_timeout: std::time::Duration::from_secs(3600),
             ..VmOptions::default()
         },
     )?;
@@ -75,114 +165,67 @@ pub fn bench(art: &Artifacts, test_vmalloc: std::path::PathBuf) -> Result<()> {
         print_outcome(&outcome);
         anyhow::bail!("the benchmark script failed");
     }
-    let out = &outcome.cmd_output;
-    let points: Vec<Value> = section(out, "points")
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let run = Run::parse(&outcome.cmd_output, opts)?;
     println!();
-    println!("QEMU virt, TCG, {BENCH_CPUS} vCPU:");
-    println!();
-    println!("| figure | value | target | |");
-    println!("|---|---|---|---|");
-    for p in &points {
-        let name = format!(
-            "{} {} B",
-            p.get("kind").and_then(Value::as_str).unwrap_or("?"),
-            p.get("size").and_then(Value::as_u64).unwrap_or(0)
-        );
-        let floor = p
-            .pointer("/floor/pair_mean_ns")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0);
-        let single = p
-            .get("single_ratio")
-            .and_then(Value::as_f64)
-            .unwrap_or(f64::NAN);
-        let batched = p
-            .get("batched_ratio")
-            .and_then(Value::as_f64)
-            .unwrap_or(f64::NAN);
-        println!("| {name}: in-kernel floor (alloc+free mean) | {floor:.0} ns | | |");
-        println!(
-            "| {name}: single ALLOC+FREE / floor | {single:.2}x | <= 3x | {} |",
-            verdict(single <= 3.0)
-        );
-        println!(
-            "| {name}: batched (256) / floor | {batched:.2}x | <= 1.2x | {} |",
-            verdict(batched <= 1.2)
-        );
+    print!("{}", bench_report::render(&run, BENCH_CPUS));
+    if opts.charts {
+        let svg = run.chart.as_deref().context("the guest sent no chart")?;
+        write_chart(&repo_root().join(CHART), svg)?;
+        println!("chart: {CHART}");
     }
-    // kmemlab's BENCH and test_vmalloc's fix_size_alloc_test take turns, three times, and each
-    // side is the mean of its runs, so that a slow stretch of the host weighs on both.
-    // test_vmalloc's `avg` is the time of all its loops in usec; each insmod runs it twice
-    // (busybox's insmod tries again with init_module when finit_module fails, and the module
-    // always fails its init, with EAGAIN, so as not to stay loaded).
-    let theirs: Vec<f64> = section(out, "test_vmalloc")
-        .iter()
-        .filter_map(|l| {
-            let after = |key: &str| {
-                l.split_whitespace()
-                    .skip_while(|w| *w != key)
-                    .nth(1)
-                    .and_then(|v| v.parse::<f64>().ok())
-            };
-            match (after("avg:"), after("loops:")) {
-                (Some(us), Some(loops)) if loops > 0.0 => Some(us * 1000.0 / loops),
-                _ => None,
-            }
-        })
-        .collect();
-    let ours: Vec<f64> = json_lines(&section(out, "kmemlab_vmalloc"))
-        .iter()
-        .map(|v| {
-            let mean = |side: &str| {
-                v.pointer(&format!("/{side}/mean_ns"))
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0)
-            };
-            mean("alloc") + mean("free")
-        })
-        .collect();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    match (theirs.len(), ours.len()) {
-        (t, o) if t > 0 && o > 0 => {
-            let (theirs, ours) = (mean(&theirs), mean(&ours));
-            let diff = (ours - theirs).abs() / theirs;
-            println!("| test_vmalloc fix_size_alloc_test, 1 page, per vmalloc+vfree (mean of {t} runs) | {theirs:.0} ns | | |");
-            println!("| kmemlab BENCH vmalloc 4 KiB, alloc+free mean (mean of {o} runs, in turn with those) | {ours:.0} ns | | |");
-            println!(
-                "| difference | {:.0}% | <= 25% | {} |",
-                diff * 100.0,
-                verdict(diff <= 0.25)
-            );
-        }
-        _ => println!(
-            "| test_vmalloc comparison | not measured: {} and {} runs | | |",
-            theirs.len(),
-            ours.len()
-        ),
-    }
-    let rss = |k: &str| field(out, k).context(format!("no {k}"));
-    let (r0, r5, r10, r15) = (
-        rss("rss_start_kib")?,
-        rss("rss_5000_kib")?,
-        rss("rss_10000_kib")?,
-        rss("rss_15000_kib")?,
-    );
-    println!(
-        "| kmemlabd RSS after start | {r0:.0} KiB | <= 4096 KiB | {} |",
-        verdict(r0 <= 4096.0)
-    );
-    println!("| kmemlabd RSS after 5,000 presses | {r5:.0} KiB | | |");
-    println!(
-        "| kmemlabd RSS after 10,000 presses | {r10:.0} KiB | <= 4096 KiB | {} |",
-        verdict(r10 <= 4096.0)
-    );
-    println!(
-        "| kmemlabd RSS after 15,000 presses | {r15:.0} KiB | no growth after 10,000 | {} |",
-        verdict(r15 <= r10)
-    );
-    println!();
     Ok(())
+}
+
+/// Writes the chart that came base64-encoded over the console.
+fn write_chart(path: &Path, base64: &str) -> Result<()> {
+    let svg = decode_base64(base64)?;
+    if !svg.starts_with(b"<svg") && !svg.starts_with(b"<?xml") {
+        anyhow::bail!("the chart from the guest is not SVG");
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Standard base64 (RFC 4648, with padding), whitespace ignored.
+fn decode_base64(text: &str) -> Result<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let chars: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(chars.len() * 3 / 4);
+    for chunk in chars.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let v = value(*c).with_context(|| format!("not base64: {:?}", *c as char))?;
+            acc |= v << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_with_and_without_padding() {
+        assert_eq!(decode_base64("PHN2Zz4=").unwrap(), b"<svg>");
+        assert_eq!(decode_base64("PHN2\nZz4").unwrap(), b"<svg>");
+        assert_eq!(decode_base64("YWJj").unwrap(), b"abc");
+        assert!(decode_base64("YW*j").is_err());
+    }
 }

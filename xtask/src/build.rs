@@ -51,6 +51,24 @@ impl Flavor {
         }
     }
 
+    /// What the kernel is, for the benchmark tables.
+    pub fn about(self) -> &'static str {
+        match self {
+            Flavor::Test => {
+                "the test kernel (xtask/config/test-kernel.config): kmemleak on, failslab and \
+                 fail_page_alloc built in, SLUB debugging built in and off"
+            }
+            Flavor::Debug => {
+                "the debug kernel: the test kernel with lockdep, KFENCE, SLUB debugging on, \
+                 DMA API debugging"
+            }
+            Flavor::Bench => {
+                "the bench kernel (test-kernel.config with bench-kernel.config): no kmemleak, \
+                 no fault injection, SLUB debugging built in and off"
+            }
+        }
+    }
+
     /// Extra kernel command-line arguments for the guest.
     pub fn cmdline(self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
 //! kmemlab's build and test harness: `cargo xtask <command>`.
 
 mod bench;
+mod bench_report;
 mod build;
 mod debian;
 mod dist;
@@ -52,8 +53,15 @@ commands:
   dist --debian RELEASE [--module KO]
                           the same for Debian's kernel RELEASE (7.3.4+deb13-arm64):
                           kmemlab.ko (built here, or KO) in /lib/modules/RELEASE/updates
-  bench                   issue 5's figures in the VM: floor vs single and batched
-                          paths, test_vmalloc comparison, kmemlabd's RSS
+  bench [--kernel KERNEL] [--charts]
+                          the benchmarks in the VM (1 vCPU), on the bench kernel by
+                          default (the test kernel without kmemleak and fault
+                          injection), or --kernel test or debian-arm64: floor vs NOP
+                          round trip, single and batched paths, where the module's
+                          time goes, cost with 1 to 65,536 live allocations,
+                          interrupt-to-wake idle and loaded, test_vmalloc, kmemlabd's
+                          RSS; --charts also sweeps every kind and size and writes
+                          docs/bench-sweep.svg
   demo [--kernel KERNEL]  set up, build, boot, press 6 times, print the JSON lines
   test [--host-only]      fmt, clippy, host tests, device tree and package tests, then
                           the VM tests
@@ -161,13 +169,51 @@ fn real_main() -> Result<ExitCode> {
             ));
         }
         "bench" => {
-            no_args(rest)?;
-            let art = prepare(&GuestKernel::Test(Flavor::Test))?;
+            let mut kernel = GuestKernel::Test(Flavor::Bench);
+            let mut charts = false;
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match arg.as_str() {
+                    "--kernel" => {
+                        kernel = GuestKernel::parse(it.next().context("--kernel needs a name")?)?
+                    }
+                    "--charts" => charts = true,
+                    other => bail!(
+                        "unknown bench option `{other}`: cargo xtask bench [--kernel bench|test|debian-arm64] [--charts]"
+                    ),
+                }
+            }
             let tc = setup::setup()?;
-            let test_vmalloc = build::kernel(&tc, Flavor::Test)?
-                .dir
-                .join("lib/test_vmalloc.ko");
-            let result = bench::bench(&art, test_vmalloc);
+            let (kernel_name, kernel_about, test_vmalloc) = match &kernel {
+                GuestKernel::Test(flavor) => (
+                    format!("{flavor:?}").to_lowercase(),
+                    flavor.about().to_owned(),
+                    Some(build::kernel(&tc, *flavor)?.dir.join("lib/test_vmalloc.ko")),
+                ),
+                GuestKernel::Debian(release) if release.arch == "arm64" => (
+                    format!("debian-{}", release.arch),
+                    format!(
+                        "Debian's own {} kernel, unmodified (its config: no kmemleak, no fault \
+                         injection, SLUB debugging built in and off, KFENCE sample_interval 0, \
+                         init_on_alloc on, memcg on)",
+                        release.name
+                    ),
+                    None,
+                ),
+                GuestKernel::Debian(_) => {
+                    bail!("the benchmarks run on the arm64 virt board: --kernel bench, test or debian-arm64")
+                }
+            };
+            let art = prepare(&kernel)?;
+            let result = bench::bench(
+                &art,
+                &bench::BenchOptions {
+                    kernel_name,
+                    kernel_about,
+                    test_vmalloc,
+                    charts,
+                },
+            );
             cleanup(&art);
             result?;
         }
@@ -324,7 +370,7 @@ fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
                 cmdline: flavor.cmdline().to_owned(),
                 memory_mb: TEST_KERNEL_MEMORY_MB,
                 preload: Vec::new(),
-                kmemleak: true,
+                kmemleak: *flavor != Flavor::Bench,
                 machine: Machine::VirtArm64,
                 module_args: String::new(),
                 work,

@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The debugfs file `kmemlab/profile`: where the time of ALLOC, FREE and their batches goes
+//! inside the module, phase by phase, timed with the clock the reports use (`ktime_get_ns()`).
+//!
+//! Off by default, it costs one relaxed load per command when off. Writing `1` resets the
+//! sums, measures what one clock read costs and starts; writing `0` stops. While on, each
+//! command reads the clock once at its start and once at the end of each phase (a handful of
+//! reads per call, none per entry), and adds each phase's time to module-wide sums. Reading
+//! the file gives, for each command and phase measured, a line
+//! `<command> <phase> <calls> <entries> <ns>` (the sums since the last `1`), after a line
+//! `clock_read_ns <ns>`: every phase of every call includes about one clock read.
+//!
+//! The phases, in the order a call goes through them:
+//! - `copy_in`: the request read from userspace (for a batch: its header, the file's batch
+//!   buffers and its entries);
+//! - `check`: each ALLOC entry checked (`Request::check`);
+//! - `reserve`: `inner` taken, the table's room made, each entry charged against the limits;
+//! - `allocate`: the allocator calls (one clock read between two: each entry's `alloc_ns`);
+//! - `report`: each allocation's report (usable size, physical layout by page walk);
+//! - `insert`: `inner` taken again, each allocation inserted under its handle, the counters;
+//! - `finish`: the ownership bits and what the opener may not see hidden;
+//! - `take`: FREE's lookups under `inner`, each entry taken out of the table and uncharged;
+//! - `free`: the frees (one clock read between two: each entry's `free_ns`) and the counters;
+//! - `copy_out`: the results written back to userspace.
+
+use core::fmt;
+use kernel::{
+    prelude::*,
+    sync::atomic::{
+        Atomic,
+        Relaxed, //
+    },
+    time::{
+        Instant,
+        Monotonic, //
+    },
+    uaccess::UserSliceReader,
+};
+
+/// The commands profiled.
+#[derive(Clone, Copy)]
+pub(crate) enum Cmd {
+    Alloc = 0,
+    AllocBatch = 1,
+    Free = 2,
+    FreeBatch = 3,
+}
+
+const CMDS: usize = 4;
+const CMD_NAMES: [&str; CMDS] = ["alloc", "alloc_batch", "free", "free_batch"];
+
+/// The phases of a command; see the module documentation.
+#[derive(Clone, Copy)]
+pub(crate) enum Phase {
+    CopyIn = 0,
+    Check = 1,
+    Reserve = 2,
+    Allocate = 3,
+    Report = 4,
+    Insert = 5,
+    Finish = 6,
+    Take = 7,
+    Free = 8,
+    CopyOut = 9,
+}
+
+const PHASES: usize = 10;
+const PHASE_NAMES: [&str; PHASES] = [
+    "copy_in", "check", "reserve", "allocate", "report", "insert", "finish", "take", "free",
+    "copy_out",
+];
+
+/// Whether profiling is on.
+static ON: Atomic<bool> = Atomic::new(false);
+/// Nanoseconds per command and phase.
+static NS: [[Atomic<u64>; PHASES]; CMDS] = [const { [const { Atomic::new(0) }; PHASES] }; CMDS];
+/// Calls and entries per command.
+static CALLS: [Atomic<u64>; CMDS] = [const { Atomic::new(0) }; CMDS];
+static ENTRIES: [Atomic<u64>; CMDS] = [const { Atomic::new(0) }; CMDS];
+/// The cost of one clock read, measured when profiling starts.
+static CLOCK_NS: Atomic<u64> = Atomic::new(0);
+
+/// Clock reads timed to measure one.
+const CALIBRATION_READS: u64 = 1000;
+
+/// One command's profile: inert when profiling is off.
+pub(crate) struct Probe {
+    cmd: Cmd,
+    last: Option<Instant<Monotonic>>,
+}
+
+impl Probe {
+    /// Starts profiling a call of `cmd`, if profiling is on.
+    pub(crate) fn start(cmd: Cmd) -> Self {
+        let last = ON.load(Relaxed).then(Instant::<Monotonic>::now);
+        Self { cmd, last }
+    }
+
+    /// A probe that measures nothing (internal calls, such as undoing an allocation).
+    pub(crate) fn off(cmd: Cmd) -> Self {
+        Self { cmd, last: None }
+    }
+
+    /// Ends `phase`: adds the time since the previous mark to it.
+    pub(crate) fn mark(&mut self, phase: Phase) {
+        if let Some(last) = self.last {
+            let now = Instant::<Monotonic>::now();
+            let ns = u64::try_from((now - last).as_nanos()).unwrap_or(0);
+            NS[self.cmd as usize][phase as usize].add(ns, Relaxed);
+            self.last = Some(now);
+        }
+    }
+
+    /// Ends the call, which handled `entries` entries.
+    pub(crate) fn end(self, entries: usize) {
+        if self.last.is_some() {
+            CALLS[self.cmd as usize].add(1, Relaxed);
+            ENTRIES[self.cmd as usize].add(entries as u64, Relaxed);
+        }
+    }
+}
+
+/// Resets the sums and measures a clock read.
+fn start() {
+    for cmd in 0..CMDS {
+        for ns in &NS[cmd] {
+            ns.store(0, Relaxed);
+        }
+        CALLS[cmd].store(0, Relaxed);
+        ENTRIES[cmd].store(0, Relaxed);
+    }
+    let first = Instant::<Monotonic>::now();
+    let mut last = first;
+    for _ in 0..CALIBRATION_READS {
+        last = Instant::<Monotonic>::now();
+    }
+    let ns = u64::try_from((last - first).as_nanos()).unwrap_or(0);
+    CLOCK_NS.store(ns / CALIBRATION_READS, Relaxed);
+    ON.store(true, Relaxed);
+}
+
+/// The file's contents; see the module documentation.
+pub(crate) fn write_profile(_: &(), f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    writeln!(f, "clock_read_ns {}", CLOCK_NS.load(Relaxed))?;
+    for cmd in 0..CMDS {
+        let calls = CALLS[cmd].load(Relaxed);
+        if calls == 0 {
+            continue;
+        }
+        let entries = ENTRIES[cmd].load(Relaxed);
+        for (phase, ns) in NS[cmd].iter().enumerate() {
+            let ns = ns.load(Relaxed);
+            if ns != 0 {
+                writeln!(
+                    f,
+                    "{} {} {} {} {}",
+                    CMD_NAMES[cmd], PHASE_NAMES[phase], calls, entries, ns
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A write to the file: `1` resets and starts, `0` stops; anything else is `EINVAL`.
+pub(crate) fn write_control(_: &(), reader: &mut UserSliceReader) -> Result {
+    let mut buf = [0u8; 4];
+    let n = reader.len().min(buf.len());
+    reader.read_slice(&mut buf[..n])?;
+    match buf[..n].trim_ascii() {
+        b"1" => start(),
+        b"0" => ON.store(false, Relaxed),
+        _ => return Err(EINVAL),
+    }
+    Ok(())
+}
