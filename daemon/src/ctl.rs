@@ -158,6 +158,8 @@ struct Seen {
     svg: Option<String>,
     html: Option<String>,
     no_progress: bool,
+    live: Option<String>,
+    chart: Option<String>,
 }
 
 /// Parses `kmemlabctl`'s arguments (without the program name). Options may come before
@@ -205,6 +207,8 @@ where
             Long("max") => seen.max = opt_value(&mut parser, "max", &mut fail),
             Long("svg") => seen.svg = opt_value(&mut parser, "svg", &mut fail),
             Long("no-progress") => seen.no_progress = true,
+            Long("live") => seen.live = opt_value(&mut parser, "live", &mut fail),
+            Long("chart") => seen.chart = opt_value(&mut parser, "chart", &mut fail),
             Long("html") => seen.html = opt_value(&mut parser, "html", &mut fail),
             Short('h') | Long("help") => help = true,
             Value(v) => match v.into_string() {
@@ -273,6 +277,8 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
                 "min",
                 "max",
                 "no-progress",
+                "live",
+                "chart",
             ],
             0,
         ),
@@ -295,6 +301,8 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         ("svg", seen.svg.is_some()),
         ("html", seen.html.is_some()),
         ("no-progress", seen.no_progress),
+        ("live", seen.live.is_some()),
+        ("chart", seen.chart.is_some()),
     ] {
         if given && !allowed.contains(&opt) {
             return Err(format!("{name} takes no --{opt}"));
@@ -338,10 +346,16 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
             if seen.kinds.is_some() || seen.sizes.is_some() {
                 return Err("bench takes --kind and --size, or --kinds and --sizes".into());
             }
-            if seen.min.is_some() || seen.max.is_some() || seen.no_progress || seen.rounds.is_some()
+            if seen.min.is_some()
+                || seen.max.is_some()
+                || seen.no_progress
+                || seen.rounds.is_some()
+                || seen.live.is_some()
+                || seen.chart.is_some()
             {
                 return Err(
-                    "bench --min, --max, --rounds and --no-progress are for a sweep, not with --size"
+                    "bench --min, --max, --rounds, --live, --chart and --no-progress are \
+                            for a sweep, not with --size"
                         .into(),
                 );
             }
@@ -418,6 +432,12 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
             .map_or(Ok(1), |s| parse_count("rounds", s))
             .map_err(report)?,
         progress: !seen.no_progress,
+        live: seen
+            .live
+            .as_deref()
+            .map_or(Ok(0), parse_live)
+            .map_err(report)?,
+        chart: seen.chart.as_ref().map(PathBuf::from),
     };
     if spec.min > spec.max {
         return Err("bench --min is above --max".into());
@@ -425,9 +445,22 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
     Ok(spec)
 }
 
+/// `--live N`: allocations to hold, 0 or more.
+fn parse_live(s: &str) -> Result<u32> {
+    s.trim().parse::<u32>().map_err(|e| Error::Invalid {
+        what: "live",
+        input: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// Runs a sweep on `dev`, handing each point's output (a JSON line, or a table row after
 /// the table's header) to `emit` as it is measured; `progress` is called before each
 /// point with its index and the number of points.
+///
+/// With `spec.live`, that many allocations are held from before the first point to after
+/// the last (and freed when a point's output fails too); with `spec.chart`, the chart is
+/// written after the sweep.
 pub fn sweep<D: Device + ?Sized>(
     dev: &D,
     spec: &SweepSpec,
@@ -437,7 +470,15 @@ pub fn sweep<D: Device + ?Sized>(
 ) -> Result<Vec<bench::PointReport>> {
     let info = dev.info()?;
     let points = spec.points(&info);
+    let held = bench::LiveSet::hold(dev, spec.live)?;
     if !json {
+        if !held.is_empty() {
+            emit(&format!(
+                "# holding {} live kmalloc {} B allocations during the sweep\n",
+                held.len(),
+                bench::LIVE_SIZE
+            ));
+        }
         emit(&bench::table_header());
     }
     let mut reports = Vec::with_capacity(points.len());
@@ -451,7 +492,18 @@ pub fn sweep<D: Device + ?Sized>(
         });
         reports.push(r);
     }
+    held.release()?;
+    if let Some(path) = &spec.chart {
+        bench::write_chart(path, &reports)?;
+    }
     Ok(reports)
+}
+
+/// The note a sweep leaves on stderr: the chart it wrote.
+pub fn sweep_note(spec: &SweepSpec) -> Option<String> {
+    spec.chart
+        .as_ref()
+        .map(|path| format!("wrote {}", path.display()))
 }
 
 /// `report LOG`: the summary (table or one JSON object), and the SVG and HTML files.
@@ -555,7 +607,10 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
         Command::Sweep(spec) => {
             let mut stdout = String::new();
             sweep(dev, spec, json, |_, _, _| {}, |s| stdout.push_str(s))?;
-            Output::text(stdout)
+            Output {
+                stdout,
+                note: sweep_note(spec),
+            }
         }
         Command::Report { log, svg, html } => report(log, svg.as_deref(), html.as_deref(), json)?,
         Command::Trigger { count } => {
@@ -570,6 +625,16 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
 pub fn hint(command: &Command, err: &Error) -> Option<String> {
     use nix::errno::Errno;
     match (command, err.errno()) {
+        (Command::Sweep(_), Errno::ENOSPC | Errno::EDQUOT)
+            if matches!(err, Error::LiveFill { .. }) =>
+        {
+            Some(
+                "--live holds more than the module lets this opener have: max outstanding \
+                 count and bytes, and without CAP_SYS_ADMIN file max count and bytes \
+                 (`kmemlabctl info`)"
+                    .into(),
+            )
+        }
         (Command::Free { handle }, Errno::ENOENT) => Some(format!(
             "handle {handle} is not live or not visible to this opener (only --persist \
              allocations outlive the kmemlabctl that made them)"
