@@ -955,4 +955,177 @@ mod tests {
         let one = t(4, 5, 6, 1, 5, 6);
         assert_eq!(merge(&[(9, one)]), TimingReport::from(&one));
     }
+
+    #[test]
+    fn round_trips_and_the_single_bound_add_up() {
+        // The arithmetic: floor 190, NOP 25.5: the pair cannot go below 241 ns.
+        assert_eq!(single_bound(190, 25.5), 241.0);
+        assert_eq!(bound_ratio(482.0, 241.0), Some(2.0));
+        assert_eq!(bound_ratio(100.0, 300.0), Some(0.33));
+        assert_eq!(bound_ratio(100.0, 0.0), None);
+
+        let dev = MockDevice::new();
+        let p = kmalloc_64(&dev, 1000, 3);
+        let infos = dev.info_calls();
+        let r = measure(&dev, &p, Flags::GFP_KERNEL);
+        assert_eq!(r.error, None, "{r:?}");
+        // As many NOPs and INFOs as pairs, between the BENCH calls, round by round.
+        assert_eq!((dev.nop_calls(), dev.info_calls() - infos), (1000, 1000));
+        let calls = dev.calls();
+        let at: Vec<usize> = (0..calls.len())
+            .filter(|&i| calls[i].starts_with("bench"))
+            .collect();
+        let nops = calls[at[0]..at[1]].iter().filter(|c| *c == "nop").count();
+        assert_eq!(nops, 334);
+        let rt = r.round_trip.unwrap();
+        assert!(rt.nop_ns > 0.0 && rt.info_ns > 0.0, "{rt:?}");
+        assert_eq!(rt.nop_ns, round2(rt.nop_ns));
+        let floor = r.floor.as_ref().unwrap().pair_mean_ns;
+        let bound = r.single_bound_ns.unwrap();
+        assert!(
+            (bound - (floor as f64 + 2.0 * rt.nop_ns)).abs() < 1e-9,
+            "{r:?}"
+        );
+        let single = r.single_ns_per_pair.unwrap();
+        let want = single / bound;
+        assert!(
+            (r.single_bound_ratio.unwrap() - want).abs() <= 0.006,
+            "{r:?}"
+        );
+        // In the JSON, and in the table.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["round_trip"]["nop_ns"].as_f64(), Some(rt.nop_ns));
+        assert_eq!(v["round_trip"]["info_ns"].as_f64(), Some(rt.info_ns));
+        assert_eq!(v["single_bound_ns"].as_f64(), Some(bound));
+        assert_eq!(v["live"], 0);
+        let header = table_header();
+        assert!(header.contains(" NOP SINGLE_B"), "{header}");
+        assert!(
+            header.contains("SINGLE_B = SINGLE / (FLOOR + 2 NOP)"),
+            "{header}"
+        );
+        let row = table_row(&r);
+        let ratio = format!("{:.2}x", r.single_bound_ratio.unwrap());
+        assert!(row.trim_end().ends_with(&ratio), "{row}");
+        assert!(dev.live().is_empty());
+    }
+
+    #[test]
+    fn without_nop_the_point_is_measured_without_round_trips() {
+        let dev = MockDevice::new().without_nop();
+        let p = kmalloc_64(&dev, 300, 3);
+        let infos = dev.info_calls();
+        let r = measure(&dev, &p, Flags::GFP_KERNEL);
+        assert_eq!((r.error.as_deref(), r.skipped.as_deref()), (None, None));
+        assert!(r.floor.is_some() && r.single_ratio.is_some() && r.batched_ratio.is_some());
+        assert_eq!(r.round_trip, None);
+        assert_eq!((r.single_bound_ns, r.single_bound_ratio), (None, None));
+        // Asked once; no INFO loop without NOP.
+        assert_eq!((dev.nop_calls(), dev.info_calls() - infos), (1, 0));
+        let v = serde_json::to_value(&r).unwrap();
+        for key in ["round_trip", "single_bound_ns", "single_bound_ratio"] {
+            assert!(v.get(key).is_none(), "{key}: {v}");
+        }
+        let cells = row_cells(&r);
+        assert_eq!(cells[HEADERS.len() - 3..HEADERS.len() - 1], ["-", "-"]);
+    }
+
+    #[test]
+    fn live_allocations_are_held_in_batches_and_freed() {
+        let dev = MockDevice::new();
+        let set = LiveSet::hold(&dev, 300).unwrap();
+        assert_eq!(set.len(), 300);
+        let live = dev.live();
+        assert_eq!(live.len(), 300);
+        assert!(live
+            .iter()
+            .all(|a| a.kind == uapi::KIND_KMALLOC && a.size == LIVE_SIZE));
+        set.release().unwrap();
+        assert!(dev.live().is_empty());
+        // Dropped without release (a sweep that ends early): freed all the same.
+        drop(LiveSet::hold(&dev, 5).unwrap());
+        assert!(dev.live().is_empty());
+        assert!(LiveSet::hold(&dev, 0).unwrap().is_empty());
+
+        // Refused after the quota: what was held is freed, the error says how many.
+        let dev = MockDevice::new().with_privileges(0);
+        let err = LiveSet::hold(&dev, 2000).unwrap_err();
+        assert_eq!(err.errno(), Errno::EDQUOT);
+        let msg = err.report();
+        assert!(
+            msg.contains("failed to hold 2000 live allocations"),
+            "{msg}"
+        );
+        assert!(msg.contains("refused after 1024"), "{msg}");
+        assert!(msg.contains("EDQUOT"), "{msg}");
+        assert!(dev.live().is_empty());
+
+        // Batches leave room for the held allocations.
+        let mut info = MockDevice::new().info().unwrap();
+        info.max_outstanding_count = 1000;
+        let spec = SweepSpec {
+            kinds: Some(vec![Kind::Kmalloc]),
+            sizes: Some(vec![64]),
+            live: 600,
+            ..SweepSpec::default()
+        };
+        let p = spec.points(&info)[0];
+        assert_eq!((p.batch, p.live), (200, 600));
+    }
+
+    #[test]
+    fn the_chart_has_a_panel_per_kind_measured() {
+        let dev = MockDevice::new();
+        let spec = SweepSpec {
+            kinds: Some(vec![Kind::Kmalloc, Kind::Vmalloc, Kind::Kvmalloc]),
+            sizes: Some(vec![64, 4096, 8 << 20]),
+            iters: 20,
+            ..SweepSpec::default()
+        };
+        let points: Vec<PointReport> = spec
+            .points(&dev.info().unwrap())
+            .iter()
+            // kvmalloc only at 8M: failed points are left out, and its panel too.
+            .filter(|p| p.kind != Kind::Kvmalloc || p.size == 8 << 20)
+            .map(|p| {
+                let flags = if p.kind == Kind::Kvmalloc {
+                    Flags(uapi::FLAG_GFP_KERNEL | uapi::FLAG_DMA32)
+                } else {
+                    Flags::GFP_KERNEL
+                };
+                measure(&dev, p, flags)
+            })
+            .collect();
+        assert!(points.last().unwrap().error.is_some(), "{points:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.svg");
+        write_chart(&path, &points).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg") || svg.starts_with("<?xml"),
+            "{svg:.100}"
+        );
+        assert!(svg.contains("ns per alloc+free pair"));
+        // plotters writes each text on a line of its own.
+        let text = |t: &str| svg.lines().any(|l| l.trim() == t);
+        assert!(text("kmalloc") && text("vmalloc"), "kinds named");
+        assert!(
+            !svg.contains("kvmalloc"),
+            "no panel for a kind without a measured point"
+        );
+        for (name, _, _) in CHART_SERIES {
+            assert!(svg.contains(name.split(' ').next().unwrap()), "{name}");
+        }
+        assert!(text("4K") && text("64"), "sizes labelled like 4K");
+        resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default()).expect("a valid SVG");
+        // Nothing measured: still an SVG.
+        assert!(chart_svg(&[]).unwrap().contains("no points measured"));
+        // A file that cannot be written.
+        let err = write_chart(&dir.path().join("no/such/dir.svg"), &points).unwrap_err();
+        assert!(
+            err.report().starts_with("failed to write"),
+            "{}",
+            err.report()
+        );
+    }
 }
