@@ -1111,4 +1111,171 @@ mod tests {
             .starts_with("above max size"));
         assert!(dev.live().is_empty());
     }
+
+    #[test]
+    fn live_and_chart_are_parsed_for_a_sweep_only() {
+        let Command::Sweep(spec) = command(&["bench", "--live", "300", "--chart", "s.svg"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!(spec.live, 300);
+        assert_eq!(spec.chart, Some(PathBuf::from("s.svg")));
+        let Command::Sweep(spec) = command(&["bench", "--live", "0"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!((spec.live, spec.chart), (0, None));
+        for (args, want) in [
+            (&["bench", "--live", "x"][..], "invalid live \"x\""),
+            (&["bench", "--live", "-1"][..], "invalid live \"-1\""),
+            (&["bench", "--live"][..], "--live"),
+            (&["bench", "--chart"][..], "--chart"),
+            (
+                &["bench", "--kind", "kmalloc", "--size", "8", "--live", "2"][..],
+                "are for a sweep",
+            ),
+            (
+                &[
+                    "bench", "--kind", "kmalloc", "--size", "8", "--chart", "a.svg",
+                ][..],
+                "are for a sweep",
+            ),
+            (&["info", "--live", "3"][..], "info takes no --live"),
+            (
+                &["report", "x", "--chart", "a"][..],
+                "report takes no --chart",
+            ),
+        ] {
+            let msg = usage_error(args);
+            assert!(msg.contains(want), "{args:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn live_allocations_are_held_while_every_point_is_measured() {
+        let dev = MockDevice::new();
+        let spec = SweepSpec {
+            kinds: Some(vec![Kind::Kmalloc, Kind::Vmalloc]),
+            sizes: Some(vec![64, 4096]),
+            iters: 20,
+            live: 300,
+            ..SweepSpec::default()
+        };
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        let reports = sweep(
+            &dev,
+            &spec,
+            false,
+            |_, _, _| seen.push(dev.live().len()),
+            |s| out.push_str(s),
+        )
+        .unwrap();
+        assert_eq!(seen, [300; 4], "held before and between the points");
+        assert!(dev.live().is_empty(), "freed after the sweep");
+        assert!(reports.iter().all(|r| r.live == 300 && r.error.is_none()));
+        assert!(out.starts_with("# holding 300 live kmalloc 64 B"), "{out}");
+
+        // A point that fails does not keep them: kmalloc refuses GFP_DMA32.
+        let lines = json_lines(
+            &run(
+                &dev,
+                &[
+                    "bench",
+                    "--kinds",
+                    "kmalloc",
+                    "--sizes",
+                    "64",
+                    "--iters",
+                    "5",
+                    "--gfp",
+                    "GFP_DMA32",
+                    "--live",
+                    "10",
+                    "--json",
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(lines[0]["error"], "EINVAL");
+        assert_eq!(lines[0]["live"], 10);
+        assert!(dev.live().is_empty());
+
+        // Without --live, the field is there all the same.
+        let lines = json_lines(
+            &run(
+                &dev,
+                &[
+                    "bench", "--kinds", "kmalloc", "--sizes", "64", "--iters", "5", "--json",
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(lines[0]["live"], 0);
+        assert!(lines[0]["round_trip"]["nop_ns"].as_f64().is_some());
+
+        // More than this opener may hold: a clear error, nothing measured, nothing kept.
+        let dev = MockDevice::new().with_privileges(0);
+        let err = run(&dev, &["bench", "--kinds", "kmalloc", "--live", "5000"]).unwrap_err();
+        assert_eq!(err.errno_name(), "EDQUOT");
+        assert!(
+            err.report().contains("refused after 1024"),
+            "{}",
+            err.report()
+        );
+        let Command::Sweep(spec) = command(&["bench", "--live", "5000"]) else {
+            panic!("not a sweep")
+        };
+        assert!(hint(&Command::Sweep(spec), &err)
+            .unwrap()
+            .contains("file max count"));
+        assert!(dev.live().is_empty());
+        assert!(!dev.calls().iter().any(|c| c.starts_with("bench")));
+    }
+
+    #[test]
+    fn a_sweep_draws_its_chart_and_says_so() {
+        let dev = MockDevice::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.svg");
+        let path_arg = path.to_str().unwrap();
+        let out = run(
+            &dev,
+            &[
+                "bench",
+                "--kinds",
+                "kmalloc,pages",
+                "--sizes",
+                "64,4K",
+                "--iters",
+                "5",
+                "--chart",
+                path_arg,
+            ],
+        )
+        .unwrap();
+        assert_eq!(out.note, Some(format!("wrote {path_arg}")));
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("pages"), "{svg:.200}");
+        let bad = dir.path().join("missing/sweep.svg");
+        let err = run(
+            &dev,
+            &[
+                "bench",
+                "--kinds",
+                "kmalloc",
+                "--sizes",
+                "64",
+                "--iters",
+                "5",
+                "--chart",
+                bad.to_str().unwrap(),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.report().starts_with("failed to write"),
+            "{}",
+            err.report()
+        );
+        assert!(dev.live().is_empty());
+    }
 }
