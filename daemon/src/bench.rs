@@ -694,8 +694,11 @@ pub fn to_table(points: &[PointReport]) -> String {
 const CHART_TITLE_HEIGHT: u32 = 50;
 /// Height of one kind's panel in the sweep chart, px.
 const CHART_PANEL_HEIGHT: u32 = 360;
-/// The three series of a panel: name, colour, and the figure of a measured point.
-const CHART_SERIES: [(&str, (u8, u8, u8), fn(&PointReport) -> Option<f64>); 3] = [
+/// A chart series: its name, its colour, and its figure of a measured point.
+type Series = (&'static str, (u8, u8, u8), fn(&PointReport) -> Option<f64>);
+
+/// The three series of a panel.
+const CHART_SERIES: [Series; 3] = [
     ("in-kernel floor (BENCH)", (0x40, 0x40, 0x40), |r| {
         r.floor.as_ref().map(|f| f.pair_mean_ns as f64)
     }),

@@ -29,15 +29,20 @@ commands:
   bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
                                      N alloc+free pairs timed in the kernel (default 1000)
   bench [--kinds KIND,KIND] [--sizes SIZE,SIZE | --min SIZE --max SIZE]
-        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--no-progress]
+        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--live L] [--chart FILE.svg]
+        [--no-progress]
                                      sweep: per kind and size, the in-kernel floor (BENCH),
                                      N single ALLOC+FREE ioctl pairs and N pairs through
                                      ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to
                                      the floor (default every kind, 8 to 4M in powers of 4,
-                                     N 2000, at most 50 from 1M on); with R rounds the
-                                     three take turns on N/R pairs at a time (default 1);
-                                     a progress bar on stderr for long sweeps when it is
-                                     a terminal
+                                     N 2000, at most 50 from 1M on), and N bare NOP and
+                                     INFO round trips (NOP: ns per call; SINGLE_B: single
+                                     path / (floor + 2 NOP)); with R rounds they all take
+                                     turns on N/R pairs at a time (default 1); --live L
+                                     holds L kmalloc 64 B allocations during the whole
+                                     sweep (default 0); --chart draws ns per pair against
+                                     size, a panel per kind, as SVG; a progress bar on
+                                     stderr for long sweeps when it is a terminal
   report LOG.jsonl [--svg FILE] [--html FILE]
                                      summarize a kmemlabd log per kind (latency and
                                      interrupt latency percentiles); charts as SVG or HTML

@@ -836,7 +836,10 @@ mod tests {
     fn nop_is_counted_and_enottys_on_an_older_module() {
         let dev = MockDevice::new();
         dev.nop().unwrap();
-        (&dev).nop().unwrap();
+        fn nop_of(d: impl Device) -> Result<()> {
+            d.nop()
+        }
+        nop_of(&dev).unwrap();
         assert_eq!(dev.nop_calls(), 2);
         assert_eq!(dev.calls(), ["nop", "nop"]);
         let old = MockDevice::new().without_nop();
