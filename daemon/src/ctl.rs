@@ -29,15 +29,20 @@ commands:
   bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
                                      N alloc+free pairs timed in the kernel (default 1000)
   bench [--kinds KIND,KIND] [--sizes SIZE,SIZE | --min SIZE --max SIZE]
-        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--no-progress]
+        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--live L] [--chart FILE.svg]
+        [--no-progress]
                                      sweep: per kind and size, the in-kernel floor (BENCH),
                                      N single ALLOC+FREE ioctl pairs and N pairs through
                                      ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to
                                      the floor (default every kind, 8 to 4M in powers of 4,
-                                     N 2000, at most 50 from 1M on); with R rounds the
-                                     three take turns on N/R pairs at a time (default 1);
-                                     a progress bar on stderr for long sweeps when it is
-                                     a terminal
+                                     N 2000, at most 50 from 1M on), and N bare NOP and
+                                     INFO round trips (NOP: ns per call; SINGLE_B: single
+                                     path / (floor + 2 NOP)); with R rounds they all take
+                                     turns on N/R pairs at a time (default 1); --live L
+                                     holds L kmalloc 64 B allocations during the whole
+                                     sweep (default 0); --chart draws ns per pair against
+                                     size, a panel per kind, as SVG; a progress bar on
+                                     stderr for long sweeps when it is a terminal
   report LOG.jsonl [--svg FILE] [--html FILE]
                                      summarize a kmemlabd log per kind (latency and
                                      interrupt latency percentiles); charts as SVG or HTML
@@ -158,6 +163,8 @@ struct Seen {
     svg: Option<String>,
     html: Option<String>,
     no_progress: bool,
+    live: Option<String>,
+    chart: Option<String>,
 }
 
 /// Parses `kmemlabctl`'s arguments (without the program name). Options may come before
@@ -205,6 +212,8 @@ where
             Long("max") => seen.max = opt_value(&mut parser, "max", &mut fail),
             Long("svg") => seen.svg = opt_value(&mut parser, "svg", &mut fail),
             Long("no-progress") => seen.no_progress = true,
+            Long("live") => seen.live = opt_value(&mut parser, "live", &mut fail),
+            Long("chart") => seen.chart = opt_value(&mut parser, "chart", &mut fail),
             Long("html") => seen.html = opt_value(&mut parser, "html", &mut fail),
             Short('h') | Long("help") => help = true,
             Value(v) => match v.into_string() {
@@ -273,6 +282,8 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
                 "min",
                 "max",
                 "no-progress",
+                "live",
+                "chart",
             ],
             0,
         ),
@@ -295,6 +306,8 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
         ("svg", seen.svg.is_some()),
         ("html", seen.html.is_some()),
         ("no-progress", seen.no_progress),
+        ("live", seen.live.is_some()),
+        ("chart", seen.chart.is_some()),
     ] {
         if given && !allowed.contains(&opt) {
             return Err(format!("{name} takes no --{opt}"));
@@ -338,10 +351,16 @@ fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, Str
             if seen.kinds.is_some() || seen.sizes.is_some() {
                 return Err("bench takes --kind and --size, or --kinds and --sizes".into());
             }
-            if seen.min.is_some() || seen.max.is_some() || seen.no_progress || seen.rounds.is_some()
+            if seen.min.is_some()
+                || seen.max.is_some()
+                || seen.no_progress
+                || seen.rounds.is_some()
+                || seen.live.is_some()
+                || seen.chart.is_some()
             {
                 return Err(
-                    "bench --min, --max, --rounds and --no-progress are for a sweep, not with --size"
+                    "bench --min, --max, --rounds, --live, --chart and --no-progress are \
+                            for a sweep, not with --size"
                         .into(),
                 );
             }
@@ -418,6 +437,12 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
             .map_or(Ok(1), |s| parse_count("rounds", s))
             .map_err(report)?,
         progress: !seen.no_progress,
+        live: seen
+            .live
+            .as_deref()
+            .map_or(Ok(0), parse_live)
+            .map_err(report)?,
+        chart: seen.chart.as_ref().map(PathBuf::from),
     };
     if spec.min > spec.max {
         return Err("bench --min is above --max".into());
@@ -425,9 +450,22 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
     Ok(spec)
 }
 
+/// `--live N`: allocations to hold, 0 or more.
+fn parse_live(s: &str) -> Result<u32> {
+    s.trim().parse::<u32>().map_err(|e| Error::Invalid {
+        what: "live",
+        input: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// Runs a sweep on `dev`, handing each point's output (a JSON line, or a table row after
 /// the table's header) to `emit` as it is measured; `progress` is called before each
 /// point with its index and the number of points.
+///
+/// With `spec.live`, that many allocations are held from before the first point to after
+/// the last (and freed when a point's output fails too); with `spec.chart`, the chart is
+/// written after the sweep.
 pub fn sweep<D: Device + ?Sized>(
     dev: &D,
     spec: &SweepSpec,
@@ -437,7 +475,15 @@ pub fn sweep<D: Device + ?Sized>(
 ) -> Result<Vec<bench::PointReport>> {
     let info = dev.info()?;
     let points = spec.points(&info);
+    let held = bench::LiveSet::hold(dev, spec.live)?;
     if !json {
+        if !held.is_empty() {
+            emit(&format!(
+                "# holding {} live kmalloc {} B allocations during the sweep\n",
+                held.len(),
+                bench::LIVE_SIZE
+            ));
+        }
         emit(&bench::table_header());
     }
     let mut reports = Vec::with_capacity(points.len());
@@ -451,7 +497,18 @@ pub fn sweep<D: Device + ?Sized>(
         });
         reports.push(r);
     }
+    held.release()?;
+    if let Some(path) = &spec.chart {
+        bench::write_chart(path, &reports)?;
+    }
     Ok(reports)
+}
+
+/// The note a sweep leaves on stderr: the chart it wrote.
+pub fn sweep_note(spec: &SweepSpec) -> Option<String> {
+    spec.chart
+        .as_ref()
+        .map(|path| format!("wrote {}", path.display()))
 }
 
 /// `report LOG`: the summary (table or one JSON object), and the SVG and HTML files.
@@ -555,7 +612,10 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
         Command::Sweep(spec) => {
             let mut stdout = String::new();
             sweep(dev, spec, json, |_, _, _| {}, |s| stdout.push_str(s))?;
-            Output::text(stdout)
+            Output {
+                stdout,
+                note: sweep_note(spec),
+            }
         }
         Command::Report { log, svg, html } => report(log, svg.as_deref(), html.as_deref(), json)?,
         Command::Trigger { count } => {
@@ -570,6 +630,16 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
 pub fn hint(command: &Command, err: &Error) -> Option<String> {
     use nix::errno::Errno;
     match (command, err.errno()) {
+        (Command::Sweep(_), Errno::ENOSPC | Errno::EDQUOT)
+            if matches!(err, Error::LiveFill { .. }) =>
+        {
+            Some(
+                "--live holds more than the module lets this opener have: max outstanding \
+                 count and bytes, and without CAP_SYS_ADMIN file max count and bytes \
+                 (`kmemlabctl info`)"
+                    .into(),
+            )
+        }
         (Command::Free { handle }, Errno::ENOENT) => Some(format!(
             "handle {handle} is not live or not visible to this opener (only --persist \
              allocations outlive the kmemlabctl that made them)"
@@ -1044,6 +1114,173 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("above max size"));
+        assert!(dev.live().is_empty());
+    }
+
+    #[test]
+    fn live_and_chart_are_parsed_for_a_sweep_only() {
+        let Command::Sweep(spec) = command(&["bench", "--live", "300", "--chart", "s.svg"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!(spec.live, 300);
+        assert_eq!(spec.chart, Some(PathBuf::from("s.svg")));
+        let Command::Sweep(spec) = command(&["bench", "--live", "0"]) else {
+            panic!("not a sweep")
+        };
+        assert_eq!((spec.live, spec.chart), (0, None));
+        for (args, want) in [
+            (&["bench", "--live", "x"][..], "invalid live \"x\""),
+            (&["bench", "--live", "-1"][..], "invalid live \"-1\""),
+            (&["bench", "--live"][..], "--live"),
+            (&["bench", "--chart"][..], "--chart"),
+            (
+                &["bench", "--kind", "kmalloc", "--size", "8", "--live", "2"][..],
+                "are for a sweep",
+            ),
+            (
+                &[
+                    "bench", "--kind", "kmalloc", "--size", "8", "--chart", "a.svg",
+                ][..],
+                "are for a sweep",
+            ),
+            (&["info", "--live", "3"][..], "info takes no --live"),
+            (
+                &["report", "x", "--chart", "a"][..],
+                "report takes no --chart",
+            ),
+        ] {
+            let msg = usage_error(args);
+            assert!(msg.contains(want), "{args:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn live_allocations_are_held_while_every_point_is_measured() {
+        let dev = MockDevice::new();
+        let spec = SweepSpec {
+            kinds: Some(vec![Kind::Kmalloc, Kind::Vmalloc]),
+            sizes: Some(vec![64, 4096]),
+            iters: 20,
+            live: 300,
+            ..SweepSpec::default()
+        };
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        let reports = sweep(
+            &dev,
+            &spec,
+            false,
+            |_, _, _| seen.push(dev.live().len()),
+            |s| out.push_str(s),
+        )
+        .unwrap();
+        assert_eq!(seen, [300; 4], "held before and between the points");
+        assert!(dev.live().is_empty(), "freed after the sweep");
+        assert!(reports.iter().all(|r| r.live == 300 && r.error.is_none()));
+        assert!(out.starts_with("# holding 300 live kmalloc 64 B"), "{out}");
+
+        // A point that fails does not keep them: kmalloc refuses GFP_DMA32.
+        let lines = json_lines(
+            &run(
+                &dev,
+                &[
+                    "bench",
+                    "--kinds",
+                    "kmalloc",
+                    "--sizes",
+                    "64",
+                    "--iters",
+                    "5",
+                    "--gfp",
+                    "GFP_DMA32",
+                    "--live",
+                    "10",
+                    "--json",
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(lines[0]["error"], "EINVAL");
+        assert_eq!(lines[0]["live"], 10);
+        assert!(dev.live().is_empty());
+
+        // Without --live, the field is there all the same.
+        let lines = json_lines(
+            &run(
+                &dev,
+                &[
+                    "bench", "--kinds", "kmalloc", "--sizes", "64", "--iters", "5", "--json",
+                ],
+            )
+            .unwrap(),
+        );
+        assert_eq!(lines[0]["live"], 0);
+        assert!(lines[0]["round_trip"]["nop_ns"].as_f64().is_some());
+
+        // More than this opener may hold: a clear error, nothing measured, nothing kept.
+        let dev = MockDevice::new().with_privileges(0);
+        let err = run(&dev, &["bench", "--kinds", "kmalloc", "--live", "5000"]).unwrap_err();
+        assert_eq!(err.errno_name(), "EDQUOT");
+        assert!(
+            err.report().contains("refused after 1024"),
+            "{}",
+            err.report()
+        );
+        let Command::Sweep(spec) = command(&["bench", "--live", "5000"]) else {
+            panic!("not a sweep")
+        };
+        assert!(hint(&Command::Sweep(spec), &err)
+            .unwrap()
+            .contains("file max count"));
+        assert!(dev.live().is_empty());
+        assert!(!dev.calls().iter().any(|c| c.starts_with("bench")));
+    }
+
+    #[test]
+    fn a_sweep_draws_its_chart_and_says_so() {
+        let dev = MockDevice::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.svg");
+        let path_arg = path.to_str().unwrap();
+        let out = run(
+            &dev,
+            &[
+                "bench",
+                "--kinds",
+                "kmalloc,pages",
+                "--sizes",
+                "64,4K",
+                "--iters",
+                "5",
+                "--chart",
+                path_arg,
+            ],
+        )
+        .unwrap();
+        assert_eq!(out.note, Some(format!("wrote {path_arg}")));
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("pages"), "{svg:.200}");
+        let bad = dir.path().join("missing/sweep.svg");
+        let err = run(
+            &dev,
+            &[
+                "bench",
+                "--kinds",
+                "kmalloc",
+                "--sizes",
+                "64",
+                "--iters",
+                "5",
+                "--chart",
+                bad.to_str().unwrap(),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            err.report().starts_with("failed to write"),
+            "{}",
+            err.report()
+        );
         assert!(dev.live().is_empty());
     }
 }

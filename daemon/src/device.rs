@@ -93,6 +93,9 @@ pub trait Device {
     /// FREE_BATCH: the handles in `entries` in one call; the first `done` are written
     /// back with `free_ns`.
     fn free_batch(&self, entries: &mut [Free]) -> Result<BatchOutcome>;
+
+    /// NOP: a round trip that does nothing; `ENOTTY` from a module older than it.
+    fn nop(&self) -> Result<()>;
 }
 
 /// [`Device::list`] with `page` entries per LIST call. Stops at a short or empty page,
@@ -221,6 +224,10 @@ impl Device for KmemlabDevice {
         let b: FreeBatch = sys::free_batch(self.file.as_fd(), entries)?;
         Ok((b.done, b.error).into())
     }
+
+    fn nop(&self) -> Result<()> {
+        sys::nop(self.file.as_fd())
+    }
 }
 
 impl<D: Device + ?Sized> Device for &D {
@@ -254,6 +261,9 @@ impl<D: Device + ?Sized> Device for &D {
     fn free_batch(&self, entries: &mut [Free]) -> Result<BatchOutcome> {
         (**self).free_batch(entries)
     }
+    fn nop(&self) -> Result<()> {
+        (**self).nop()
+    }
 }
 
 /// The state behind a [`MockDevice`]: one open file's view of a module.
@@ -285,6 +295,8 @@ pub struct MockDevice {
     info: Info,
     fail: Option<Errno>,
     info_calls: Cell<usize>,
+    nop_supported: bool,
+    nop_calls: Cell<usize>,
     state: RefCell<MockState>,
 }
 
@@ -347,6 +359,8 @@ impl MockDevice {
             info,
             fail: None,
             info_calls: Cell::new(0),
+            nop_supported: true,
+            nop_calls: Cell::new(0),
             state: RefCell::new(MockState {
                 next_handle: 1,
                 ..MockState::default()
@@ -360,6 +374,14 @@ impl MockDevice {
             fail: Some(errno),
             ..Self::new()
         }
+    }
+
+    /// A module older than NOP: [`Device::nop`] fails with `ENOTTY`, as the module does
+    /// for a command it does not know.
+    #[must_use]
+    pub fn without_nop(mut self) -> Self {
+        self.nop_supported = false;
+        self
     }
 
     /// An opener with the `PRIV_*` bits `privileges`, as the module decides them at
@@ -433,6 +455,11 @@ impl MockDevice {
     /// How many times [`Device::info`] was called.
     pub fn info_calls(&self) -> usize {
         self.info_calls.get()
+    }
+
+    /// How many times [`Device::nop`] was called (failed calls too).
+    pub fn nop_calls(&self) -> usize {
+        self.nop_calls.get()
     }
 
     /// The commands run so far other than INFO, e.g. `alloc kmalloc 1` or `free 3`.
@@ -763,6 +790,19 @@ impl Device for MockDevice {
             error: None,
         })
     }
+
+    fn nop(&self) -> Result<()> {
+        self.nop_calls.set(self.nop_calls.get() + 1);
+        let _st = self.enter("KMEMLAB_NOP", "nop".into())?;
+        if self.nop_supported {
+            Ok(())
+        } else {
+            Err(Error::Ioctl {
+                cmd: "KMEMLAB_NOP",
+                source: Errno::ENOTTY,
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -790,6 +830,25 @@ mod tests {
         let err = dev.free(1).unwrap_err();
         assert_eq!(err.to_string(), "ioctl KMEMLAB_FREE failed");
         assert_eq!(err.errno_name(), "ENOTTY");
+    }
+
+    #[test]
+    fn nop_is_counted_and_enottys_on_an_older_module() {
+        let dev = MockDevice::new();
+        dev.nop().unwrap();
+        fn nop_of(d: impl Device) -> Result<()> {
+            d.nop()
+        }
+        nop_of(&dev).unwrap();
+        assert_eq!(dev.nop_calls(), 2);
+        assert_eq!(dev.calls(), ["nop", "nop"]);
+        let old = MockDevice::new().without_nop();
+        let err = old.nop().unwrap_err();
+        assert_eq!(err.errno(), Errno::ENOTTY);
+        assert_eq!(err.to_string(), "ioctl KMEMLAB_NOP failed");
+        assert_eq!(old.nop_calls(), 1);
+        dev.fail_next(Errno::EIO);
+        assert_eq!(errno_of(dev.nop()), Errno::EIO);
     }
 
     #[test]
@@ -1160,6 +1219,9 @@ mod tests {
             unimplemented!()
         }
         fn free_batch(&self, _: &mut [Free]) -> Result<BatchOutcome> {
+            unimplemented!()
+        }
+        fn nop(&self) -> Result<()> {
             unimplemented!()
         }
     }

@@ -130,6 +130,20 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// `kmemlabctl bench --live`: the module refused one of the allocations to hold.
+    #[error(
+        "failed to hold {wanted} live allocations of kmalloc 64 B: the module refused \
+         after {held}"
+    )]
+    LiveFill {
+        /// Allocations asked for.
+        wanted: u32,
+        /// Allocations made before the refusal (freed again).
+        held: usize,
+        /// The refusal.
+        #[source]
+        source: Box<Error>,
+    },
     /// The config file is not valid.
     #[error("invalid config {}: {message}", path.display())]
     Config {
@@ -166,6 +180,7 @@ impl Error {
             | Error::Output { source } => io_errno(source),
             Error::Ioctl { source, .. } | Error::Signals { source } => *source,
             Error::AbiMismatch { .. } => Errno::EPROTO,
+            Error::LiveFill { source, .. } => source.errno(),
             Error::Json { .. }
             | Error::Invalid { .. }
             | Error::PlanStep { .. }

@@ -547,7 +547,7 @@ impl LogReport {
 }
 
 /// An axis label: `10`, `100`, `1k`, `10k`, `1M`, `1G`.
-fn short(v: f64) -> String {
+pub(crate) fn short(v: f64) -> String {
     for (div, unit) in [(1e9, "G"), (1e6, "M"), (1e3, "k")] {
         if v >= div {
             return format!("{}{unit}", (v / div * 10.0).round() / 10.0);
@@ -566,7 +566,7 @@ fn escape(s: &str) -> String {
 
 /// Ranges that hold every value, padded by a factor of 2 either way (for log axes;
 /// values below 1 count as 1), or 1..1000 when there are none.
-fn bounds(
+pub(crate) fn bounds(
     xs: impl Iterator<Item = f64>,
     ys: impl Iterator<Item = f64>,
 ) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
@@ -585,7 +585,9 @@ fn bounds(
     (range(&mut xs), range(&mut ys))
 }
 
-fn chart_error<E: std::error::Error + Send + Sync + 'static>(e: DrawingAreaErrorKind<E>) -> Error {
+pub(crate) fn chart_error<E: std::error::Error + Send + Sync + 'static>(
+    e: DrawingAreaErrorKind<E>,
+) -> Error {
     Error::Invalid {
         what: "chart",
         input: String::new(),

@@ -20,7 +20,7 @@ mod ioctl {
     use kmemlab_uapi::{
         Alloc, AllocBatch, Bench, Free, FreeBatch, Info, List, Stats, Trigger, IOCTL_ALLOC,
         IOCTL_ALLOC_BATCH, IOCTL_BENCH, IOCTL_FREE, IOCTL_FREE_BATCH, IOCTL_INFO, IOCTL_LIST,
-        IOCTL_STATS, IOCTL_TRIGGER,
+        IOCTL_NOP, IOCTL_STATS, IOCTL_TRIGGER,
     };
 
     nix::ioctl_read_bad!(kmemlab_info, IOCTL_INFO, Info);
@@ -32,6 +32,7 @@ mod ioctl {
     nix::ioctl_readwrite_bad!(kmemlab_trigger, IOCTL_TRIGGER, Trigger);
     nix::ioctl_readwrite_bad!(kmemlab_alloc_batch, IOCTL_ALLOC_BATCH, AllocBatch);
     nix::ioctl_readwrite_bad!(kmemlab_free_batch, IOCTL_FREE_BATCH, FreeBatch);
+    nix::ioctl_none_bad!(kmemlab_nop, IOCTL_NOP);
 }
 
 /// Turns an ioctl's result into ours, naming the command.
@@ -195,6 +196,15 @@ pub(crate) fn free_batch(fd: BorrowedFd<'_>, entries: &mut [Free]) -> Result<Fre
     Ok(arg)
 }
 
+/// `KMEMLAB_NOP`: a round trip that does nothing (`ENOTTY` from a module older than it).
+pub(crate) fn nop(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: `kmemlab_nop` is declared with `IOCTL_NOP`, an `_IO` command without an
+    // argument: the call passes no pointer, so the kernel reads and writes no memory of
+    // ours. `fd` is borrowed, so it stays open for the call.
+    check("KMEMLAB_NOP", unsafe { ioctl::kmemlab_nop(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
 /// Where an atomic of `size` bytes and alignment `align` at `offset` of `map` lies, or
 /// `None` when it would not lie wholly inside the map, would be misaligned, or the map is
 /// not writable (see [`load_u64`]).
@@ -292,6 +302,7 @@ mod tests {
             trigger(fd, 1).map(drop).unwrap_err(),
             alloc_batch(fd, &mut allocs).map(drop).unwrap_err(),
             free_batch(fd, &mut frees).map(drop).unwrap_err(),
+            nop(fd).unwrap_err(),
         ];
         let names: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
@@ -306,6 +317,7 @@ mod tests {
                 "ioctl KMEMLAB_TRIGGER failed",
                 "ioctl KMEMLAB_ALLOC_BATCH failed",
                 "ioctl KMEMLAB_FREE_BATCH failed",
+                "ioctl KMEMLAB_NOP failed",
             ]
         );
         for e in &errors {

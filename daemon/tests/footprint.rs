@@ -207,6 +207,10 @@ impl Device for Module {
     fn free_batch(&self, entries: &mut [Free]) -> kmemlab::Result<BatchOutcome> {
         uncounted(|| self.mock.free_batch(entries))
     }
+
+    fn nop(&self) -> kmemlab::Result<()> {
+        uncounted(|| self.mock.nop())
+    }
 }
 
 /// The button: every wake-up reads the next count, then would block.

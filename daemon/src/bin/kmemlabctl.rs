@@ -70,7 +70,10 @@ fn sweep(dev: &KmemlabDevice, spec: &SweepSpec, json: bool) -> Result<Output> {
     if let Some(b) = bar.get() {
         b.finish_and_clear();
     }
-    Ok(Output::default())
+    Ok(Output {
+        note: ctl::sweep_note(spec),
+        ..Output::default()
+    })
 }
 
 fn main() -> ExitCode {
