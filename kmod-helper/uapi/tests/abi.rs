@@ -171,7 +171,7 @@ fn command_numbers_match_the_linux_encoding() {
     );
     assert_eq!(
         u64::from(IOCTL_NOP),
-        nix::request_code_none!(m, NR_NOP) as u64
+        nix::request_code_none!(m, NR_NOP)
     );
 }
 
