@@ -20,10 +20,7 @@ use kernel::{
     prelude::*, //
 };
 
-use crate::limits::{
-    Charge,
-    Limits, //
-};
+use crate::limits::Charge;
 use crate::mem::{
     cond_resched,
     gfp_for,
@@ -199,7 +196,7 @@ impl Shared {
     ) -> Result<[uapi::Timing; 2]> {
         let kind = Kind::from_abi(kind)?;
         let gfp = gfp_for(kind, flags, false)?;
-        let limits = Limits::get();
+        let limits = self.limits;
         if size == 0 || iters == 0 || iters > limits.max_bench_iters {
             return Err(EINVAL);
         }
@@ -213,10 +210,7 @@ impl Shared {
         {
             return Err(EPERM);
         }
-        let charge = Charge {
-            bytes: size,
-            atomic,
-        };
+        let charge = Charge::one(size, atomic);
         self.bench_reserve(file, charge, &limits)?;
         let res = self.bench_run(kind, gfp, usize::try_from(size)?, iters);
         self.bench_unreserve(file, charge);

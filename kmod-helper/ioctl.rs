@@ -18,7 +18,6 @@ use kernel::{
 
 use crate::batch::BatchBuffers;
 use crate::file::KmemlabFile;
-use crate::limits::Limits;
 use crate::mem;
 use crate::profile::{
     Cmd,
@@ -38,7 +37,7 @@ impl KmemlabFile {
 
     /// INFO: what the module is and what it accepts.
     pub(crate) fn cmd_info(&self, mut writer: UserSliceWriter) -> Result<isize> {
-        let limits = Limits::get();
+        let limits = &self.shared.limits;
         let privs = self.opener.privs;
         let info = uapi::Info {
             abi_version: uapi::ABI_VERSION,
@@ -268,7 +267,7 @@ impl KmemlabFile {
     pub(crate) fn cmd_trigger(&self, arg: UserSlice) -> Result<isize> {
         let (mut reader, mut writer) = arg.reader_writer();
         let mut req: uapi::Trigger = read_in(&mut reader)?;
-        let max = Limits::get().max_trigger_count;
+        let max = self.shared.limits.max_trigger_count;
         if req._pad != 0 || req.events != 0 || req.count == 0 || req.count > max {
             return Err(EINVAL);
         }

@@ -29,10 +29,12 @@
 //! ALLOC and FREE are batches of one: [`Shared::alloc`] and [`Shared::free`] take a slice of
 //! requests, so a batch of 256 takes `inner` twice (reserve, insert) for ALLOC and once for
 //! FREE, like a single request does, and allocates no memory of its own per request: the table
-//! makes room for the whole batch at once, and the counters are added once per batch. The
-//! allocator calls of a batch run back to back, timed with one clock read between two
-//! ([`Lap`]); each report (page walk, usable size) is written after them, under `inner` as its
-//! allocation goes into the table.
+//! makes room for the whole batch at once, the batch is charged against the limits and quotas
+//! as one sum (entry by entry only when the sum does not fit, to find the first entry that does
+//! not), and the counters are added once per batch. The allocator calls of a batch run back to
+//! back, timed with one clock read between two ([`Lap`]); the reports (page walk, usable size)
+//! are written after them, before `inner` is taken to insert the allocations. Where the time of
+//! each phase goes is in the debugfs file `kmemlab/profile` (`profile.rs`).
 
 use kernel::{
     bindings,
@@ -124,10 +126,7 @@ pub(crate) struct Allocation {
 impl Allocation {
     /// What the allocation counts against the limits and its owner's quota.
     fn charge(&self) -> Charge {
-        Charge {
-            bytes: self.size,
-            atomic: is_atomic(self.flags),
-        }
+        Charge::one(self.size, is_atomic(self.flags))
     }
 }
 
@@ -155,10 +154,11 @@ impl Inner {
             .map(|(_, usage)| usage)
     }
 
-    /// Charges one allocation of `owner` against the global limits (`ENOSPC`) and, for a file,
-    /// its quota (`quota`: the opener is unprivileged).
+    /// Charges allocations of `owner` (one, or a batch's sum) against the global limits
+    /// (`ENOSPC`) and, for a file, its quota (`quota`: the opener is unprivileged). Charges
+    /// nothing when it fails.
     fn charge(&mut self, owner: Owner, c: Charge, limits: &Limits, quota: bool) -> Result {
-        if self.total.count >= limits.max_outstanding_count
+        if self.total.count.saturating_add(c.count) > limits.max_outstanding_count
             || self.total.bytes.saturating_add(c.bytes) > limits.max_outstanding_bytes
         {
             return Err(ENOSPC);
@@ -176,16 +176,11 @@ impl Inner {
         uncharge(&mut self.total, &mut self.files, owner, c);
     }
 
-    /// Takes allocation `handle` out of the table if `owner` may see it; returns its kind, size
-    /// and memory, to be freed after the lock is dropped. Returns `None`, leaving it in place,
-    /// for a dma_coherent one when the caller is not in a DMA section (`dma_ok`), which must
-    /// last across its free.
-    fn take(
-        &mut self,
-        owner: Owner,
-        handle: u64,
-        dma_ok: bool,
-    ) -> Result<Option<(Kind, u64, Mem)>> {
+    /// Takes allocation `handle` out of the table if `owner` may see it; returns it, to be
+    /// uncharged ([`Inner::uncharge`]) and freed after the lock is dropped. Returns `None`,
+    /// leaving it in place, for a dma_coherent one when the caller is not in a DMA section
+    /// (`dma_ok`), which must last across its free.
+    fn take(&mut self, owner: Owner, handle: u64, dma_ok: bool) -> Result<Option<Allocation>> {
         let entry = self.allocs.entry(handle).ok_or(ENOENT)?;
         let a = entry.get().ok_or(ENOENT)?;
         if a.owner != owner && a.owner != Owner::Device {
@@ -194,9 +189,7 @@ impl Inner {
         if a.kind == Kind::DmaCoherent && !dma_ok {
             return Ok(None);
         }
-        let a = entry.remove().ok_or(ENOENT)?;
-        self.uncharge(a.owner, a.charge());
-        Ok(Some((a.kind, a.size, a.mem)))
+        Ok(Some(entry.remove().ok_or(ENOENT)?))
     }
 }
 
@@ -225,13 +218,27 @@ impl Request {
     /// and flags must be valid (`EINVAL`), `FLAG_PERSIST` needs CAP_SYS_ADMIN (`EPERM`), the size
     /// from 1 to the kind's limit (`EINVAL`, `E2BIG`, which counts as a failure).
     fn check(req: &uapi::Alloc, limits: &Limits, privs: Privileges) -> Result<Self> {
-        let input_only = uapi::Alloc {
-            kind: req.kind,
-            flags: req.flags,
-            size: req.size,
-            ..Default::default()
-        };
-        if *req != input_only {
+        // Every field but the three inputs is zero. (Destructured without `..`: a new field
+        // must be added here. Building a whole `Alloc` to compare with cost more.)
+        let uapi::Alloc {
+            kind: _,
+            flags: _,
+            size: _,
+            handle,
+            vaddr,
+            phys,
+            dma,
+            usable_size,
+            alloc_ns,
+            pages,
+            phys_segments,
+            result,
+            _pad,
+            reserved: [r0, r1],
+        } = *req;
+        if handle | vaddr | phys | dma | usable_size | alloc_ns | r0 | r1 != 0
+            || pages | phys_segments | result | _pad != 0
+        {
             return Err(EINVAL);
         }
         let kind = Kind::from_abi(req.kind)?;
@@ -250,10 +257,7 @@ impl Request {
             kind,
             gfp,
             size: usize::try_from(req.size)?,
-            charge: Charge {
-                bytes: req.size,
-                atomic: is_atomic(req.flags),
-            },
+            charge: Charge::one(req.size, is_atomic(req.flags)),
         })
     }
 }
@@ -306,6 +310,8 @@ pub(crate) struct Shared {
     pub(crate) heap_size: u64,
     /// The DMA mask set at probe (streaming and coherent).
     pub(crate) dma_mask: u64,
+    /// The limits, read from the module parameters at probe (they cannot change after load).
+    pub(crate) limits: Limits,
     /// True until unbind begins; read inside DMA sections.
     bound: Atomic<bool>,
     /// Readers: DMA allocations and frees; unbind waits for them.
@@ -336,6 +342,7 @@ impl Shared {
                 irq,
                 heap_size,
                 dma_mask,
+                limits: Limits::get(),
                 bound: Atomic::new(true),
                 dma_srcu <- new_srcu!("kmemlab_dma"),
                 inner <- new_mutex!(Inner {
@@ -391,7 +398,7 @@ impl Shared {
         slots: &mut [Slot],
         probe: &mut Probe,
     ) -> Outcome {
-        let limits = Limits::get();
+        let limits = &self.limits;
         let mut out = Outcome {
             done: entries.len().min(slots.len()),
             error: None,
@@ -409,7 +416,7 @@ impl Shared {
         {
             let checked = match prev {
                 Some((p, r)) if p == e => Ok(r),
-                _ => Request::check(e, &limits, file.privs),
+                _ => Request::check(e, limits, file.privs),
             };
             match checked {
                 Ok(r) => {
@@ -447,7 +454,9 @@ impl Shared {
             }
         };
 
-        // Reserve against the limits and the quota, for the whole batch at once.
+        // Reserve against the limits and the quota, for the whole batch at once: its sums for
+        // the file and for the device, or, when they do not fit, entry by entry up to the first
+        // that does not.
         {
             let mut inner = self.inner.lock();
             if !inner.bound {
@@ -458,15 +467,37 @@ impl Shared {
                 out.stop(0, err);
                 return out;
             }
-            for (i, (e, slot)) in entries.iter().zip(slots.iter()).enumerate().take(out.done) {
-                let Some(r) = &slot.req else {
-                    out.stop(i, EINVAL);
-                    break;
-                };
-                if let Err(err) = inner.charge(owner_of(e), r.charge, &limits, !file.privs.admin) {
-                    count_failure(r.kind);
-                    out.stop(i, err);
-                    break;
+            let quota = !file.privs.admin;
+            let (mut mine, mut device) = (Charge::default(), Charge::default());
+            for (e, slot) in entries.iter().zip(slots.iter()).take(out.done) {
+                if let Some(r) = &slot.req {
+                    match owner_of(e) {
+                        Owner::Device => device.add(r.charge),
+                        Owner::File(_) => mine.add(r.charge),
+                    }
+                }
+            }
+            let whole = match inner.charge(Owner::File(file.id), mine, limits, quota) {
+                Ok(()) => match inner.charge(Owner::Device, device, limits, quota) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        inner.uncharge(Owner::File(file.id), mine);
+                        false
+                    }
+                },
+                Err(_) => false,
+            };
+            if !whole {
+                for (i, (e, slot)) in entries.iter().zip(slots.iter()).enumerate().take(out.done) {
+                    let Some(r) = &slot.req else {
+                        out.stop(i, EINVAL);
+                        break;
+                    };
+                    if let Err(err) = inner.charge(owner_of(e), r.charge, limits, quota) {
+                        count_failure(r.kind);
+                        out.stop(i, err);
+                        break;
+                    }
                 }
             }
         }
@@ -596,6 +627,7 @@ impl Shared {
             error: None,
         };
         let mut tally = Tally::default();
+        let (mut mine, mut device) = (Charge::default(), Charge::default());
         // Entered at the first dma_coherent entry (`tried`); SRCU readers never block, so it
         // may be entered under `inner`. `None` after trying: unbind has begun.
         let mut section: Option<DmaSection<'_>> = None;
@@ -611,9 +643,13 @@ impl Shared {
                 break;
             }
             match inner.take(owner, e.handle, section.is_some()) {
-                Ok(Some((kind, size, mem))) => {
-                    tally.add(kind, size);
-                    slot.mem = Some(mem);
+                Ok(Some(a)) => {
+                    tally.add(a.kind, a.size);
+                    match a.owner {
+                        Owner::Device => device.add(a.charge()),
+                        Owner::File(_) => mine.add(a.charge()),
+                    }
+                    slot.mem = Some(a.mem);
                 }
                 Ok(None) if !tried => {
                     // dma_coherent: enter a DMA section, then look again.
@@ -633,6 +669,9 @@ impl Shared {
             }
             i += 1;
         }
+        // Uncharged once for the batch: `take` found each either the caller's or the device's.
+        inner.uncharge(owner, mine);
+        inner.uncharge(Owner::Device, device);
         inner.allocs.compact();
         drop(inner);
         probe.mark(Phase::Take);

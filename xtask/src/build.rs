@@ -55,16 +55,17 @@ impl Flavor {
     pub fn about(self) -> &'static str {
         match self {
             Flavor::Test => {
-                "the test kernel (xtask/config/test-kernel.config): kmemleak on, failslab and \
-                 fail_page_alloc built in, SLUB debugging built in and off"
+                "the test kernel (xtask/config/test-kernel.config): built with -Os \
+                 (tinyconfig's), kmemleak on, failslab and fail_page_alloc built in, SLUB \
+                 debugging built in and off"
             }
             Flavor::Debug => {
                 "the debug kernel: the test kernel with lockdep, KFENCE, SLUB debugging on, \
                  DMA API debugging"
             }
             Flavor::Bench => {
-                "the bench kernel (test-kernel.config with bench-kernel.config): no kmemleak, \
-                 no fault injection, SLUB debugging built in and off"
+                "the bench kernel (test-kernel.config with bench-kernel.config): built with -O2, \
+                 no kmemleak, no fault injection, SLUB debugging built in and off"
             }
         }
     }

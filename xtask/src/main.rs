@@ -37,7 +37,7 @@ commands:
                           (7.3.4+deb13-arm64 or -amd64) with Debian's compiler, in a
                           cached trixie root (kmod-helper/debian/build-for-debian.sh)
   userspace               build kmemlabd and kmemlabctl (static arm64, and host)
-  vm [--presses N] [--no-daemon] [--timeout SECS] [--verbose] [--extra FILE]...
+  vm [--presses N] [--no-daemon] [--timeout SECS] [--cpus N] [--verbose] [--extra FILE]...
      [--kernel KERNEL] [--debug-kernel] [--overlay DTSO] [-- CMD...]
                           boot the board, press the button N times, run CMD;
                           --extra packs FILE into the guest as /usr/bin/<its name>;
@@ -332,6 +332,13 @@ fn parse_vm(args: &[String]) -> Result<(VmOptions, GuestKernel)> {
                     bail!("--overlay {}: no such file", path.display());
                 }
                 opts.overlay = path;
+            }
+            "--cpus" => {
+                opts.cpus = it
+                    .next()
+                    .context("--cpus needs a number")?
+                    .parse()
+                    .context("--cpus needs a number")?;
             }
             "--timeout" => {
                 let secs: u64 = it

@@ -169,10 +169,7 @@ fn command_numbers_match_the_linux_encoding() {
         u64::from(IOCTL_FREE_BATCH),
         nix::request_code_readwrite!(m, NR_FREE_BATCH, size_of::<FreeBatch>()) as u64
     );
-    assert_eq!(
-        u64::from(IOCTL_NOP),
-        nix::request_code_none!(m, NR_NOP)
-    );
+    assert_eq!(u64::from(IOCTL_NOP), nix::request_code_none!(m, NR_NOP));
 }
 
 #[test]
