@@ -218,34 +218,29 @@ impl Request {
     /// and flags must be valid (`EINVAL`), `FLAG_PERSIST` needs CAP_SYS_ADMIN (`EPERM`), the size
     /// from 1 to the kind's limit (`EINVAL`, `E2BIG`, which counts as a failure).
     fn check(req: &uapi::Alloc, limits: &Limits, privs: Privileges) -> Result<Self> {
-        // Every field but the three inputs is zero. (Destructured without `..`: a new field
-        // must be added here. Building a whole `Alloc` to compare with cost more.)
-        let uapi::Alloc {
-            kind: _,
-            flags: _,
-            size: _,
-            handle,
-            vaddr,
-            phys,
-            dma,
-            usable_size,
-            alloc_ns,
-            pages,
-            phys_segments,
-            result,
-            _pad,
-            reserved: [r0, r1],
-        } = *req;
-        if handle | vaddr | phys | dma | usable_size | alloc_ns | r0 | r1 != 0
-            || pages | phys_segments | result | _pad != 0
-        {
-            return Err(EINVAL);
-        }
+        only_inputs(req)?;
         let kind = Kind::from_abi(req.kind)?;
         let gfp = gfp_for(kind, req.flags, true)?;
         if req.flags & uapi::FLAG_PERSIST != 0 && !privs.admin {
             return Err(EPERM);
         }
+        Self::sized(kind, gfp, req, limits)
+    }
+
+    /// Checks an ALLOC entry with the same `kind` and `flags` as this request, which passed
+    /// [`Request::check`]: as that does, without checking the kind and flags again.
+    fn like(&self, req: &uapi::Alloc, limits: &Limits) -> Result<Self> {
+        only_inputs(req)?;
+        Self::sized(self.kind, self.gfp, req, limits)
+    }
+
+    /// The request for `req.size` bytes of `kind` with `gfp`: from 1 to the kind's limit.
+    fn sized(
+        kind: Kind,
+        gfp: bindings::gfp_t,
+        req: &uapi::Alloc,
+        limits: &Limits,
+    ) -> Result<Self> {
         if req.size == 0 {
             return Err(EINVAL);
         }
@@ -260,6 +255,33 @@ impl Request {
             charge: Charge::one(req.size, is_atomic(req.flags)),
         })
     }
+}
+
+/// `EINVAL` unless every field of `req` but the three inputs is zero. (Destructured without
+/// `..`: a new field must be added here. Building a whole `Alloc` to compare with cost more.)
+fn only_inputs(req: &uapi::Alloc) -> Result {
+    let uapi::Alloc {
+        kind: _,
+        flags: _,
+        size: _,
+        handle,
+        vaddr,
+        phys,
+        dma,
+        usable_size,
+        alloc_ns,
+        pages,
+        phys_segments,
+        result,
+        _pad,
+        reserved: [r0, r1],
+    } = *req;
+    if handle | vaddr | phys | dma | usable_size | alloc_ns | r0 | r1 != 0
+        || pages | phys_segments | result | _pad != 0
+    {
+        return Err(EINVAL);
+    }
+    Ok(())
 }
 
 /// Scratch space for one entry of a batch: its checked request and, between the allocator
@@ -405,24 +427,26 @@ impl Shared {
         };
 
         // Check every entry first, so that the batch reserves only what it may allocate. An entry
-        // equal to the one before it passes as that one did.
+        // with the kind and flags of the one before it needs only its other fields checked.
         let mut dma = false;
-        let mut prev: Option<(&uapi::Alloc, Request)> = None;
+        let mut prev: Option<(u32, u32, Request)> = None;
         for (i, (e, slot)) in entries
             .iter()
             .zip(slots.iter_mut())
             .enumerate()
             .take(out.done)
         {
-            let checked = match prev {
-                Some((p, r)) if p == e => Ok(r),
+            let checked = match &prev {
+                Some((kind, flags, r)) if *kind == e.kind && *flags == e.flags => {
+                    r.like(e, limits)
+                }
                 _ => Request::check(e, limits, file.privs),
             };
             match checked {
                 Ok(r) => {
                     dma |= r.kind == Kind::DmaCoherent;
                     slot.req = Some(r);
-                    prev = Some((e, r));
+                    prev = Some((e.kind, e.flags, r));
                 }
                 Err(err) => {
                     out.stop(i, err);

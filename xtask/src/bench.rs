@@ -20,7 +20,7 @@ pub const LIVE_FILLERS: [u32; 3] = [0, 999, 65_535];
 
 /// Presses per interrupt-to-wake series, and the gap between two.
 pub const LATENCY_PRESSES: u32 = 1000;
-const LATENCY_GAP_US: u32 = 2000;
+const LATENCY_GAP_US: u32 = 5000;
 
 /// Where `--charts` writes the sweep's chart, in the repository.
 pub const CHART: &str = "docs/bench-sweep.svg";
@@ -97,10 +97,14 @@ echo '== profile vmalloc'
 echo 1 > $P
 kmemlabctl bench --kinds vmalloc --sizes 4K --iters 10000 --json --no-progress
 echo 0 > $P; cat $P
-echo '== live'
 for n in @LIVE@; do
+    echo "== live $n"
     kmemlabctl bench --kinds kmalloc --sizes 64 --iters 100000 --rounds 4 --live $n \
         --json --no-progress
+    echo "== live profile $n"
+    echo 1 > $P
+    kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --live $n --json --no-progress
+    echo 0 > $P; cat $P
 done
 echo '== kmemlab_vmalloc'
 if [ -e /usr/bin/test_vmalloc.ko ]; then

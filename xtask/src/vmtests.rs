@@ -113,6 +113,11 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         software_device_works_without_a_node,
     ),
+    (
+        "nop_and_profile_count_every_call",
+        Needs::Engine,
+        crate::vmtests_profile::nop_and_profile_count_every_call,
+    ),
 ];
 
 /// What [`run_all`] did.
@@ -160,6 +165,11 @@ pub fn run_all(art: &Artifacts) -> SuiteReport {
         ))
     };
     SuiteReport { ran, result }
+}
+
+/// Boots with `opts`, and fails on a kernel splat (for the tests in other files).
+pub(crate) fn boot_checked(art: &Artifacts, opts: VmOptions) -> Result<VmOutcome> {
+    boot(art, opts)
 }
 
 /// Boots with `opts`, and fails on a kernel splat.
