@@ -101,14 +101,18 @@ for n in @LIVE@; do
     echo "== live $n"
     kmemlabctl bench --kinds kmalloc --sizes 64 --iters 100000 --rounds 4 --live $n \
         --json --no-progress
-    echo "== live profile $n"
-    echo 1 > $P
-    kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --live $n --json --no-progress
-    echo 0 > $P; cat $P
+done
+for r in 1 2 3; do
+    for n in @LIVE@; do
+        echo "== live profile $n round $r"
+        echo 1 > $P
+        kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --live $n --json --no-progress
+        echo 0 > $P; cat $P
+    done
 done
 echo '== kmemlab_vmalloc'
 if [ -e /usr/bin/test_vmalloc.ko ]; then
-    for i in 1 2 3; do
+    for i in 1 2 3 4 5; do
         kmemlabctl bench --kind vmalloc --size 4K --iters 20000 --json
         insmod /usr/bin/test_vmalloc.ko run_test_mask=1 nr_threads=1 test_loop_count=20000 2>/dev/null
     done

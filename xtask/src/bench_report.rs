@@ -9,6 +9,9 @@ use serde_json::Value;
 use crate::bench::{BenchOptions, LATENCY_PRESSES, LIVE_FILLERS};
 use crate::vm::{json_lines, section};
 
+/// Rounds of profiled runs at each number of live allocations.
+pub const LIVE_ROUNDS: usize = 3;
+
 /// The phases of the module's profile, in the order a call goes through them.
 const PHASES: [&str; 10] = [
     "copy_in", "check", "reserve", "allocate", "report", "insert", "finish", "take", "free",
@@ -97,8 +100,9 @@ pub struct Run {
     pub points: Vec<Value>,
     pub profiles: Vec<(String, Option<Value>, Profile)>,
     pub live: Vec<Value>,
-    /// The module's profile of a shorter run at each number of [`LIVE_FILLERS`].
-    pub live_profiles: Vec<Profile>,
+    /// The module's profiles of shorter runs at each number of [`LIVE_FILLERS`], one a round;
+    /// the rounds take turns over the numbers.
+    pub live_profiles: Vec<Vec<Profile>>,
     pub latency_idle: Vec<u64>,
     pub latency_load: Vec<u64>,
     /// ns per vmalloc+vfree: test_vmalloc's runs and kmemlab's, taking turns.
@@ -186,7 +190,13 @@ impl Run {
                 .collect(),
             live_profiles: LIVE_FILLERS
                 .iter()
-                .map(|n| Profile::parse(&section(out, &format!("live profile {n}"))))
+                .map(|n| {
+                    (1..=LIVE_ROUNDS)
+                        .map(|r| {
+                            Profile::parse(&section(out, &format!("live profile {n} round {r}")))
+                        })
+                        .collect()
+                })
                 .collect(),
             latency_idle: numbers(&section(out, "latency_idle")),
             latency_load: numbers(&section(out, "latency_load")),
@@ -393,20 +403,32 @@ pub fn table_ns(p: &Profile, single: bool) -> Option<f64> {
     seen.then_some(sum)
 }
 
+/// The median over the rounds of [`table_ns`] at the `i`th number of live allocations.
+fn table_median(run: &Run, i: usize, single: bool) -> Option<f64> {
+    let mut v: Vec<f64> = run
+        .live_profiles
+        .get(i)?
+        .iter()
+        .filter_map(|p| table_ns(p, single))
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
 fn render_scaling_target(s: &mut String, run: &Run) {
     let last = LIVE_FILLERS.len() - 1;
     for (path, single) in [("single", true), ("batched", false)] {
-        let one = run.live_profiles.first().and_then(|p| table_ns(p, single));
-        let many = run
-            .live_profiles
-            .get(last)
-            .and_then(|p| table_ns(p, single));
+        let one = table_median(run, 0, single);
+        let many = table_median(run, last, single);
         match (one, many) {
             (Some(one), Some(many)) if one > 0.0 => {
                 let diff = (many - one) / one;
                 let _ = writeln!(
                     s,
-                    "| kmalloc 64 B {path}: the table's cost (reserve, insert, take) with {} live allocations against 1 | {many:.0} ns against {one:.0} ns, {:+.1}% | within 10% | {} |",
+                    "| kmalloc 64 B {path}: the table's cost (reserve, insert, take; median of {LIVE_ROUNDS} profiled runs) with {} live allocations against 1 | {many:.0} ns against {one:.0} ns, {:+.1}% | within 10% | {} |",
                     LIVE_FILLERS[last] + 1,
                     diff * 100.0,
                     verdict(diff.abs() <= 0.10)
@@ -562,7 +584,7 @@ fn render_profile(s: &mut String, kind: &str, point: Option<&Value>, p: &Profile
 fn render_live(s: &mut String, run: &Run) {
     let _ = writeln!(
         s,
-        "Cost against live allocations (kmalloc 64 B, 100,000 pairs in 4 rounds; held: 64 B fillers; the table's phases from a profiled run of 20,000 pairs):"
+        "Cost against live allocations (kmalloc 64 B, 100,000 pairs in 4 rounds; held: 64 B fillers; the table's phases: the median of 3 profiled runs of 20,000 pairs, taking turns):"
     );
     let _ = writeln!(s);
     let _ = writeln!(
@@ -572,10 +594,7 @@ fn render_live(s: &mut String, run: &Run) {
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for (i, n) in LIVE_FILLERS.into_iter().enumerate() {
         let table = |single: bool| {
-            run.live_profiles
-                .get(i)
-                .and_then(|p| table_ns(p, single))
-                .map_or("-".to_owned(), |x| format!("{x:.0}"))
+            table_median(run, i, single).map_or("-".to_owned(), |x| format!("{x:.0}"))
         };
         match live_point(run, n) {
             Some(p) => {
@@ -695,7 +714,7 @@ mod tests {
             )
         };
         let out = format!(
-            "{RSS}== live 0\n{}\n== live profile 0\n{}== live 65535\n{}\n== live profile 65535\n{}== end\n",
+            "{RSS}== live 0\n{}\n== live profile 0 round 1\n{}== live 65535\n{}\n== live profile 65535 round 1\n{}== end\n",
             r#"{"kind":"kmalloc","size":64,"live":0,"single_ns_per_pair":1000,"batched_ns_per_pair":500}"#,
             profile([100, 200, 300], [5000, 5000, 10000]),
             r#"{"kind":"kmalloc","size":64,"live":65535,"single_ns_per_pair":1050,"batched_ns_per_pair":600}"#,
