@@ -5,9 +5,9 @@
 //! Handles are handed out in increasing order under the lock that guards the table, so a new
 //! value always goes at the end: an append into room reserved beforehand (in the same hold of
 //! the lock), with no allocation and no rebalancing. Lookup is a binary search over a flat array.
-//! Removing a value leaves a hole that keeps its handle, so the array stays sorted; holes are
-//! squeezed out once there are at least as many as live values, which makes that cost about one
-//! move per removal.
+//! Removing a value leaves a hole that keeps its handle, so the array stays sorted; holes at the
+//! end of the array are dropped after each run of removals, and the others are squeezed out once
+//! there are at least as many as live values, which makes that cost about one move per removal.
 //!
 //! This replaced a red-black tree with recycled nodes: under emulation, inserting a batch's
 //! entries into it (a walk down the right spine and a rebalance each) took about 530 ns per
@@ -21,8 +21,7 @@ pub(crate) struct Table<V> {
     slots: KVVec<(u64, Option<V>)>,
     /// The `Some` entries of `slots`.
     live: usize,
-    /// Where the next lookup looks first: after the last slot found. Frees tend to come in the
-    /// order of the allocations, so this usually saves the binary search.
+    /// Where the next lookup looks first: after the last slot found (see [`Table::index`]).
     hint: usize,
 }
 
@@ -64,10 +63,25 @@ impl<V> Table<V> {
     }
 
     /// The index of `handle`'s slot, if it is live.
+    ///
+    /// Looks first after the last slot found (frees tend to come in the order of the
+    /// allocations), then where `handle` would be if the slots from it to the end had
+    /// consecutive handles (a batch just made, or the last allocation), and only then
+    /// searches: with 65,535 values a binary search touches 16 pages of the array, which cost
+    /// about as much as the rest of a batch's lookups under emulation.
     fn index(&mut self, handle: u64) -> Option<usize> {
-        let i = match self.slots.get(self.hint) {
-            Some((h, _)) if *h == handle => self.hint,
-            _ => self.slots.binary_search_by_key(&handle, |(h, _)| *h).ok()?,
+        let at = |i: usize| self.slots.get(i).is_some_and(|(h, _)| *h == handle);
+        let from_end = || {
+            let (last, _) = self.slots.last()?;
+            let back = usize::try_from(last.checked_sub(handle)?).ok()?;
+            self.slots.len().checked_sub(back.checked_add(1)?)
+        };
+        let i = if at(self.hint) {
+            self.hint
+        } else if let Some(i) = from_end().filter(|i| at(*i)) {
+            i
+        } else {
+            self.slots.binary_search_by_key(&handle, |(h, _)| *h).ok()?
         };
         self.hint = i + 1;
         self.slots.get(i)?.1.as_ref().map(|_| i)
@@ -111,10 +125,19 @@ impl<V> Table<V> {
         last
     }
 
-    /// Squeezes out the holes once there are at least as many as live values (and at least
-    /// [`MIN_HOLES`]), and gives back memory when the array is mostly empty room (beyond
-    /// [`KEEP`] slots).
+    /// Drops the holes at the end of the array, then squeezes out the others once there are
+    /// at least as many as live values (and at least [`MIN_HOLES`]), and gives back memory
+    /// when the array is mostly empty room (beyond [`KEEP`] slots).
+    ///
+    /// Values are freed about in the order they were made, so the holes at the end are most
+    /// of them: dropping those at once keeps the appends and lookups in the same few slots
+    /// however many older values stay live before them. (Without it, with 65,535 values
+    /// held, a stream of batches appended into fresh room until a compaction, and the
+    /// table's share of a batched kmalloc pair went from 352 to 785 ns under emulation.)
     pub(crate) fn compact(&mut self) {
+        while self.slots.last().is_some_and(|(_, slot)| slot.is_none()) {
+            self.slots.pop();
+        }
         let holes = self.slots.len().saturating_sub(self.live);
         if holes < MIN_HOLES || holes < self.live {
             return;

@@ -102,12 +102,22 @@ for n in @LIVE@; do
     kmemlabctl bench --kinds kmalloc --sizes 64 --iters 100000 --rounds 4 --live $n \
         --json --no-progress
 done
-for r in 1 2 3; do
+# The profiled runs: another process holds the live allocations (the table is the device's,
+# shared by every opener), made before the profile starts and freed after it stops.
+for r in 1 2 3 4 5; do
     for n in @LIVE@; do
         echo "== live profile $n round $r"
+        hp=
+        if [ $n -gt 0 ]; then
+            kmemlab-abi-probe keep $n > /tmp/keep.out &
+            hp=$!
+            i=0; while ! grep -q kept /tmp/keep.out 2>/dev/null; do
+                i=$((i + 1)); [ $i -gt 6000 ] && break; usleep 10000; done
+        fi
         echo 1 > $P
-        kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --live $n --json --no-progress
+        kmemlabctl bench --kinds kmalloc --sizes 64 --iters 20000 --json --no-progress
         echo 0 > $P; cat $P
+        if [ -n "$hp" ]; then kill $hp; wait $hp 2>/dev/null; rm -f /tmp/keep.out; fi
     done
 done
 echo '== kmemlab_vmalloc'

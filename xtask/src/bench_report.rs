@@ -10,7 +10,7 @@ use crate::bench::{BenchOptions, LATENCY_PRESSES, LIVE_FILLERS};
 use crate::vm::{json_lines, section};
 
 /// Rounds of profiled runs at each number of live allocations.
-pub const LIVE_ROUNDS: usize = 3;
+pub const LIVE_ROUNDS: usize = 5;
 
 /// The phases of the module's profile, in the order a call goes through them.
 const PHASES: [&str; 10] = [
@@ -598,7 +598,7 @@ fn render_profile(s: &mut String, kind: &str, point: Option<&Value>, p: &Profile
 fn render_live(s: &mut String, run: &Run) {
     let _ = writeln!(
         s,
-        "Cost against live allocations (kmalloc 64 B, 100,000 pairs in 4 rounds; held: 64 B fillers; the table's phases: the median of 3 profiled runs of 20,000 pairs, taking turns):"
+        "Cost against live allocations (kmalloc 64 B, 100,000 pairs in 4 rounds; held: 64 B fillers; the table's phases: the median of 5 profiled runs of 20,000 pairs, taking turns, with the live allocations held by another process):"
     );
     let _ = writeln!(s);
     let _ = writeln!(

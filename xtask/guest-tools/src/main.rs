@@ -11,6 +11,7 @@
 //! kmemlab-abi-probe module-range NAME       "0xSTART 0xEND" of a module's memory
 //! kmemlab-abi-probe trigger-pair GAP_MS     two software presses GAP_MS apart
 //! kmemlab-abi-probe presses N GAP_US        N software presses GAP_US apart
+//! kmemlab-abi-probe keep N                  hold N kmalloc 64 B allocations until killed
 //! kmemlab-abi-probe unbind-live             unbind the device under a mapping and allocations
 //! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices
 //! kmemlab-abi-probe as UID GID GROUPS PROG ARGS...  run PROG as that user (no capabilities)
@@ -426,6 +427,23 @@ fn hold(n: u64, kind: u32, size: u64) -> Result<bool, String> {
     Ok(during == n && after == 0)
 }
 
+/// Allocates `n` kmalloc 64 B allocations, says so on stdout, and holds them until killed
+/// (the kernel frees them when the file closes): the live allocations of `cargo xtask
+/// bench`'s profiled scaling runs, made and freed outside the profiled window.
+fn keep(n: u64) -> Result<bool, String> {
+    use std::io::Write;
+    let dev = Dev::open().map_err(|e| format!("cannot open {DEVICE}: {e}"))?;
+    for i in 0..n {
+        dev.alloc(KIND_KMALLOC, FLAG_GFP_KERNEL, 64)
+            .map_err(|e| format!("allocation {i} failed: {}", errno_name(e)))?;
+    }
+    println!("{}", json!({ "kept": n }));
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 /// Prints the address range a loaded module occupies (from /proc/modules, which shows
 /// real addresses to a CAP_SYSLOG reader with kptr_restrict=1): the fault-injection
 /// stack filter's require-start and require-end.
@@ -658,6 +676,7 @@ fn main() -> ExitCode {
         ["module-range", name] => module_range(name),
         ["trigger-pair", gap_ms] => (|| trigger_pair(num(gap_ms)?))(),
         ["presses", n, gap_us] => (|| presses(num(n)?, num(gap_us)?))(),
+        ["keep", n] => (|| keep(num(n)?))(),
         ["unbind-live"] => unbind_live(),
         ["notify-test", daemon] => notify_test(daemon),
         ["load", threads, secs, seed] => (|| stress::load(num(threads)?, num(secs)?, num(seed)?))(),
