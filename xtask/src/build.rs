@@ -402,3 +402,31 @@ pub fn userspace_amd64() -> Result<Userspace> {
         abi_probe: bin.join("kmemlab-abi-probe"),
     })
 }
+
+/// Builds the C client (kmod-helper/uapi/examples/kmemlab-c-client.c) as a static binary
+/// for the guest of `target` ([`GUEST_TARGET`] with the cross compiler, or
+/// [`AMD64_GUEST_TARGET`] with the host's gcc), against kmemlab.h installed as
+/// `<linux/kmemlab.h>`, as the .deb installs it; returns its path.
+pub fn c_client(target: &str) -> Result<PathBuf> {
+    let root = repo_root();
+    let uapi = root.join("kmod-helper/uapi");
+    let out = root.join("target/guest-c").join(target);
+    let include = out.join("include/linux");
+    fs::create_dir_all(&include)?;
+    fs::copy(uapi.join("kmemlab.h"), include.join("kmemlab.h"))
+        .context("failed to copy kmemlab.h")?;
+    let cc = match target {
+        GUEST_TARGET => format!("{CROSS_COMPILE}gcc"),
+        AMD64_GUEST_TARGET => "gcc".to_owned(),
+        other => bail!("no C compiler known for {other}"),
+    };
+    step(format!("building kmemlab-c-client for {target} with {cc}"));
+    let exe = out.join("kmemlab-c-client");
+    run(Command::new(&cc)
+        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(out.join("include"))
+        .arg(uapi.join("examples/kmemlab-c-client.c"))
+        .arg("-o")
+        .arg(&exe))?;
+    Ok(exe)
+}

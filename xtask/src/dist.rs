@@ -1,5 +1,6 @@
 //! `cargo xtask dist [--kdir DIR]`: a tarball and a Debian arm64 package with the
-//! binaries, the service files, the overlays and kmemlab.ko built for DIR.
+//! binaries, the service files, the overlays, the C header of the ABI and kmemlab.ko
+//! built for DIR.
 //! `cargo xtask dist --debian RELEASE [--module KO]`: the same for Debian's own kernel
 //! RELEASE (`7.3.4+deb13-arm64`, or `-amd64` with amd64 binaries), with kmemlab.ko in
 //! /lib/modules/RELEASE/updates/ and a dependency on `linux-image-RELEASE`.
@@ -312,8 +313,20 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
         &stage.join("usr/share/kmemlab/bindings/yang,mydevice.yaml"),
         0o644,
     )?;
+    // The ABI for C (and Python through ctypes or cffi), where include/uapi headers go.
+    let uapi = root.join("kmod-helper/uapi");
+    install(
+        &uapi.join("kmemlab.h"),
+        &stage.join("usr/include/linux/kmemlab.h"),
+        0o644,
+    )?;
     let doc = stage.join("usr/share/doc/kmemlab");
     install(&root.join("README.md"), &doc.join("README.md"), 0o644)?;
+    install(
+        &uapi.join("examples/kmemlab-c-client.c"),
+        &doc.join("examples/kmemlab-c-client.c"),
+        0o644,
+    )?;
     write(&doc.join("copyright"), COPYRIGHT, 0o644)?;
     write_gz(
         &doc.join("changelog.Debian.gz"),
@@ -360,7 +373,8 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
          kmemlabd allocates and frees kernel memory (kmalloc, vmalloc,\n \
          dma_alloc_coherent) through the kmemlab module on each press of a GPIO\n \
          button, and logs each result as a JSON line. The module in this package\n \
-         is built for Linux {release}.\n"
+         is built for Linux {release}. C programs reach the module through\n \
+         <linux/kmemlab.h>, its ioctl ABI.\n"
     );
     write(&stage.join("DEBIAN/control"), &control, 0o644)?;
     write(&stage.join("DEBIAN/postinst"), &postinst(&release), 0o755)?;
@@ -458,7 +472,12 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
             "/usr/share/kmemlab/overlays/kmemlab-qemu-virt.dtbo".to_owned(),
             0o644,
         ),
+        ("/usr/include/linux/kmemlab.h".to_owned(), 0o644),
         ("/usr/share/doc/kmemlab/README.md".to_owned(), 0o644),
+        (
+            "/usr/share/doc/kmemlab/examples/kmemlab-c-client.c".to_owned(),
+            0o644,
+        ),
         ("/usr/share/doc/kmemlab/copyright".to_owned(), 0o644),
         (
             "/usr/share/doc/kmemlab/changelog.Debian.gz".to_owned(),
@@ -486,6 +505,17 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
             );
         }
     }
+    let header = fs::read(rootfs.join("usr/include/linux/kmemlab.h"))?;
+    ensure!(
+        header == fs::read(repo_root().join("kmod-helper/uapi/kmemlab.h"))?,
+        "/usr/include/linux/kmemlab.h is not kmod-helper/uapi/kmemlab.h"
+    );
+    let tar = output(Command::new("tar").arg("-tzf").arg(&pkgs.tarball))?;
+    ensure!(
+        tar.lines().any(|l| l == "./usr/include/linux/kmemlab.h"),
+        "{} lacks usr/include/linux/kmemlab.h",
+        pkgs.tarball.display()
+    );
     let bin = output(Command::new("file").arg(rootfs.join("usr/bin/kmemlabd"))).unwrap_or_default();
     if !bin.is_empty() {
         ensure!(

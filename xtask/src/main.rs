@@ -12,6 +12,7 @@ mod stock;
 mod util;
 mod vm;
 mod vmtests;
+mod vmtests_c;
 mod vmtests_profile;
 
 use std::path::{Path, PathBuf};

@@ -118,6 +118,11 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         crate::vmtests_profile::nop_and_profile_count_every_call,
     ),
+    (
+        "c_client_allocates_and_frees",
+        Needs::Engine,
+        crate::vmtests_c::c_client_allocates_and_frees,
+    ),
 ];
 
 /// What [`run_all`] did.
