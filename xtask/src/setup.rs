@@ -29,6 +29,7 @@ const LIBCLANG_VERSION: &str = "18.1.1";
 const APT_PACKAGES: &[&str] = &[
     "make",
     "gcc",
+    "libc6-dev",
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     "flex",
