@@ -218,7 +218,7 @@ fn presses_arrive_in_order(art: &Artifacts) -> Result<()> {
         art,
         VmOptions {
             presses: 5,
-            cmd: "grep -E 'kmemlab|pl061' /proc/interrupts".to_owned(),
+            cmd: "echo '== interrupts'; grep -E 'kmemlab|pl061' /proc/interrupts".to_owned(),
             ..VmOptions::default()
         },
     )?;
@@ -245,11 +245,40 @@ fn presses_arrive_in_order(art: &Artifacts) -> Result<()> {
         "want one start and one stop line:\n{}",
         outcome.log.join("\n")
     );
-    // The kernel counted the same five edges on the GPIO line.
+    // Each of the five is a button press with its own ring record, in order.
+    let mut last_ktime = 0;
+    for v in &presses {
+        ensure!(
+            v.get("source").and_then(Value::as_str) == Some("button"),
+            "a press line not from the button: {v}"
+        );
+        let ktime = v.get("irq_ktime_ns").and_then(Value::as_u64);
+        ensure!(
+            ktime.is_some_and(|k| k > last_ktime),
+            "press records out of order or without a kernel timestamp: {v}"
+        );
+        last_ktime = ktime.unwrap_or(0);
+    }
+    // The kernel counted the same five edges on the GPIO line: its kmemlab line in
+    // /proc/interrupts is an edge interrupt taken five times, summed over the CPUs.
+    let interrupts = section(&outcome.cmd_output, "interrupts");
+    let line = interrupts
+        .iter()
+        .find(|l| l.split_whitespace().last() == Some("kmemlab"))
+        .with_context(|| {
+            format!(
+                "no kmemlab line in /proc/interrupts:\n{}",
+                outcome.cmd_output
+            )
+        })?;
     ensure!(
-        outcome.cmd_output.contains("Edge"),
-        "/proc/interrupts shows no edge interrupt for the button:\n{}",
-        outcome.cmd_output
+        line.split_whitespace().any(|f| f == "Edge"),
+        "the button's interrupt is not an edge interrupt: {line}"
+    );
+    let edges = button_interrupts(&interrupts);
+    ensure!(
+        edges == Some(5),
+        "the kernel took {edges:?} button interrupts, want the same five edges: {line}"
     );
     Ok(())
 }
