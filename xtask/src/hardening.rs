@@ -122,13 +122,41 @@ fn boot(art: &Artifacts, s: &mut Summary, opts: VmOptions) -> Result<VmOutcome> 
     Ok(outcome)
 }
 
-/// Live allocations of every kind in `kmemlabctl stats --json` objects.
-fn live_count(stats: &[Value]) -> u64 {
-    stats
-        .iter()
-        .filter_map(|v| v.get("kinds").and_then(Value::as_object))
-        .flat_map(|kinds| kinds.values().map(|k| num(k, "live_count")))
-        .sum()
+/// Live allocations of every kind in the one `kmemlabctl stats --json` object among
+/// `lines` (a section of a guest's output). Fails when there is no such object, or it has
+/// no kinds or a kind without a `live_count`: a STATS that printed nothing, or something
+/// else, is not "nothing live".
+fn live_count<S: AsRef<str>>(lines: &[S]) -> Result<u64> {
+    let text = || {
+        lines
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stats: Vec<Value> = json_lines(lines)
+        .into_iter()
+        .filter(|v| v.get("kinds").is_some())
+        .collect();
+    let [stats] = stats.as_slice() else {
+        bail!(
+            "want one kmemlabctl stats --json object, got {}:\n{}",
+            stats.len(),
+            text()
+        );
+    };
+    let kinds = stats
+        .get("kinds")
+        .and_then(Value::as_object)
+        .filter(|k| !k.is_empty())
+        .with_context(|| format!("stats --json without kinds: {stats}"))?;
+    kinds.iter().try_fold(0, |sum, (kind, k)| {
+        let live = k
+            .get("live_count")
+            .and_then(Value::as_u64)
+            .with_context(|| format!("stats --json: {kind} has no live_count: {stats}"))?;
+        Ok(sum + live)
+    })
 }
 
 fn num(v: &Value, key: &str) -> u64 {
@@ -273,19 +301,35 @@ kmemlabctl stats --json
     Ok(())
 }
 
-/// kill -9 of kmemlabd holding an allocation: the kernel frees it when the file is
-/// released; a restarted daemon carries on; no line of the log is torn.
+/// kill -9 of kmemlabd while it writes: it holds an allocation (one press), then a burst
+/// of TRIGGERs keeps it writing a line per press, and it is killed in the middle of the
+/// burst. The kernel frees what it held when its file is released (STATS, which must
+/// print, shows nothing live); every line of its log but the last is whole JSON, and a
+/// last line the kill cut short (no newline) is found and reported, not taken for a line;
+/// a restarted daemon handles a press.
 fn kill_9(art: &Artifacts, s: &mut Summary) -> Result<()> {
     let script = format!(
-        "
+        "{WAIT_LINES}
 pid=$(cat /run/kmemlabd.pid)
 echo '== before'
 kmemlabctl stats --json
+# The burst: TRIGGERs until told to stop (at most 2000 rounds).
+( i=0; while [ ! -e /tmp/stop-burst ] && [ $i -lt 2000 ]; do
+    kmemlabctl trigger --count 3 > /dev/null || break; i=$((i + 1)); done ) &
+burst=$!
+wait_lines /tmp/kmemlabd.log '\"source\":\"trigger\"' 5
 kill -9 $pid
+kill -0 $burst 2>/dev/null && echo burst-at-kill=running
 i=0; while [ -d /proc/$pid ] && ! grep -q '^State:.*Z' /proc/$pid/status 2>/dev/null; do
     i=$((i + 1)); [ $i -gt 500 ] && break; usleep 10000; done
+touch /tmp/stop-burst; wait $burst
+# tee, which keeps the log, ends once the dead daemon's pipe is closed.
+i=0; while pidof tee > /dev/null; do i=$((i + 1)); [ $i -gt 500 ] && break; usleep 10000; done
 echo '== after'
 kmemlabctl stats --json
+echo '== killed'
+awk '{{ print \"L \" $0 }}' /tmp/kmemlabd.log
+echo \"last-byte=$(tail -c 1 /tmp/kmemlabd.log | od -An -tx1 | tr -d ' ')\"
 kmemlabd --log /tmp/second.log 2>/tmp/second.err &
 second=$!
 i=0; while ! grep -q '\"start\"' /tmp/second.log 2>/dev/null; do
@@ -308,18 +352,42 @@ cat /tmp/second.log
         },
     )?;
     let out = &outcome.cmd_output;
-    let live = |name: &str| live_count(&json_lines(&section(out, name)));
+    let live = |name: &str| live_count(&section(out, name));
     ensure!(
-        live("before") >= 1,
+        live("before")? >= 1,
         "the daemon held no allocation before the kill:\n{out}"
     );
     ensure!(
-        live("after") == 0,
+        out.lines().any(|l| l.trim() == "burst-at-kill=running"),
+        "the kill did not land in the burst of TRIGGERs, no line was being written:\n{out}"
+    );
+    ensure!(
+        live("after")? == 0,
         "allocations survived kill -9 of their owner:\n{out}"
     );
-    for line in &outcome.log {
+    let killed: Vec<&str> = section(out, "killed")
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("L "))
+        .collect();
+    let ends_in_newline = out.lines().any(|l| l.trim() == "last-byte=0a");
+    let (whole, cut) = whole_lines(&killed, ends_in_newline);
+    for line in whole {
         serde_json::from_str::<Value>(line)
             .with_context(|| format!("torn line in the killed daemon's log: {line}"))?;
+    }
+    let whole: Vec<String> = whole.iter().map(|l| (*l).to_owned()).collect();
+    crate::vm::check_log_schema(&whole)?;
+    let burst_lines = whole
+        .iter()
+        .filter(|l| l.contains("\"source\":\"trigger\""))
+        .count();
+    ensure!(
+        burst_lines >= 5,
+        "the killed daemon wrote {burst_lines} lines for the burst, want at least 5:\n{out}"
+    );
+    match cut {
+        Some(line) => println!("kill -9 cut the log's last line short (found, not a line): {line}"),
+        None => println!("kill -9 in a burst: {burst_lines} burst lines, the last one whole"),
     }
     let second = json_lines(&section(out, "second"));
     ensure!(
@@ -330,6 +398,18 @@ cat /tmp/second.log
     );
     s.kills_survived += 1;
     Ok(())
+}
+
+/// A killed writer's log split into its whole lines and the last one, when the file does
+/// not end in a newline: that one was cut short.
+fn whole_lines<'a, 'b>(
+    lines: &'b [&'a str],
+    ends_in_newline: bool,
+) -> (&'b [&'a str], Option<&'a str>) {
+    match lines.split_last() {
+        Some((last, whole)) if !ends_in_newline => (whole, Some(*last)),
+        _ => (lines, None),
+    }
 }
 
 /// rmmod with device-owned allocations of every kind frees them all (kmemleak clean);
@@ -708,7 +788,7 @@ fn bench_stops_on_sigint(art: &Artifacts, s: &mut Summary) -> Result<()> {
         out.contains("bench-interrupt-rc=0"),
         "the BENCH did not stop on SIGINT with EINTR (or 0) within 1 s, or left allocations: {report}"
     );
-    let live = live_count(&json_lines(&section(out, "stats")));
+    let live = live_count(&section(out, "stats"))?;
     ensure!(
         live == 0,
         "{live} allocations live after the interrupted BENCH"
@@ -733,7 +813,7 @@ fn close_not_blocked_by_a_dma_batch(art: &Artifacts, s: &mut Summary) -> Result<
         num(&report, "close_ns"),
         num(&report, "batch_ns_median")
     );
-    let live = live_count(&json_lines(&section(out, "stats")));
+    let live = live_count(&section(out, "stats"))?;
     ensure!(live == 0, "{live} allocations live after the run");
     Ok(())
 }
@@ -784,12 +864,12 @@ echo \"storms=$n\"";
         .rev()
         .find(|v| v.get("event").and_then(Value::as_str) == Some("stop"))
         .context("kmemlabd wrote no stop line")?;
+    let live = live_count(&section(out, "stats"))?;
     let stats = json_lines(&section(out, "stats"));
     let kernel_events = stats
         .iter()
         .find_map(|v| v.get("events").and_then(Value::as_u64))
         .context("stats --json has no events")?;
-    let live = live_count(&stats);
     ensure!(
         live == 0,
         "{live} allocations left after the load and kmemlabd stopped"
@@ -870,7 +950,7 @@ fn hostile_device_trees(art: &Artifacts, s: &mut Summary) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::has_word;
+    use super::{has_word, live_count, whole_lines};
 
     #[test]
     fn whole_words_only() {
@@ -881,5 +961,25 @@ mod tests {
         assert!(!has_word("slub_debug=FZPU", "BUG"));
         assert!(!has_word("BUGS fixed", "BUG"));
         assert!(!has_word("NO_WARNING_HERE", "WARNING"));
+    }
+
+    #[test]
+    fn a_stats_that_printed_nothing_is_no_count() {
+        let none: [&str; 0] = [];
+        assert!(live_count(&none).is_err());
+        assert!(live_count(&["kmemlabctl: no device"]).is_err());
+        assert!(live_count(&[r#"{"kinds":{}}"#]).is_err());
+        assert!(live_count(&[r#"{"kinds":{"kmalloc":{"frees":1}}}"#]).is_err());
+        let two = r#"{"kinds":{"kmalloc":{"live_count":2},"vmalloc":{"live_count":1}}}"#;
+        assert_eq!(live_count(&[two]).unwrap(), 3);
+        assert!(live_count(&[two, two]).is_err());
+    }
+
+    #[test]
+    fn a_last_line_without_newline_is_cut() {
+        let lines = [r#"{"a":1}"#, r#"{"b":"#];
+        assert_eq!(whole_lines(&lines, true), (&lines[..], None));
+        assert_eq!(whole_lines(&lines, false), (&lines[..1], Some(r#"{"b":"#)));
+        assert_eq!(whole_lines(&[], false), (&[][..], None));
     }
 }
