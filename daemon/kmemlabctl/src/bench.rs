@@ -16,18 +16,18 @@
 
 use std::path::{Path, PathBuf};
 
-use kmemlab_uapi as uapi;
-use kmemlab_uapi::{Alloc, Free, Info};
+use kmemlab::uapi;
+use kmemlab::uapi::{Alloc, Free, Info};
 use nix::errno::Errno;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::event::monotonic_ns;
 use crate::logreport::{bounds, chart_error, short, write_file, CHART_WIDTH};
-use crate::report::{table, TimingReport};
-use crate::spec::{format_size, Flags, Kind};
+use kmemlab::clock::monotonic_ns;
+use kmemlab::device::Device;
+use kmemlab::error::{Error, Result};
+use kmemlab::report::{table, TimingReport};
+use kmemlab::spec::{format_size, Flags, Kind};
 
 /// Smallest size of the default sweep.
 pub const SWEEP_MIN: u64 = 8;
@@ -815,7 +815,7 @@ pub fn write_chart(path: &Path, points: &[PointReport]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MockDevice;
+    use kmemlab::device::MockDevice;
 
     #[test]
     fn default_sizes_are_powers_of_four_from_8_then_4m() {

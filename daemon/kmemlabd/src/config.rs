@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::daemon::DaemonConfig;
-use crate::error::{Error, Result};
 use crate::plan::Plan;
+use kmemlab::error::{Error, Result};
 
 /// The keys of the config file, and the flags that override them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses_to_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/kmemlabd.conf");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/kmemlabd.conf");
         let c = src(&["--config", path.to_str().unwrap()]).load().unwrap();
         assert_eq!(c, DaemonConfig::default());
     }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::spec::Kind;
+use kmemlab::spec::Kind;
 
 /// Sub-buckets per power of two: quantiles are exact below 16 ns and within 1/16
 /// (6.25 %) above.

@@ -11,9 +11,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use kmemlab::{
-    run_with, ConfigSource, Daemon, DaemonConfig, EventWriter, Hooks, MockDevice, Notifier,
-    Signals, StartInfo, StopReason, Uio,
+use kmemlab::{MockDevice, Uio};
+use kmemlabd::{
+    run_with, ConfigSource, Daemon, DaemonConfig, EventWriter, Hooks, Notifier, Signals, StartInfo,
+    StopReason,
 };
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::Signal;

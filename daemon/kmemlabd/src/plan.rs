@@ -14,11 +14,11 @@
 
 use std::fmt;
 
-use kmemlab_uapi::{Alloc, Free};
+use kmemlab::uapi::{Alloc, Free};
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::spec::{format_size, parse_size, Flags, Kind};
+use kmemlab::device::Device;
+use kmemlab::error::{Error, Result};
+use kmemlab::spec::{format_size, parse_size, Flags, Kind};
 
 /// The seed module's cycle, replayed by default: kmalloc of 1 byte with GFP_ATOMIC,
 /// vmalloc of 1 byte, dma_alloc_coherent of 1024 bytes with GFP_ATOMIC (the seed called
@@ -272,7 +272,7 @@ mod tests {
     use nix::errno::Errno;
 
     use super::*;
-    use crate::device::MockDevice;
+    use kmemlab::device::MockDevice;
 
     #[test]
     fn default_plan_is_the_seed() {

@@ -1,4 +1,4 @@
-//! The binaries' command lines and error reports, without a kernel module.
+//! kmemlabctl's command line and error reports, without a kernel module.
 
 use std::process::Command;
 
@@ -68,46 +68,6 @@ fn ctl_usage_errors() {
     assert!(String::from_utf8(out.stdout)
         .unwrap()
         .starts_with("usage: kmemlabctl"));
-}
-
-#[test]
-fn daemon_fails_clearly_without_the_device() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
-        .args(["--device", "/nonexistent/kmemlab"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("kmemlabd: failed to open /nonexistent/kmemlab: "),
-        "{err}"
-    );
-    // The JSON stream gets an error line too.
-    let v = json(&out.stdout);
-    assert_eq!(v["event"], "error");
-    assert_eq!(v["error"], "ENOENT");
-    assert!(v["ts_ns"].as_u64().unwrap() > 0);
-}
-
-#[test]
-fn daemon_usage() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
-        .arg("--bogus")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr)
-        .unwrap()
-        .contains("usage: kmemlabd"));
-
-    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
-        .arg("-h")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8(out.stdout)
-        .unwrap()
-        .starts_with("usage: kmemlabd"));
 }
 
 #[test]
@@ -186,21 +146,4 @@ fn ctl_text_errors_carry_a_hint() {
         err.contains("\nhint: the module does not know this command"),
         "{err}"
     );
-}
-
-#[test]
-fn daemon_refuses_a_bad_plan() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
-        .args(["--plan", "kmalloc:1,vmalloc:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.starts_with(
-            "kmemlabd: invalid plan step 2 \"vmalloc:0\": invalid size \"0\": must be at least 1 byte"
-        ),
-        "{err}"
-    );
-    assert!(out.stdout.is_empty());
 }

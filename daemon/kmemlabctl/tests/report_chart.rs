@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use kmemlab::logreport::{kind_color, CHART_HEIGHT, CHART_WIDTH, IRQ_COLOR};
+use kmemlabctl::logreport::{kind_color, CHART_HEIGHT, CHART_WIDTH, IRQ_COLOR};
 use resvg::tiny_skia::{Pixmap, Transform};
 use resvg::usvg::{Options, Tree};
 use serde_json::{json, Value};

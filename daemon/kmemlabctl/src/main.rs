@@ -1,6 +1,6 @@
 //! kmemlabctl: asks the kmemlab module for allocations, frees, lists, counters,
 //! benchmarks and software button presses through `/dev/kmemlab`. See
-//! `kmemlab::ctl` for the command line and the output.
+//! `kmemlabctl::ctl` for the command line and the output.
 
 #![forbid(unsafe_code)]
 
@@ -9,9 +9,9 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kmemlab::bench::{SweepSpec, PROGRESS_POINTS};
-use kmemlab::ctl::{self, Command, Output};
 use kmemlab::{format_size, KmemlabDevice, Result};
+use kmemlabctl::bench::{SweepSpec, PROGRESS_POINTS};
+use kmemlabctl::ctl::{self, Command, Output};
 
 /// Prints an error as JSON on stdout or as text on stderr.
 fn report_error(json: bool, error: &str, message: &str, hint: Option<String>) {

@@ -45,12 +45,12 @@
 
 use std::fmt;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use kmemlab::clock::{monotonic_ns, now_ns};
+use kmemlab::error::{Error, Result};
+use kmemlab::report::AllocReport;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::report::AllocReport;
 use crate::stats::Counters;
 
 /// Why the daemon stopped.
@@ -101,8 +101,8 @@ impl Source {
     /// not know.
     pub fn from_abi(source: u32) -> Option<Self> {
         match source {
-            kmemlab_uapi::SOURCE_IRQ => Some(Source::Button),
-            kmemlab_uapi::SOURCE_TRIGGER => Some(Source::Trigger),
+            kmemlab::uapi::SOURCE_IRQ => Some(Source::Button),
+            kmemlab::uapi::SOURCE_TRIGGER => Some(Source::Trigger),
             _ => None,
         }
     }
@@ -319,22 +319,6 @@ impl Event {
     }
 }
 
-/// `CLOCK_REALTIME` now, in nanoseconds since the Unix epoch (0 before 1970).
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// `CLOCK_MONOTONIC` now, in nanoseconds: the clock of the kernel's `ktime_get_ns()`.
-pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
-        (t.tv_sec() as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.tv_nsec() as u64)
-    })
-}
-
 /// Writes events as JSON lines, each with a single `write_all` of the whole line.
 ///
 /// Give it an unbuffered writer (a `File`, including a dup of stdout), so each line is
@@ -398,8 +382,8 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::device::{Device, MockDevice};
-    use crate::spec::{Flags, Kind};
+    use kmemlab::device::{Device, MockDevice};
+    use kmemlab::spec::{Flags, Kind};
 
     fn parse(ev: &Event) -> Value {
         let line = ev.to_line().unwrap();
@@ -513,7 +497,7 @@ mod tests {
 
     #[test]
     fn sources() {
-        use kmemlab_uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
+        use kmemlab::uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
         assert_eq!(Source::from_abi(SOURCE_IRQ), Some(Source::Button));
         assert_eq!(Source::from_abi(SOURCE_TRIGGER), Some(Source::Trigger));
         assert_eq!(Source::from_abi(2), None);

@@ -5,11 +5,9 @@
 
 use std::io;
 
-use kmemlab::event::Op;
-use kmemlab::{
-    AllocReport, Clock, Device, Error, Event, Flags, Kind, MockDevice, Press, Source, Stats,
-    StopReason,
-};
+use kmemlab::{AllocReport, Device, Error, Flags, Kind, MockDevice};
+use kmemlabd::event::Op;
+use kmemlabd::{Clock, Event, Press, Source, Stats, StopReason};
 use serde_json::Value;
 
 fn validator() -> jsonschema::Validator {
@@ -66,7 +64,7 @@ fn examples() -> Vec<Event> {
     stats.alloc(Kind::Vmalloc, 1, 900);
     stats.free(Kind::Vmalloc, 300);
     stats.error(Kind::Pages);
-    let counters = kmemlab::Counters {
+    let counters = kmemlabd::Counters {
         irq_count: 100,
         events: 100,
         presses: 1,
@@ -88,7 +86,7 @@ fn examples() -> Vec<Event> {
             device: "/dev/kmemlab".into(),
             abi_version: kmemlab::uapi::ABI_VERSION,
             irq_count: 0,
-            plan: kmemlab::Plan::default().to_string(),
+            plan: kmemlabd::Plan::default().to_string(),
             ring: true,
         },
         Event::Alloc {

@@ -14,9 +14,8 @@ use std::thread;
 
 use kmemlab::ring::RingBuilder;
 use kmemlab::uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
-use kmemlab::{
-    monotonic_ns, run, Daemon, EventWriter, MockDevice, Signals, StartInfo, Uio, UioInfo,
-};
+use kmemlab::{monotonic_ns, MockDevice, Uio, UioInfo};
+use kmemlabd::{run, Daemon, EventWriter, Signals, StartInfo};
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::Signal;
 use serde_json::Value;

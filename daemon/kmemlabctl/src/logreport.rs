@@ -14,9 +14,9 @@ use plotters::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::report::table;
-use crate::spec::Kind;
+use kmemlab::error::{Error, Result};
+use kmemlab::report::table;
+use kmemlab::spec::Kind;
 
 /// Width of the chart image, px.
 pub const CHART_WIDTH: u32 = 960;

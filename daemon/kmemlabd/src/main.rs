@@ -1,13 +1,13 @@
 //! kmemlabd: waits for the kmemlab button interrupt on its UIO device, runs the next
 //! step of its plan on each press and writes one JSON line per press. See
-//! `kmemlab::event` for the line formats, `kmemlab::plan` for plans and
-//! `kmemlab::config` for the config file.
+//! `kmemlabd::event` for the line formats, `kmemlabd::plan` for plans and
+//! `kmemlabd::config` for the config file.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use kmemlab::ConfigSource;
+use kmemlabd::ConfigSource;
 
 const USAGE: &str = "\
 usage: kmemlabd [--config FILE] [--plan PLAN] [--debounce-ms MS] [--log FILE]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match kmemlab::serve(&config, Some(&source)) {
+    match kmemlabd::serve(&config, Some(&source)) {
         Ok(reason) => {
             tracing::info!("stopped by {reason:?}");
             ExitCode::SUCCESS

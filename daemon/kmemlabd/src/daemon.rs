@@ -33,19 +33,19 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::ConfigSource;
-use crate::device::{check_abi, Device, KmemlabDevice};
-use crate::error::{Error, Result};
 use crate::event::{
     monotonic_ns, now_ns, Clock, Event, EventWriter, Op, Press, Source, StopReason,
 };
 use crate::notify::Notifier;
 use crate::plan::{Outcome, Plan, PlanRunner};
-use crate::report::AllocReport;
-use crate::ring::{self, RingMemory};
-use crate::spec::Kind;
 use crate::stats::{Counters, Stats};
-use crate::uio::{find_uio, IrqSource, Uio};
-use crate::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
+use kmemlab::device::{check_abi, Device, KmemlabDevice};
+use kmemlab::error::{Error, Result};
+use kmemlab::report::AllocReport;
+use kmemlab::ring::{self, RingMemory};
+use kmemlab::spec::Kind;
+use kmemlab::uio::{find_uio, IrqSource, Uio};
+use kmemlab::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
 
 /// Where the kernel lists vmalloc areas.
 pub const VMALLOCINFO: &str = "/proc/vmallocinfo";
@@ -974,13 +974,13 @@ mod tests {
     use std::collections::VecDeque;
     use std::rc::Rc;
 
-    use kmemlab_uapi::{Info, ABI_VERSION, SOURCE_IRQ, SOURCE_TRIGGER};
+    use kmemlab::uapi::{Info, ABI_VERSION, SOURCE_IRQ, SOURCE_TRIGGER};
     use nix::errno::Errno;
     use serde_json::Value;
 
     use super::*;
-    use crate::device::MockDevice;
-    use crate::ring::RingBuilder;
+    use kmemlab::device::MockDevice;
+    use kmemlab::ring::RingBuilder;
 
     /// What happened, in order, across the interrupt source and the output.
     type Log = Rc<RefCell<Vec<String>>>;

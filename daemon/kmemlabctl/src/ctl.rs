@@ -5,15 +5,15 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::bench::{self, SweepSpec};
-use crate::device::Device;
-use crate::error::{Error, Result};
 use crate::logreport::{write_file, LogReport};
-use crate::report::{
+use kmemlab::device::Device;
+use kmemlab::error::{Error, Result};
+use kmemlab::report::{
     to_json, AllocReport, BenchReport, ErrorReport, FreeReport, InfoReport, StatsReport,
     TriggerReport,
 };
-use crate::spec::{parse_count, parse_handle, parse_size, Flags, Kind};
-use crate::DEFAULT_DEVICE;
+use kmemlab::spec::{parse_count, parse_handle, parse_size, Flags, Kind};
+use kmemlab::DEFAULT_DEVICE;
 
 /// `kmemlabctl --help`.
 pub const USAGE: &str = "\
@@ -696,7 +696,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::device::MockDevice;
+    use kmemlab::device::MockDevice;
 
     fn parse(args: &[&str]) -> std::result::Result<Invocation, UsageError> {
         parse_args(args.iter().map(|s| s.to_string()))
@@ -859,7 +859,7 @@ mod tests {
         let info = run(&dev, &["info", "--json"]).unwrap();
         assert_eq!(
             json_lines(&info)[0]["abi_version"],
-            kmemlab_uapi::ABI_VERSION
+            kmemlab::uapi::ABI_VERSION
         );
 
         let a = run(

@@ -9,7 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::thread;
 
-use kmemlab::{run, Daemon, EventWriter, MockDevice, Signals, StartInfo, StopReason, Uio};
+use kmemlab::{MockDevice, Uio};
+use kmemlabd::{run, Daemon, EventWriter, Signals, StartInfo, StopReason};
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::Signal;
 use serde_json::Value;

@@ -20,10 +20,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use kmemlab::uapi::{self, Alloc, Bench, Free, Info, Stats, Trigger};
-use kmemlab::{
-    run, BatchOutcome, Daemon, Device, EventWriter, Flags, IrqSource, Kind, ListPage, MockDevice,
-    Signals, StartInfo, StopReason, Uio,
-};
+use kmemlab::{BatchOutcome, Device, Flags, IrqSource, Kind, ListPage, MockDevice, Uio};
+use kmemlabd::{run, Daemon, EventWriter, Signals, StartInfo, StopReason};
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::Signal;
 
