@@ -18,3 +18,18 @@ pub fn monotonic_ns() -> u64 {
             .saturating_add(t.tv_nsec() as u64)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks() {
+        // After 2020-01-01 and before 2200.
+        let t = now_ns();
+        assert!(t > 1_577_836_800_000_000_000 && t < 7_258_118_400_000_000_000);
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

@@ -65,11 +65,11 @@ impl RingMemory for UioMap {
     }
 
     fn load_u64(&self, offset: usize, order: Ordering) -> Option<u64> {
-        sys::load_u64(self, offset, order)
+        sys::load_u64(self.shared(), offset, order)
     }
 
     fn load_u32(&self, offset: usize, order: Ordering) -> Option<u32> {
-        sys::load_u32(self, offset, order)
+        sys::load_u32(self.shared(), offset, order)
     }
 }
 

@@ -11,8 +11,9 @@ use kmemlab_uapi::{
 };
 use nix::errno::Errno;
 
+use memmap2::MmapRaw;
+
 use crate::error::{Error, Result};
-use crate::uio::UioMap;
 
 /// The raw ioctls. Command numbers come from `kmemlab_uapi`, which computes them once
 /// for both sides; the `_bad` macro variants take that number as it is.
@@ -205,15 +206,23 @@ pub(crate) fn nop(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// A shared mapping of device memory as the atomic loads see it: the `MmapRaw` of a
+/// `UioMap` and whether it was mapped writable.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<'a> {
+    pub(crate) map: &'a MmapRaw,
+    pub(crate) writable: bool,
+}
+
 /// Where an atomic of `size` bytes and alignment `align` at `offset` of `map` lies, or
 /// `None` when it would not lie wholly inside the map, would be misaligned, or the map is
 /// not writable (see [`load_u64`]).
-fn atomic_at(map: &UioMap, offset: usize, size: usize, align: usize) -> Option<*mut u8> {
+fn atomic_at(map: Shared<'_>, offset: usize, size: usize, align: usize) -> Option<*mut u8> {
     let end = offset.checked_add(size)?;
-    if !map.is_writable() || end > map.len() {
+    if !map.writable || end > map.map.len() {
         return None;
     }
-    let p = map.as_mut_ptr().wrapping_add(offset);
+    let p = map.map.as_mut_ptr().wrapping_add(offset);
     (p as usize % align == 0).then_some(p)
 }
 
@@ -226,14 +235,14 @@ fn atomic_at(map: &UioMap, offset: usize, size: usize, align: usize) -> Option<*
 /// The kernel writes these bytes with `WRITE_ONCE()`/`smp_store_release()` of the same
 /// width at any time: an atomic load pairs with such a store (an `Acquire` load with a
 /// release store), which a volatile read does not in Rust's memory model.
-pub(crate) fn load_u64(map: &UioMap, offset: usize, order: Ordering) -> Option<u64> {
+pub(crate) fn load_u64(map: Shared<'_>, offset: usize, order: Ordering) -> Option<u64> {
     let p = atomic_at(map, offset, size_of::<u64>(), align_of::<AtomicU64>())?;
     // SAFETY:
     // - `p` is aligned to `align_of::<AtomicU64>()` and the 8 bytes from it lie inside the
     //   mapping (both checked by `atomic_at`).
     // - The mapping is `MAP_SHARED` with `PROT_READ | PROT_WRITE` (`atomic_at` checked
-    //   `is_writable`) and page aligned, and stays mapped while `map` is borrowed
-    //   (`UioMap` unmaps it only on drop); the `&AtomicU64` made here does not outlive
+    //   `writable`) and page aligned, and stays mapped while `map` is borrowed
+    //   (`MmapRaw`, owned by a `UioMap`, unmaps it only on drop); the `&AtomicU64` made here does not outlive
     //   this statement. So `p` is valid for reads and writes for the reference's lifetime.
     // - This crate accesses the mapped bytes only here and in `load_u32`, with atomic
     //   loads, and never writes them (no Rust reference to the mapping exists: `UioMap`
@@ -246,7 +255,7 @@ pub(crate) fn load_u64(map: &UioMap, offset: usize, order: Ordering) -> Option<u
 }
 
 /// Loads the `u32` at `offset` of `map` atomically with `order`, as [`load_u64`] does.
-pub(crate) fn load_u32(map: &UioMap, offset: usize, order: Ordering) -> Option<u32> {
+pub(crate) fn load_u32(map: Shared<'_>, offset: usize, order: Ordering) -> Option<u32> {
     let p = atomic_at(map, offset, size_of::<u32>(), align_of::<AtomicU32>())?;
     // SAFETY: as for `load_u64`, with 4 bytes aligned to `align_of::<AtomicU32>()`
     // (checked by `atomic_at`) inside a writable shared mapping that outlives the

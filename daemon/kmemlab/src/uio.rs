@@ -323,10 +323,12 @@ impl UioMap {
         self.raw.as_ptr()
     }
 
-    /// The first byte, as a mutable pointer; valid for reads for [`UioMap::len`] bytes
-    /// while `self` lives, and for writes too when [`UioMap::is_writable`].
-    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
-        self.raw.as_mut_ptr()
+    /// The mapping as `sys`'s atomic loads take it.
+    pub(crate) fn shared(&self) -> sys::Shared<'_> {
+        sys::Shared {
+            map: &self.raw,
+            writable: self.writable,
+        }
     }
 }
 

@@ -17,9 +17,43 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::daemon::DaemonConfig;
-use crate::plan::Plan;
 use kmemlab::error::{Error, Result};
+use kmemlab::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
+
+use crate::plan::Plan;
+
+/// What `kmemlabd` is told on its command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The misc device, `/dev/kmemlab` by default.
+    pub device: PathBuf,
+    /// The UIO device's name attribute, `kmemlab` by default.
+    pub uio_name: String,
+    /// Where UIO devices are listed, `/sys/class/uio` by default.
+    pub sysfs_uio: PathBuf,
+    /// Append JSON lines to this file instead of writing them to stdout.
+    pub log: Option<PathBuf>,
+    /// What each press does.
+    pub plan: Plan,
+    /// Presses closer than this to the previous accepted press are bounces (0: off).
+    pub debounce_ms: u64,
+}
+
+/// The default debounce interval, ms.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 50;
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            device: DEFAULT_DEVICE.into(),
+            uio_name: DEFAULT_UIO_NAME.into(),
+            sysfs_uio: DEFAULT_SYSFS_UIO.into(),
+            log: None,
+            plan: Plan::default(),
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
+        }
+    }
+}
 
 /// The keys of the config file, and the flags that override them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
