@@ -7,7 +7,7 @@
 //!   re-enabling its interrupt ([`IrqSource`]) and mapping its heap.
 //! - [`ring`]: the heap's interrupt ring, for interrupt-to-wake latency.
 //! - [`spec`]: kinds, gfp flags and sizes by name, parsed and formatted one way.
-//! - [`report`]: what the module reports, as JSON objects and tables.
+//! - [`report`]: what the module reports, as JSON objects (`kmemlabctl` prints their text).
 //! - [`clock`]: the wall clock and `CLOCK_MONOTONIC`, in nanoseconds.
 //! - [`error`]: the one error type and its `Result`.
 //!

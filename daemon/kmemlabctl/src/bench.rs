@@ -23,10 +23,11 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::logreport::{bounds, chart_error, short, write_file, CHART_WIDTH};
+use crate::table::table;
 use kmemlab::clock::monotonic_ns;
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
-use kmemlab::report::{table, TimingReport};
+use kmemlab::report::TimingReport;
 use kmemlab::spec::{format_size, Flags, Kind};
 
 /// Smallest size of the default sweep.

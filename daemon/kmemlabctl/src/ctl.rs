@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::bench::{self, SweepSpec};
 use crate::logreport::{write_file, LogReport};
+use crate::table::{self, ToText};
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
 use kmemlab::report::{
@@ -567,7 +568,7 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
                 Output::text(json_line(&r)?)
             } else {
                 Output {
-                    stdout: AllocReport::table(std::slice::from_ref(&r)),
+                    stdout: table::allocs(std::slice::from_ref(&r)),
                     note: (!flags.contains(Flags::PERSIST)).then(|| {
                         format!(
                             "note: allocation {} belongs to this kmemlabctl and is freed \
@@ -593,7 +594,7 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
             } else if reports.is_empty() {
                 "no allocations\n".to_owned()
             } else {
-                AllocReport::table(&reports)
+                table::allocs(&reports)
             })
         }
         Command::Stats => {

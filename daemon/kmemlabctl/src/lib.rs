@@ -12,3 +12,4 @@
 pub mod bench;
 pub mod ctl;
 pub mod logreport;
+pub mod table;

@@ -15,8 +15,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use kmemlab::error::{Error, Result};
-use kmemlab::report::table;
 use kmemlab::spec::Kind;
+
+use crate::table::table;
 
 /// Width of the chart image, px.
 pub const CHART_WIDTH: u32 = 960;

@@ -13,6 +13,14 @@ use super::{BatchOutcome, Device, ListPage};
 use crate::error::{Error, Result};
 use crate::spec::{Flags, Kind};
 
+mod rules;
+
+use rules::{kmalloc_usable, ATOMIC_FLAGS};
+pub use rules::{
+    DEFAULT_ATOMIC_QUOTA_BYTES, DEFAULT_BENCH_MAX_BYTES, DEFAULT_FILE_MAX_BYTES,
+    DEFAULT_FILE_MAX_COUNT, PRIV_ALL,
+};
+
 /// The state behind a [`MockDevice`]: one open file's view of a module.
 #[derive(Debug, Default)]
 struct MockState {
@@ -49,21 +57,6 @@ pub struct MockDevice {
 
 /// The flags the mock (like the test kernel, without ZONE_DMA) accepts.
 const MOCK_FLAGS: u32 = uapi::FLAG_ALL & !(uapi::FLAG_DMA | uapi::FLAG_DMA32);
-
-/// Every `PRIV_*` bit: root with CAP_SYSLOG, `kptr_restrict` 0 or 1.
-pub const PRIV_ALL: u32 = uapi::PRIV_ADMIN | uapi::PRIV_KADDR | uapi::PRIV_PHYS;
-
-/// The module's default `file_max_bytes` parameter (16 MiB).
-pub const DEFAULT_FILE_MAX_BYTES: u64 = 16 << 20;
-/// The module's default `file_max_count` parameter.
-pub const DEFAULT_FILE_MAX_COUNT: u32 = 1024;
-/// The module's default `atomic_quota_bytes` parameter (64 KiB).
-pub const DEFAULT_ATOMIC_QUOTA_BYTES: u64 = 64 << 10;
-/// The module's default `bench_max_bytes` parameter (64 MiB).
-pub const DEFAULT_BENCH_MAX_BYTES: u64 = 64 << 20;
-
-/// GFP_ATOMIC and GFP_NOWAIT: the allocations the atomic quota counts.
-const ATOMIC_FLAGS: u32 = uapi::FLAG_GFP_ATOMIC | uapi::FLAG_GFP_NOWAIT;
 
 impl MockDevice {
     /// A device that reports our ABI version, 4 KiB pages, a 1 MiB heap, irq 42, every
@@ -155,44 +148,6 @@ impl MockDevice {
         self.with_privileges(0)
     }
 
-    /// Whether the opener has the `PRIV_*` bit `bit`.
-    fn has(&self, bit: u32) -> bool {
-        self.info.privileges & bit != 0
-    }
-
-    /// The module's privilege and quota checks for an ALLOC of `size` bytes with `flags`
-    /// by this opener, holding `st`'s allocations.
-    fn check_quota(&self, st: &MockState, size: u64, flags: Flags) -> Option<Errno> {
-        if self.has(uapi::PRIV_ADMIN) {
-            return None;
-        }
-        if flags.contains(Flags::PERSIST) {
-            return Some(Errno::EPERM);
-        }
-        // This file's own allocations (device-owned ones are not its).
-        let own = || {
-            st.live
-                .values()
-                .filter(|a| a.result & uapi::RESULT_OWN != 0)
-        };
-        if flags.bits() & ATOMIC_FLAGS != 0 {
-            let atomic: u64 = own()
-                .filter(|a| a.flags & ATOMIC_FLAGS != 0)
-                .map(|a| a.size)
-                .sum();
-            if atomic.saturating_add(size) > self.info.atomic_quota_bytes {
-                return Some(Errno::EPERM);
-            }
-        }
-        let bytes: u64 = own().map(|a| a.size).sum();
-        if own().count() >= self.info.file_max_count as usize
-            || bytes.saturating_add(size) > self.info.file_max_bytes
-        {
-            return Some(Errno::EDQUOT);
-        }
-        None
-    }
-
     /// Makes the next command other than INFO fail with `errno` (queued: call it again
     /// for the command after).
     pub fn fail_next(&self, errno: Errno) {
@@ -228,39 +183,6 @@ impl MockDevice {
             Some(source) => Err(Error::Ioctl { cmd, source }),
             None => Ok(st),
         }
-    }
-
-    /// The module's flag and size checks for ALLOC and BENCH.
-    fn check(&self, kind: Kind, size: u64, flags: Flags, persist_ok: bool) -> Option<Errno> {
-        let f = flags.bits();
-        let zone_ok = match kind {
-            Kind::Kmalloc => uapi::FLAG_DMA,
-            Kind::Pages => uapi::FLAG_DMA | uapi::FLAG_DMA32,
-            _ => 0,
-        };
-        if self.info.kinds & (1 << kind.abi()) == 0
-            || f & !self.info.flags != 0
-            || (f & uapi::FLAG_BASE_MASK).count_ones() != 1
-            || (f & uapi::FLAG_PERSIST != 0 && !persist_ok)
-            || f & (uapi::FLAG_DMA | uapi::FLAG_DMA32) & !zone_ok != 0
-            || size == 0
-        {
-            return Some(Errno::EINVAL);
-        }
-        if size > self.info.max_size[kind.abi() as usize] {
-            return Some(Errno::E2BIG);
-        }
-        None
-    }
-}
-
-/// `ksize()` of a kmalloc request: the size of its slab cache.
-fn kmalloc_usable(size: u64) -> u64 {
-    match size {
-        0..=8 => 8,
-        9..=96 if size > 64 => 96,
-        129..=192 => 192,
-        _ => size.next_power_of_two(),
     }
 }
 
@@ -549,5 +471,123 @@ impl Device for MockDevice {
                 source: Errno::ENOTTY,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kmemlab_uapi::ABI_VERSION;
+
+    use super::*;
+    use crate::device::Device;
+    use crate::spec::{Flags, Kind};
+
+    fn errno_of<T: std::fmt::Debug>(r: Result<T>) -> Errno {
+        r.unwrap_err().errno()
+    }
+
+    #[test]
+    fn mock_answers_and_counts() {
+        let dev = MockDevice::new();
+        assert_eq!(dev.info().unwrap().abi_version, ABI_VERSION);
+        fn irq_of(d: impl Device) -> u32 {
+            d.info().unwrap().irq
+        }
+        assert_eq!(irq_of(&dev), 42);
+        assert_eq!(dev.info_calls(), 2);
+
+        let dev = MockDevice::failing(Errno::ENOTTY);
+        let err = dev.info().unwrap_err();
+        assert_eq!(err.errno_name(), "ENOTTY");
+        assert_eq!(err.to_string(), "ioctl KMEMLAB_INFO failed");
+        let err = dev.free(1).unwrap_err();
+        assert_eq!(err.to_string(), "ioctl KMEMLAB_FREE failed");
+        assert_eq!(err.errno_name(), "ENOTTY");
+    }
+
+    #[test]
+    fn nop_is_counted_and_enottys_on_an_older_module() {
+        let dev = MockDevice::new();
+        dev.nop().unwrap();
+        fn nop_of(d: impl Device) -> Result<()> {
+            d.nop()
+        }
+        nop_of(&dev).unwrap();
+        assert_eq!(dev.nop_calls(), 2);
+        assert_eq!(dev.calls(), ["nop", "nop"]);
+        let old = MockDevice::new().without_nop();
+        let err = old.nop().unwrap_err();
+        assert_eq!(err.errno(), Errno::ENOTTY);
+        assert_eq!(err.to_string(), "ioctl KMEMLAB_NOP failed");
+        assert_eq!(old.nop_calls(), 1);
+        dev.fail_next(Errno::EIO);
+        assert_eq!(errno_of(dev.nop()), Errno::EIO);
+    }
+
+    #[test]
+    fn mock_handles_increase_and_are_never_reused() {
+        let dev = MockDevice::new();
+        let a = dev.alloc(Kind::Kmalloc, 1, Flags::GFP_ATOMIC).unwrap();
+        let b = dev.alloc(Kind::Vmalloc, 1, Flags::GFP_KERNEL).unwrap();
+        assert_eq!((a.handle, b.handle), (1, 2));
+        dev.free(2).unwrap();
+        let c = dev.alloc(Kind::Vmalloc, 1, Flags::GFP_KERNEL).unwrap();
+        assert_eq!(c.handle, 3);
+        assert_eq!(a.usable_size, 8);
+        assert_eq!((a.pages, a.phys_segments), (1, 1));
+        assert_eq!((b.usable_size, b.pages), (4096, 1));
+        assert_eq!(a.result & uapi::RESULT_OWN, uapi::RESULT_OWN);
+        assert_eq!(
+            dev.calls(),
+            [
+                "alloc kmalloc 1",
+                "alloc vmalloc 1",
+                "free 2",
+                "alloc vmalloc 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn mock_free_of_unknown_or_freed_handle_is_enoent() {
+        let dev = MockDevice::new();
+        assert_eq!(errno_of(dev.free(1)), Errno::ENOENT);
+        let a = dev.alloc(Kind::Pages, 4096, Flags::GFP_KERNEL).unwrap();
+        assert_eq!(dev.free(a.handle).unwrap().handle, a.handle);
+        let err = dev.free(a.handle).unwrap_err();
+        assert_eq!(err.errno(), Errno::ENOENT);
+        assert_eq!(err.to_string(), "ioctl KMEMLAB_FREE failed");
+    }
+
+    #[test]
+    fn mock_stats_and_trigger() {
+        let dev = MockDevice::new();
+        let a = dev.alloc(Kind::Vmalloc, 100, Flags::GFP_KERNEL).unwrap();
+        dev.alloc(Kind::Vmalloc, 20, Flags::GFP_KERNEL).unwrap();
+        dev.free(a.handle).unwrap();
+        let s = dev.stats().unwrap();
+        let v = s.kinds[uapi::KIND_VMALLOC as usize];
+        assert_eq!(
+            (v.live_count, v.live_bytes, v.allocs, v.frees, v.failures),
+            (1, 20, 2, 1, 0)
+        );
+        assert_eq!(dev.trigger(3).unwrap().events, 3);
+        assert_eq!(dev.trigger(2).unwrap().events, 5);
+        assert_eq!(dev.stats().unwrap().events, 5);
+    }
+
+    #[test]
+    fn injected_failures_hit_the_next_command_only() {
+        let dev = MockDevice::new();
+        dev.fail_next(Errno::ENOMEM);
+        let err = dev.alloc(Kind::Kmalloc, 1, Flags::GFP_KERNEL).unwrap_err();
+        assert_eq!(err.errno_name(), "ENOMEM");
+        assert_eq!(
+            dev.alloc(Kind::Kmalloc, 1, Flags::GFP_KERNEL)
+                .unwrap()
+                .handle,
+            1
+        );
+        assert!(dev.info().is_ok());
     }
 }
