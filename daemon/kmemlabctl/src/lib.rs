@@ -2,14 +2,21 @@
 //! lists, counters, benchmarks and software button presses, and summarizes kmemlabd's
 //! logs.
 //!
-//! - [`ctl`]: the command line and the output of each command.
+//! - [`args`]: the command line, read into an [`args::Invocation`].
+//! - [`command`]: a [`command::Command`] and the options it takes.
+//! - [`execute`]: running a command: what it prints.
+//! - [`failure`]: a failed command: its `--json` error object and a hint.
+//! - [`table`]: the text output: plain-text tables and each report's text.
 //! - [`bench`]: `bench` sweeps: the in-kernel floor against the userspace single-call
 //!   and batched paths.
 //! - [`logreport`]: `report`: a kmemlabd log summarized and charted.
 
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod bench;
-pub mod ctl;
+pub mod command;
+pub mod execute;
+pub mod failure;
 pub mod logreport;
 pub mod table;

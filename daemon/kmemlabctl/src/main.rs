@@ -1,6 +1,6 @@
 //! kmemlabctl: asks the kmemlab module for allocations, frees, lists, counters,
 //! benchmarks and software button presses through `/dev/kmemlab`. See
-//! `kmemlabctl::ctl` for the command line and the output.
+//! `kmemlabctl::args` and `kmemlabctl::execute` for the command line and the output.
 
 #![forbid(unsafe_code)]
 
@@ -10,13 +10,16 @@ use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kmemlab::{format_size, KmemlabDevice, Result};
+use kmemlabctl::args::{self, USAGE};
 use kmemlabctl::bench::{SweepSpec, PROGRESS_POINTS};
-use kmemlabctl::ctl::{self, Command, Output};
+use kmemlabctl::command::Command;
+use kmemlabctl::execute::{self, Output};
+use kmemlabctl::failure;
 
 /// Prints an error as JSON on stdout or as text on stderr.
 fn report_error(json: bool, error: &str, message: &str, hint: Option<String>) {
     if json {
-        println!("{}", ctl::error_json(error, message));
+        println!("{}", failure::error_json(error, message));
     } else {
         eprintln!("kmemlabctl: {message}");
         if let Some(hint) = hint {
@@ -34,7 +37,7 @@ fn sweep(dev: &KmemlabDevice, spec: &SweepSpec, json: bool) -> Result<Output> {
     let wanted = spec.progress && !json && terminal;
     let bar: OnceCell<ProgressBar> = OnceCell::new();
     let mut stdout = std::io::stdout();
-    ctl::sweep(
+    execute::sweep(
         dev,
         spec,
         json,
@@ -71,37 +74,36 @@ fn sweep(dev: &KmemlabDevice, spec: &SweepSpec, json: bool) -> Result<Output> {
         b.finish_and_clear();
     }
     Ok(Output {
-        note: ctl::sweep_note(spec),
+        note: execute::sweep_note(spec),
         ..Output::default()
     })
 }
 
 fn main() -> ExitCode {
     kmemlab::init_tracing();
-    let inv = match ctl::parse_args(std::env::args_os().skip(1)) {
+    let inv = match args::parse_args(std::env::args_os().skip(1)) {
         Ok(inv) => inv,
         Err(e) => {
             report_error(e.json, "EINVAL", &e.message, None);
             if !e.json {
-                eprint!("\n{}", ctl::USAGE);
+                eprint!("\n{}", USAGE);
             }
             return ExitCode::from(2);
         }
     };
     if inv.command == Command::Help {
-        print!("{}", ctl::USAGE);
+        print!("{}", USAGE);
         return ExitCode::SUCCESS;
     }
     let result = match &inv.command {
         Command::Report { log, svg, html } => {
-            ctl::report(log, svg.as_deref(), html.as_deref(), inv.json)
+            execute::report(log, svg.as_deref(), html.as_deref(), inv.json)
         }
         Command::Sweep(spec) => {
             KmemlabDevice::open(&inv.device).and_then(|dev| sweep(&dev, spec, inv.json))
         }
-        command => {
-            KmemlabDevice::open(&inv.device).and_then(|dev| ctl::execute(command, &dev, inv.json))
-        }
+        command => KmemlabDevice::open(&inv.device)
+            .and_then(|dev| execute::execute(command, &dev, inv.json)),
     };
     match result {
         Ok(out) => {
@@ -116,7 +118,7 @@ fn main() -> ExitCode {
                 inv.json,
                 &e.errno_name(),
                 &e.report(),
-                ctl::hint(&inv.command, &e),
+                failure::hint(&inv.command, &e),
             );
             ExitCode::FAILURE
         }
