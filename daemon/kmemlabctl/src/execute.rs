@@ -11,8 +11,9 @@ use kmemlab::spec::Flags;
 
 use crate::args::USAGE;
 use crate::bench::{self, SweepSpec};
+use crate::chart::write_file;
 use crate::command::Command;
-use crate::logreport::{write_file, LogReport};
+use crate::logreport::LogReport;
 use crate::table::{self, ToText};
 
 /// Runs a sweep on `dev`, handing each point's output (a JSON line, or a table row after

@@ -10,11 +10,13 @@
 //! - [`bench`]: `bench` sweeps: the in-kernel floor against the userspace single-call
 //!   and batched paths.
 //! - [`logreport`]: `report`: a kmemlabd log summarized and charted.
+//! - [`chart`]: what the sweep and log charts share (width, axes, file writes).
 
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod bench;
+pub mod chart;
 pub mod command;
 pub mod execute;
 pub mod failure;

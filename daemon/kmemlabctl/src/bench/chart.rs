@@ -6,7 +6,7 @@ use kmemlab::error::Result;
 use kmemlab::spec::format_size;
 use plotters::prelude::*;
 
-use crate::logreport::{bounds, chart_error, short, write_file, CHART_WIDTH};
+use crate::chart::{bounds, chart_error, short, write_file, CHART_WIDTH};
 
 use super::measure::*;
 
