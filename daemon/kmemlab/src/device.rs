@@ -18,12 +18,7 @@ use crate::spec::{Flags, Kind};
 use crate::sys;
 
 #[cfg(any(test, feature = "test-util"))]
-mod mock;
-#[cfg(any(test, feature = "test-util"))]
-pub use mock::{
-    MockDevice, DEFAULT_ATOMIC_QUOTA_BYTES, DEFAULT_BENCH_MAX_BYTES, DEFAULT_FILE_MAX_BYTES,
-    DEFAULT_FILE_MAX_COUNT, PRIV_ALL,
-};
+pub mod mock;
 
 /// Entries per LIST call when [`Device::list`] pages through the allocations.
 pub const LIST_PAGE: usize = 256;
@@ -272,6 +267,7 @@ impl<D: Device + ?Sized> Device for &D {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::mock::MockDevice;
 
     fn errno_of<T: std::fmt::Debug>(r: Result<T>) -> Errno {
         r.unwrap_err().errno()

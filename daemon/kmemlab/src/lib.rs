@@ -28,7 +28,7 @@ pub mod uio;
 
 pub use clock::{monotonic_ns, now_ns};
 #[cfg(any(test, feature = "test-util"))]
-pub use device::MockDevice;
+pub use device::mock::MockDevice;
 pub use device::{check_abi, BatchOutcome, Device, KmemlabDevice, ListPage};
 pub use error::{Error, Result};
 pub use kmemlab_uapi as uapi;

@@ -371,7 +371,8 @@ mod tests {
     use kmemlab_uapi::ABI_VERSION;
 
     use super::*;
-    use crate::device::{Device, MockDevice};
+    use crate::device::mock::MockDevice;
+    use crate::device::Device;
 
     fn value<T: Serialize>(t: &T) -> Value {
         let line = to_json(t).unwrap();

@@ -22,9 +22,7 @@ use kmemlab_uapi::{
 };
 
 #[cfg(any(test, feature = "test-util"))]
-mod builder;
-#[cfg(any(test, feature = "test-util"))]
-pub use builder::RingBuilder;
+pub mod builder;
 
 use crate::sys;
 use crate::uio::UioMap;
@@ -268,6 +266,7 @@ pub fn irq_to_wake_ns<M: RingMemory + ?Sized>(mem: &M, count: u32, wake_ns: u64)
 
 #[cfg(test)]
 mod tests {
+    use crate::ring::builder::RingBuilder;
     use std::cell::Cell;
     use std::fs;
 

@@ -185,8 +185,8 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
     use kmemlab::spec::Kind;
+    use kmemlab::MockDevice;
     use serde_json::{json, Value};
 
     use super::*;

@@ -72,8 +72,8 @@ pub fn error_json(error: &str, message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
     use kmemlab::error::Result;
+    use kmemlab::MockDevice;
     use nix::errno::Errno;
     use serde_json::{json, Value};
 

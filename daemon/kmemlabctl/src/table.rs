@@ -244,10 +244,11 @@ fn yes_no(b: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::{Device, MockDevice};
+    use kmemlab::device::Device;
     use kmemlab::report::{StatsReport, TriggerReport};
     use kmemlab::spec::Flags;
     use kmemlab::uapi::{self, Info};
+    use kmemlab::MockDevice;
 
     use super::*;
 

@@ -297,7 +297,7 @@ mod tests {
     use crate::config::DaemonConfig;
     use crate::plan::Plan;
 
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use kmemlab::uapi::{Info, ABI_VERSION};
     use nix::errno::Errno;

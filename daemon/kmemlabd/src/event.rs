@@ -323,8 +323,9 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use kmemlab::device::{Device, MockDevice};
+    use kmemlab::device::Device;
     use kmemlab::spec::{Flags, Kind};
+    use kmemlab::MockDevice;
 
     fn parse(ev: &Event) -> Value {
         let line = ev.to_line().unwrap();

@@ -94,9 +94,10 @@ impl<W: Write> EventWriter<W> {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::{Device, MockDevice};
+    use kmemlab::device::Device;
     use kmemlab::report::AllocReport;
     use kmemlab::spec::{Flags, Kind};
+    use kmemlab::MockDevice;
 
     use super::*;
     use crate::event::{Press, Source, StopReason};

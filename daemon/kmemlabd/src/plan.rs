@@ -272,7 +272,7 @@ mod tests {
     use nix::errno::Errno;
 
     use super::*;
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     #[test]
     fn default_plan_is_the_seed() {

@@ -203,9 +203,9 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
-    use kmemlab::device::MockDevice;
-    use kmemlab::ring::RingBuilder;
+    use kmemlab::ring::builder::RingBuilder;
     use kmemlab::uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
+    use kmemlab::MockDevice;
 
     use serde_json::Value;
 

@@ -101,7 +101,7 @@ mod tests {
     use crate::config::DaemonConfig;
     use crate::plan::Plan;
 
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use super::*;
     use crate::testing::*;

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use kmemlab::device::MockDevice;
 use kmemlab::error::{Error, Result};
 use kmemlab::uio::IrqSource;
+use kmemlab::MockDevice;
 use nix::errno::Errno;
 use serde_json::Value;
 

@@ -88,7 +88,7 @@ mod tests {
     use crate::plan::Plan;
     use std::io;
 
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use serde_json::Value;
 

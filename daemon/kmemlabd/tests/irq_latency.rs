@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
 
-use kmemlab::ring::RingBuilder;
+use kmemlab::ring::builder::RingBuilder;
 use kmemlab::uapi::{SOURCE_IRQ, SOURCE_TRIGGER};
 use kmemlab::{monotonic_ns, MockDevice, Uio, UioInfo};
 use kmemlabd::{run, Daemon, EventWriter, Signals, StartInfo};

@@ -215,10 +215,10 @@ impl Device for MockDevice {
                 source: errno,
             })
         };
-        if let Some(errno) = self.check(kind, size, flags, true) {
+        if let Some(errno) = rules::check(&self.info, kind, size, flags, true) {
             return fail(&mut st, errno);
         }
-        if let Some(errno) = self.check_quota(&st, size, flags) {
+        if let Some(errno) = rules::check_quota(&self.info, &st.live, size, flags) {
             return fail(&mut st, errno);
         }
         if st.live.len() >= self.info.max_outstanding_count as usize
@@ -278,11 +278,11 @@ impl Device for MockDevice {
             report.dma = phys;
             report.result |= uapi::RESULT_DMA;
         }
-        if !self.has(uapi::PRIV_KADDR) {
+        if !rules::has(&self.info, uapi::PRIV_KADDR) {
             report.vaddr = 0;
             report.result |= uapi::RESULT_HIDDEN;
         }
-        if !self.has(uapi::PRIV_PHYS) {
+        if !rules::has(&self.info, uapi::PRIV_PHYS) {
             report.phys = 0;
             report.dma = 0;
             report.result |= uapi::RESULT_PHYS_HIDDEN;
@@ -354,14 +354,13 @@ impl Device for MockDevice {
 
     fn bench(&self, kind: Kind, size: u64, flags: Flags, iters: u32) -> Result<Bench> {
         let _st = self.enter("KMEMLAB_BENCH", format!("bench {kind} {size} {iters}"))?;
-        let errno = self
-            .check(kind, size, flags, false)
+        let errno = rules::check(&self.info, kind, size, flags, false)
             .or_else(|| (iters == 0 || iters > self.info.max_bench_iters).then_some(Errno::EINVAL))
             .or_else(|| {
                 let atomic = flags.bits() & ATOMIC_FLAGS != 0;
                 let too_much = (atomic && size > self.info.atomic_quota_bytes)
                     || u64::from(iters).saturating_mul(size) > self.info.bench_max_bytes;
-                (too_much && !self.has(uapi::PRIV_ADMIN)).then_some(Errno::EPERM)
+                (too_much && !rules::has(&self.info, uapi::PRIV_ADMIN)).then_some(Errno::EPERM)
             });
         if let Some(source) = errno {
             return Err(Error::Ioctl {

@@ -134,7 +134,7 @@ pub fn write_chart(path: &Path, points: &[PointReport]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use kmemlab::device::Device;
     use kmemlab::spec::{Flags, Kind};

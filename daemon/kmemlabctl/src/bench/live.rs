@@ -119,7 +119,7 @@ impl<D: Device + ?Sized> Drop for LiveSet<'_, D> {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use super::*;
 

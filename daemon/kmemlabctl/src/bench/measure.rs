@@ -324,7 +324,7 @@ pub fn batched_path<D: Device + ?Sized>(
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use super::*;
     use crate::bench::spec::kmalloc_64;

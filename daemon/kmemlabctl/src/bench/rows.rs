@@ -91,8 +91,8 @@ pub fn to_table(points: &[PointReport]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::device::MockDevice;
     use kmemlab::spec::Flags;
+    use kmemlab::MockDevice;
 
     use super::*;
     use crate::bench::measure::{measure, round2};

@@ -170,7 +170,7 @@ impl SweepSpec {
 
 /// The one point of a sweep of kmalloc 64 B.
 #[cfg(test)]
-pub(super) fn kmalloc_64(dev: &kmemlab::device::MockDevice, iters: u32, rounds: u32) -> PointSpec {
+pub(super) fn kmalloc_64(dev: &kmemlab::MockDevice, iters: u32, rounds: u32) -> PointSpec {
     use kmemlab::device::Device;
 
     let spec = SweepSpec {
@@ -186,7 +186,7 @@ pub(super) fn kmalloc_64(dev: &kmemlab::device::MockDevice, iters: u32, rounds: 
 #[cfg(test)]
 mod tests {
     use kmemlab::device::Device;
-    use kmemlab::device::MockDevice;
+    use kmemlab::MockDevice;
 
     use super::*;
 

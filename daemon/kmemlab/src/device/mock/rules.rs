@@ -1,10 +1,12 @@
 //! The module's rules as the mock applies them: flags and sizes, privileges and quotas,
 //! and the usable size of a kmalloc request.
 
+use std::collections::BTreeMap;
+
 use kmemlab_uapi as uapi;
+use kmemlab_uapi::{Alloc, Info};
 use nix::errno::Errno;
 
-use super::{MockDevice, MockState};
 use crate::spec::{Flags, Kind};
 
 /// Every `PRIV_*` bit: root with CAP_SYSLOG, `kptr_restrict` 0 or 1.
@@ -22,73 +24,72 @@ pub const DEFAULT_BENCH_MAX_BYTES: u64 = 64 << 20;
 /// GFP_ATOMIC and GFP_NOWAIT: the allocations the atomic quota counts.
 pub(super) const ATOMIC_FLAGS: u32 = uapi::FLAG_GFP_ATOMIC | uapi::FLAG_GFP_NOWAIT;
 
-impl MockDevice {
-    /// Whether the opener has the `PRIV_*` bit `bit`.
-    pub(super) fn has(&self, bit: u32) -> bool {
-        self.info.privileges & bit != 0
-    }
+/// Whether the opener `info` describes has the `PRIV_*` bit `bit`.
+pub(super) fn has(info: &Info, bit: u32) -> bool {
+    info.privileges & bit != 0
+}
 
-    /// The module's privilege and quota checks for an ALLOC of `size` bytes with `flags`
-    /// by this opener, holding `st`'s allocations.
-    pub(super) fn check_quota(&self, st: &MockState, size: u64, flags: Flags) -> Option<Errno> {
-        if self.has(uapi::PRIV_ADMIN) {
-            return None;
-        }
-        if flags.contains(Flags::PERSIST) {
+/// The module's privilege and quota checks for an ALLOC of `size` bytes with `flags`
+/// by the opener `info` describes, holding the allocations `live`.
+pub(super) fn check_quota(
+    info: &Info,
+    live: &BTreeMap<u64, Alloc>,
+    size: u64,
+    flags: Flags,
+) -> Option<Errno> {
+    if has(info, uapi::PRIV_ADMIN) {
+        return None;
+    }
+    if flags.contains(Flags::PERSIST) {
+        return Some(Errno::EPERM);
+    }
+    // This file's own allocations (device-owned ones are not its).
+    let own = || live.values().filter(|a| a.result & uapi::RESULT_OWN != 0);
+    if flags.bits() & ATOMIC_FLAGS != 0 {
+        let atomic: u64 = own()
+            .filter(|a| a.flags & ATOMIC_FLAGS != 0)
+            .map(|a| a.size)
+            .sum();
+        if atomic.saturating_add(size) > info.atomic_quota_bytes {
             return Some(Errno::EPERM);
         }
-        // This file's own allocations (device-owned ones are not its).
-        let own = || {
-            st.live
-                .values()
-                .filter(|a| a.result & uapi::RESULT_OWN != 0)
-        };
-        if flags.bits() & ATOMIC_FLAGS != 0 {
-            let atomic: u64 = own()
-                .filter(|a| a.flags & ATOMIC_FLAGS != 0)
-                .map(|a| a.size)
-                .sum();
-            if atomic.saturating_add(size) > self.info.atomic_quota_bytes {
-                return Some(Errno::EPERM);
-            }
-        }
-        let bytes: u64 = own().map(|a| a.size).sum();
-        if own().count() >= self.info.file_max_count as usize
-            || bytes.saturating_add(size) > self.info.file_max_bytes
-        {
-            return Some(Errno::EDQUOT);
-        }
-        None
     }
+    let bytes: u64 = own().map(|a| a.size).sum();
+    if own().count() >= info.file_max_count as usize
+        || bytes.saturating_add(size) > info.file_max_bytes
+    {
+        return Some(Errno::EDQUOT);
+    }
+    None
+}
 
-    /// The module's flag and size checks for ALLOC and BENCH.
-    pub(super) fn check(
-        &self,
-        kind: Kind,
-        size: u64,
-        flags: Flags,
-        persist_ok: bool,
-    ) -> Option<Errno> {
-        let f = flags.bits();
-        let zone_ok = match kind {
-            Kind::Kmalloc => uapi::FLAG_DMA,
-            Kind::Pages => uapi::FLAG_DMA | uapi::FLAG_DMA32,
-            _ => 0,
-        };
-        if self.info.kinds & (1 << kind.abi()) == 0
-            || f & !self.info.flags != 0
-            || (f & uapi::FLAG_BASE_MASK).count_ones() != 1
-            || (f & uapi::FLAG_PERSIST != 0 && !persist_ok)
-            || f & (uapi::FLAG_DMA | uapi::FLAG_DMA32) & !zone_ok != 0
-            || size == 0
-        {
-            return Some(Errno::EINVAL);
-        }
-        if size > self.info.max_size[kind.abi() as usize] {
-            return Some(Errno::E2BIG);
-        }
-        None
+/// The module's flag and size checks for ALLOC and BENCH.
+pub(super) fn check(
+    info: &Info,
+    kind: Kind,
+    size: u64,
+    flags: Flags,
+    persist_ok: bool,
+) -> Option<Errno> {
+    let f = flags.bits();
+    let zone_ok = match kind {
+        Kind::Kmalloc => uapi::FLAG_DMA,
+        Kind::Pages => uapi::FLAG_DMA | uapi::FLAG_DMA32,
+        _ => 0,
+    };
+    if info.kinds & (1 << kind.abi()) == 0
+        || f & !info.flags != 0
+        || (f & uapi::FLAG_BASE_MASK).count_ones() != 1
+        || (f & uapi::FLAG_PERSIST != 0 && !persist_ok)
+        || f & (uapi::FLAG_DMA | uapi::FLAG_DMA32) & !zone_ok != 0
+        || size == 0
+    {
+        return Some(Errno::EINVAL);
     }
+    if size > info.max_size[kind.abi() as usize] {
+        return Some(Errno::E2BIG);
+    }
+    None
 }
 
 /// `ksize()` of a kmalloc request: the size of its slab cache.
@@ -103,6 +104,7 @@ pub(super) fn kmalloc_usable(size: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use crate::device::mock::MockDevice;
     use kmemlab_uapi::Info;
 
     use super::*;
