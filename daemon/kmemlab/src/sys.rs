@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kmemlab_uapi::{
     Alloc, AllocBatch, Bench, Free, FreeBatch, Info, List, Stats, Trigger, LIST_MAX,
 };
-use nix::errno::Errno;
-
 use memmap2::MmapRaw;
+use nix::errno::Errno;
 
 use crate::error::{Error, Result};
 

@@ -15,10 +15,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use kmemlab::error::{Error, Result};
 use kmemlab::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
+use serde::Deserialize;
 
 use crate::plan::Plan;
 

@@ -41,14 +41,15 @@
 //!
 //! There is no separate `press` line: an accepted press is its `alloc`, `free` or
 //! `error` line (they carry `seq`), a refused one its `bounce` line. The contract is
-//! `daemon/schema/kmemlabd-event.schema.json`.
+//! `daemon/kmemlabd/schema/kmemlabd-event.schema.json`.
 
-pub use kmemlab::clock::{monotonic_ns, now_ns};
 use kmemlab::error::{Error, Result};
 use kmemlab::report::AllocReport;
 use serde::Serialize;
 
 use crate::stats::Counters;
+
+pub use kmemlab::clock::{monotonic_ns, now_ns};
 
 /// Why the daemon stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -14,11 +14,10 @@
 
 use std::fmt;
 
-use kmemlab::uapi::{Alloc, Free};
-
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
 use kmemlab::spec::{format_size, parse_size, Flags, Kind};
+use kmemlab::uapi::{Alloc, Free};
 
 /// The seed module's cycle, replayed by default: kmalloc of 1 byte with GFP_ATOMIC,
 /// vmalloc of 1 byte, dma_alloc_coherent of 1024 bytes with GFP_ATOMIC (the seed called

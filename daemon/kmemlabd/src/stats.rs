@@ -2,9 +2,8 @@
 //! kind, allocations, frees, errors and requested bytes, and alloc/free latencies in
 //! log-linear histograms of fixed size (memory does not grow with presses).
 
-use serde::Serialize;
-
 use kmemlab::spec::Kind;
+use serde::Serialize;
 
 /// Sub-buckets per power of two: quantiles are exact below 16 ns and within 1/16
 /// (6.25 %) above.

@@ -6,9 +6,8 @@ use kmemlab::error::Result;
 use kmemlab::spec::format_size;
 use plotters::prelude::*;
 
-use crate::chart::{bounds, chart_error, short, write_file, CHART_WIDTH};
-
 use super::measure::*;
+use crate::chart::{bounds, chart_error, short, write_file, CHART_WIDTH};
 
 /// Height of the sweep chart's title, px.
 const CHART_TITLE_HEIGHT: u32 = 50;

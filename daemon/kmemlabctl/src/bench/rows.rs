@@ -3,9 +3,8 @@
 use kmemlab::report::TimingReport;
 use kmemlab::spec::format_size;
 
-use crate::table::table;
-
 use super::measure::*;
+use crate::table::table;
 
 /// Column headers of the sweep table.
 pub const HEADERS: [&str; 21] = [
