@@ -17,8 +17,7 @@ use crate::config::{ConfigSource, DaemonConfig};
 use crate::daemon::{Daemon, StartInfo};
 use crate::event::{now_ns, Event, StopReason};
 use crate::notify::Notifier;
-use crate::output::EventWriter;
-use crate::output::{open_output, Reopen};
+use crate::output::{open_output, EventWriter, Reopen};
 
 /// Token of the UIO descriptor in the poll.
 pub const UIO_TOKEN: Token = Token(0);

@@ -10,8 +10,7 @@ use kmemlab::uio::IrqSource;
 use crate::config::DaemonConfig;
 use crate::daemon::Daemon;
 use crate::event::{now_ns, Event, Op};
-use crate::output::EventWriter;
-use crate::output::Reopen;
+use crate::output::{EventWriter, Reopen};
 use crate::plan::PlanRunner;
 
 impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
