@@ -1,7 +1,8 @@
 //! The seam between the daemon's logic and `/dev/kmemlab`.
 //!
 //! [`Device`] is what the daemon and `kmemlabctl` need from the module; [`KmemlabDevice`]
-//! implements it with ioctls, [`MockDevice`] in memory so the logic runs on a laptop.
+//! implements it with ioctls; `mock::MockDevice` (with the `test-util` feature) in memory, so
+//! the logic runs on a laptop.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;

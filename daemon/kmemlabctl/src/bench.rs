@@ -1,6 +1,6 @@
 //! `kmemlabctl bench` as a sweep: for each kind and size, the in-kernel floor (BENCH),
 //! the userspace single-call path (ALLOC then FREE, one ioctl each) and the batched path
-//! (ALLOC_BATCH then FREE_BATCH of up to [`uapi::BATCH_MAX`]), with the same number of
+//! (ALLOC_BATCH then FREE_BATCH of up to [`kmemlab::uapi::BATCH_MAX`]), with the same number of
 //! pairs for all three, and the ratios of the userspace paths to the floor.
 //!
 //! With `rounds` above 1 the three paths take turns: each round measures all three on its

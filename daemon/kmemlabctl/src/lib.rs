@@ -7,7 +7,7 @@
 //! - [`execute`]: running a command: what it prints.
 //! - [`failure`]: a failed command: its `--json` error object and a hint.
 //! - [`table`]: the text output: plain-text tables and each report's text.
-//! - [`bench`]: `bench` sweeps: the in-kernel floor against the userspace single-call
+//! - [`bench`](mod@bench): `bench` sweeps: the in-kernel floor against the userspace single-call
 //!   and batched paths.
 //! - [`logreport`]: `report`: a kmemlabd log summarized and charted.
 //! - [`chart`]: what the sweep and log charts share (width, axes, file writes).

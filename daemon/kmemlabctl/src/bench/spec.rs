@@ -119,7 +119,7 @@ pub struct PointSpec {
     pub iters: u32,
     /// Entries per batch.
     pub batch: usize,
-    /// Rounds asked for ([`measure`] makes at most `iters` of them).
+    /// Rounds asked for ([`super::measure::measure`] makes at most `iters` of them).
     pub rounds: u32,
     /// The kind's largest allocation, when `size` is above it (the point is skipped).
     pub too_big: Option<u64>,
