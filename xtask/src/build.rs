@@ -336,7 +336,14 @@ pub fn userspace(tc: &Toolchain) -> Result<Userspace> {
     step("building kmemlabd and kmemlabctl for the arm64 guest");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
-        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "kmemlabd",
+            "--package",
+            "kmemlabctl",
+        ])
         .args(["--package", "kmemlab-guest-tools"])
         .args(["--target", GUEST_TARGET])
         .arg("--target-dir")
@@ -369,7 +376,9 @@ pub fn userspace_host() -> Result<()> {
         "build",
         "--release",
         "--package",
-        "kmemlab",
+        "kmemlabd",
+        "--package",
+        "kmemlabctl",
         "--bins",
     ]))
 }
@@ -386,7 +395,14 @@ pub fn userspace_amd64() -> Result<Userspace> {
     step("building kmemlabd and kmemlabctl for the x86_64 guest");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["build", "--release", "--package", "kmemlab", "--bins"])
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "kmemlabd",
+            "--package",
+            "kmemlabctl",
+        ])
         .args(["--package", "kmemlab-guest-tools"])
         .args(["--target", AMD64_GUEST_TARGET])
         .arg("--target-dir")

@@ -129,13 +129,13 @@ const OVERLAYS: &[(&str, &str)] = &[
 ];
 
 fn version() -> Result<String> {
-    let manifest = fs::read_to_string(repo_root().join("daemon/Cargo.toml"))?;
+    let manifest = fs::read_to_string(repo_root().join("Cargo.toml"))?;
     manifest
         .lines()
         .find_map(|l| l.strip_prefix("version = \""))
         .and_then(|v| v.strip_suffix('"'))
         .map(str::to_owned)
-        .context("no version in daemon/Cargo.toml")
+        .context("no version in the workspace Cargo.toml")
 }
 
 fn install(src: &Path, dest: &Path, mode: u32) -> Result<()> {

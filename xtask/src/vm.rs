@@ -753,13 +753,13 @@ pub fn json_lines<S: AsRef<str>>(lines: &[S]) -> Vec<serde_json::Value> {
 }
 
 /// Every line of kmemlabd's log must validate against the JSON log contract
-/// (daemon/schema/kmemlabd-event.schema.json); returns how many lines were checked.
+/// (daemon/kmemlabd/schema/kmemlabd-event.schema.json); returns how many lines were checked.
 pub fn check_log_schema(lines: &[String]) -> Result<usize> {
     static VALIDATOR: std::sync::OnceLock<Result<jsonschema::Validator, String>> =
         std::sync::OnceLock::new();
     let validator = VALIDATOR
         .get_or_init(|| {
-            let path = repo_root().join("daemon/schema/kmemlabd-event.schema.json");
+            let path = repo_root().join("daemon/kmemlabd/schema/kmemlabd-event.schema.json");
             let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let schema: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| e.to_string())?;

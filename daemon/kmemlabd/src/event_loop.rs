@@ -1,0 +1,276 @@
+//! The event loop: the UIO descriptor and a signalfd in one `mio::Poll`, and [`serve`],
+//! which opens the devices and runs it.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+use kmemlab::device::{Device, KmemlabDevice};
+use kmemlab::error::{Error, Result};
+use kmemlab::uio::{find_uio, IrqSource, Uio};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::config::{ConfigSource, DaemonConfig};
+use crate::daemon::{Daemon, StartInfo};
+use crate::event::{now_ns, Event, StopReason};
+use crate::notify::Notifier;
+use crate::output::{open_output, EventWriter, Reopen};
+
+/// Token of the UIO descriptor in the poll.
+pub const UIO_TOKEN: Token = Token(0);
+/// Token of the signalfd in the poll.
+pub const SIGNAL_TOKEN: Token = Token(1);
+
+/// What a signal asks of the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// SIGTERM or SIGINT: free, summarize, stop.
+    Stop(StopReason),
+    /// SIGHUP: re-read the config, reopen the log.
+    Reload,
+    /// SIGUSR1: write a `stats` line.
+    Stats,
+}
+
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR1, delivered through a non-blocking signalfd.
+#[derive(Debug)]
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR1 in the calling thread and opens a
+    /// signalfd for them.
+    /// Call it before any other thread starts, so every thread inherits the mask and the
+    /// signals stay pending for the signalfd.
+    pub fn new() -> Result<Self> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGHUP);
+        mask.add(Signal::SIGUSR1);
+        mask.thread_block()
+            .map_err(|source| Error::Signals { source })?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|source| Error::Signals { source })?;
+        Ok(Self { fd })
+    }
+
+    /// Reads one pending signal; `Ok(None)` when none is pending.
+    pub fn read(&mut self) -> Result<Option<Request>> {
+        loop {
+            return match self.fd.read_signal() {
+                Ok(None) => Ok(None),
+                Ok(Some(info)) => Ok(Some(match info.ssi_signo {
+                    n if n == Signal::SIGINT as u32 => Request::Stop(StopReason::Sigint),
+                    n if n == Signal::SIGHUP as u32 => Request::Reload,
+                    n if n == Signal::SIGUSR1 as u32 => Request::Stats,
+                    _ => Request::Stop(StopReason::Sigterm),
+                })),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(source) => Err(Error::Signals { source }),
+            };
+        }
+    }
+}
+
+impl AsRawFd for Signals {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn poll_err(source: io::Error) -> Error {
+    Error::Poll { source }
+}
+
+/// What the loop does besides the daemon's own work: systemd notifications and reloads.
+pub struct Hooks<W> {
+    /// Where `READY=1`, `STATUS=` and `STOPPING=1` go.
+    pub notifier: Notifier,
+    /// Re-read on SIGHUP when it names a config file.
+    pub source: Option<ConfigSource>,
+    /// Opens the output anew on SIGHUP (`None`: the output is kept).
+    pub reopen: Option<Reopen<W>>,
+}
+
+impl<W> Default for Hooks<W> {
+    fn default() -> Self {
+        Self {
+            notifier: Notifier::disabled(),
+            source: None,
+            reopen: None,
+        }
+    }
+}
+
+impl<W> fmt::Debug for Hooks<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("notifier", &self.notifier)
+            .field("source", &self.source)
+            .field("reopen", &self.reopen.is_some())
+            .finish()
+    }
+}
+
+/// [`run_with`] without notifications, reloads of a file or reopens.
+pub fn run<D, I, W>(daemon: &mut Daemon<D, I, W>, signals: &mut Signals) -> Result<StopReason>
+where
+    D: Device,
+    I: IrqSource + AsRawFd,
+    W: Write,
+{
+    run_with(daemon, signals, &Hooks::default())
+}
+
+/// The event loop: registers the interrupt source and the signals with one `mio::Poll`,
+/// writes the `start` line, tells systemd `READY=1`, then handles events until SIGTERM
+/// or SIGINT (SIGHUP reloads, SIGUSR1 writes `stats`), and writes the `summary` and
+/// `stop` lines. Returns the signal that stopped it; on error, returns it without
+/// writing a line (see [`Daemon::fail`]).
+///
+/// No timeouts: an idle daemon sleeps in `epoll_wait`.
+pub fn run_with<D, I, W>(
+    daemon: &mut Daemon<D, I, W>,
+    signals: &mut Signals,
+    hooks: &Hooks<W>,
+) -> Result<StopReason>
+where
+    D: Device,
+    I: IrqSource + AsRawFd,
+    W: Write,
+{
+    let mut poll = Poll::new().map_err(poll_err)?;
+    let irq_fd = daemon.irq().as_raw_fd();
+    let sig_fd = signals.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&irq_fd), UIO_TOKEN, Interest::READABLE)
+        .map_err(poll_err)?;
+    poll.registry()
+        .register(&mut SourceFd(&sig_fd), SIGNAL_TOKEN, Interest::READABLE)
+        .map_err(poll_err)?;
+
+    // Registered first: an interrupt from here on is reported by the first poll.
+    daemon.start()?;
+    // The devices are open, the heap mapped (by the caller), the descriptors registered.
+    hooks.notifier.ready(&daemon.status());
+
+    let config_file = hooks.source.as_ref().and_then(|s| s.file.clone());
+    let mut events = Events::with_capacity(8);
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(poll_err(e)),
+        }
+        if events.is_empty() {
+            tracing::debug!("poll returned without events");
+        }
+        let mut stop = None;
+        for event in events.iter() {
+            match event.token() {
+                UIO_TOKEN => {
+                    // Edge-triggered: drain until the read would block.
+                    if daemon.on_readable()? == 0 {
+                        tracing::debug!("spurious wakeup on the uio device");
+                    } else if hooks.notifier.enabled() {
+                        hooks.notifier.status(&daemon.status());
+                    }
+                }
+                SIGNAL_TOKEN => {
+                    let mut any = false;
+                    while let Some(request) = signals.read()? {
+                        any = true;
+                        match request {
+                            Request::Stop(reason) => {
+                                stop.get_or_insert(reason);
+                            }
+                            Request::Reload => {
+                                let loaded = hooks
+                                    .source
+                                    .as_ref()
+                                    .filter(|s| s.file.is_some())
+                                    .map(ConfigSource::load);
+                                daemon.reload(config_file.as_deref(), loaded, hooks.reopen)?;
+                                hooks.notifier.status(&daemon.status());
+                            }
+                            Request::Stats => daemon.write_stats()?,
+                        }
+                    }
+                    if !any {
+                        tracing::debug!("spurious wakeup on the signalfd");
+                    }
+                }
+                token => tracing::warn!("event for unknown token {}", token.0),
+            }
+        }
+        if let Some(reason) = stop {
+            hooks.notifier.stopping();
+            daemon.stop(reason)?;
+            return Ok(reason);
+        }
+    }
+}
+
+/// kmemlabd from start to finish: blocks the signals, opens the output, `/dev/kmemlab`
+/// and the UIO device, maps the heap and runs the loop, notifying `$NOTIFY_SOCKET` if
+/// set. `source` is re-read on SIGHUP. A failure after the output is open is also
+/// written as an `error` line.
+pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<StopReason> {
+    let mut signals = Signals::new()?;
+    let mut out = EventWriter::new(open_output(config.log.as_deref())?);
+    let opened = (|| {
+        let device = KmemlabDevice::open(&config.device)?;
+        let info = find_uio(&config.sysfs_uio, &config.uio_name)?;
+        let uio = Uio::open(&info)?;
+        Ok((device, uio))
+    })();
+    let (device, uio) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            if let Err(e2) = out.emit(&Event::error(now_ns(), &e)) {
+                tracing::error!("{}", e2.report());
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        "using {} and {} (count {})",
+        device.path().display(),
+        uio.path().display(),
+        uio.initial_count()
+    );
+    let start = StartInfo {
+        uio: uio.path().display().to_string(),
+        device: device.path().display().to_string(),
+        irq_count: uio.initial_count(),
+    };
+    // The heap's first page holds the interrupt ring; without it the daemon runs on,
+    // with irq_to_wake_ns null.
+    // Mapped writable (never written): the atomic loads of the ring need memory that is
+    // valid for writes.
+    let ring = match uio.map(0) {
+        Ok(map) => Some(map),
+        Err(e) => {
+            tracing::warn!(
+                "no interrupt ring, irq_to_wake_ns will be null: {}",
+                e.report()
+            );
+            None
+        }
+    };
+    let mut daemon = Daemon::new(device, uio, out, start).with_config(config);
+    if let Some(map) = ring {
+        daemon = daemon.with_ring(Box::new(map));
+    }
+    let hooks = Hooks {
+        notifier: Notifier::from_env(),
+        source: source.cloned(),
+        reopen: Some(open_output),
+    };
+    run_with(&mut daemon, &mut signals, &hooks).inspect_err(|e| daemon.fail(e))
+}

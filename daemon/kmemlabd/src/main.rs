@@ -1,0 +1,77 @@
+//! kmemlabd: waits for the kmemlab button interrupt on its UIO device, runs the next
+//! step of its plan on each press and writes one JSON line per press. See
+//! `kmemlabd::event` for the line formats, `kmemlabd::plan` for plans and
+//! `kmemlabd::config` for the config file.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use kmemlabd::ConfigSource;
+
+const USAGE: &str = "\
+usage: kmemlabd [--config FILE] [--plan PLAN] [--debounce-ms MS] [--log FILE]
+                [--uio-name NAME] [--device PATH]
+
+Waits for the kmemlab button interrupt. Each press runs the next step of the
+plan: a press allocates the step, the next press frees it, the one after
+allocates the next step, and around again. One JSON line per press (alloc,
+free or error; bounce for a press within the debounce interval; coalesced for
+interrupts that came without a read of their own), and start, summary and stop
+lines, to stdout or appended to FILE. Diagnostics go to stderr (level from
+KMEMLAB_LOG, default info).
+
+Signals: SIGTERM or SIGINT free what the daemon holds and stop it with a
+\"summary\" and a \"stop\" line; SIGHUP re-reads the config file and reopens the
+log file (logrotate); SIGUSR1 writes a \"stats\" line. Under systemd
+(Type=notify, $NOTIFY_SOCKET) it reports READY=1, STATUS= and STOPPING=1.
+
+PLAN is KIND[:SIZE[:FLAG|FLAG]] steps separated by commas, e.g.
+  vmalloc                                  one kind, with the seed's size
+  kmalloc:64:GFP_KERNEL|__GFP_ZERO,pages:16K
+The default replays the seed module:
+  kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1024:GFP_ATOMIC
+
+options (each wins over the config file's key of the same name):
+  --config FILE     read plan, debounce_ms, log, uio_name, device from FILE
+                    (TOML); an invalid file is exit status 2
+  --plan PLAN       what each press does (default: the seed's cycle)
+  --debounce-ms MS  presses closer than MS to the previous accepted one are
+                    bounces (default 50; 0: off)
+  --log FILE        append JSON lines to FILE instead of stdout
+  --uio-name NAME   the UIO device's name in /sys/class/uio (default kmemlab)
+  --device PATH     the kmemlab misc device (default /dev/kmemlab)
+  -h, --help        print this help
+";
+
+fn main() -> ExitCode {
+    kmemlab::init_tracing();
+    let source = match ConfigSource::from_args(std::env::args_os().skip(1)) {
+        Ok(Some(source)) => source,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("kmemlabd: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kmemlabd: {}", e.report());
+            return ExitCode::from(2);
+        }
+    };
+    match kmemlabd::serve(&config, Some(&source)) {
+        Ok(reason) => {
+            tracing::info!("stopped by {reason:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kmemlabd: {}", e.report());
+            ExitCode::FAILURE
+        }
+    }
+}
