@@ -120,11 +120,24 @@ mod tests {
     #[test]
     fn bad_values_and_disabled() {
         assert!(Notifier::new(OsStr::new("relative")).is_err());
-        let n = Notifier::disabled();
-        assert!(!n.enabled());
-        n.ready("nobody listens");
-        // A socket that is gone: logged, not fatal.
-        let n = Notifier::new(OsStr::new("/nonexistent/notify")).unwrap();
-        n.status("x");
+        assert!(!Notifier::disabled().enabled());
+        // A socket that is not there (yet): the send is logged and dropped, not fatal,
+        // and the notifier stays usable: once the socket exists, the next status arrives
+        // alone (the lost one is not queued or resent).
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("notify");
+        let n = Notifier::new(path.as_os_str()).unwrap();
+        assert!(n.enabled());
+        n.status("lost");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        n.status("after");
+        let mut buf = [0u8; 64];
+        let len = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"STATUS=after");
+        assert_eq!(
+            rx.recv(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 }
