@@ -211,7 +211,6 @@ mod tests {
         assert_eq!(c.debounce_ms, 10);
         assert_eq!(c.log, Some(PathBuf::from("/x.log")));
         assert_eq!(src(&[]).load().unwrap(), DaemonConfig::default());
-        assert_eq!(DaemonConfig::default().debounce_ms, 50);
         assert_eq!(ConfigSource::from_args(["--help"]), Ok(None));
         assert!(ConfigSource::from_args(["--plan", "slab"])
             .unwrap_err()
@@ -279,5 +278,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/kmemlabd.conf");
         let c = src(&["--config", path.to_str().unwrap()]).load().unwrap();
         assert_eq!(c, DaemonConfig::default());
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = tmp.path().join("kmemlabd.conf");
+        std::fs::write(&empty, "").unwrap();
+        let c = src(&["--config", empty.to_str().unwrap()]).load().unwrap();
+        // The shipped example spells out every default.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../systemd/kmemlabd.conf");
+        let documented = src(&["--config", shipped.to_str().unwrap()])
+            .load()
+            .unwrap();
+        assert_eq!(c, documented);
+        assert_eq!(c.log, None, "no log key: stdout");
     }
 }

@@ -294,7 +294,6 @@ mod tests {
 
     use crate::event::StopReason;
 
-    use crate::config::DaemonConfig;
     use crate::plan::Plan;
 
     use kmemlab::MockDevice;
@@ -303,7 +302,6 @@ mod tests {
     use nix::errno::Errno;
     use serde_json::Value;
 
-    use super::*;
     use crate::testing::*;
 
     #[test]
@@ -516,16 +514,5 @@ mod tests {
         assert!(k["dma_coherent"]["free_ns_p99"].as_u64().is_some());
         assert_eq!(k["pages"]["count"], 0);
         assert!(d.device().live().is_empty());
-    }
-
-    #[test]
-    fn default_config() {
-        let c = DaemonConfig::default();
-        assert_eq!(c.device, PathBuf::from("/dev/kmemlab"));
-        assert_eq!(c.uio_name, "kmemlab");
-        assert_eq!(c.sysfs_uio, PathBuf::from("/sys/class/uio"));
-        assert_eq!(c.log, None);
-        assert_eq!(c.plan, Plan::default());
-        assert_eq!(c.debounce_ms, 50);
     }
 }
