@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use kmemlab::{MockDevice, Uio};
 use kmemlabd::{
-    run_with, ConfigSource, Daemon, DaemonConfig, EventWriter, Hooks, Notifier, Signals, StartInfo,
-    StopReason,
+    run_with, ConfigSource, Daemon, EventWriter, Hooks, Notifier, Signals, StartInfo, StopReason,
 };
 use nix::sys::pthread::{pthread_kill, pthread_self};
 use nix::sys::signal::Signal;
@@ -161,7 +160,6 @@ fn ready_after_start_status_per_press_stopping_at_shutdown() {
         notify.recv(&mut buf).unwrap_err().kind(),
         ErrorKind::WouldBlock
     );
-    let _ = DaemonConfig::default();
 }
 
 /// The real binary: an invalid config is exit status 2 with the reason on stderr.
