@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn merged_figures_are_those_of_all_the_pairs() {
+    fn merge_takes_min_max_mean_stddev_over_all_pairs_and_percentiles_as_medians_of_rounds() {
         let t = |min, mean, max, stddev, p50, p99| uapi::Timing {
             min_ns: min,
             mean_ns: mean,
