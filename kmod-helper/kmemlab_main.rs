@@ -11,7 +11,8 @@
 //!
 //! One concept per file: `dt` (the device-tree node), `heap`, `uio` and `gpio` (the C glue's
 //! wrappers), `file` (open, dispatch, release) and `ioctl` (the commands), `batch` (a file's
-//! batch buffers), `privilege`, `limits`, `shared` (the allocations open files share), `mem`
+//! batch buffers), `privilege`, `limits`, `request` (an ALLOC request checked), `shared` (the
+//! allocations open files share), `mem`
 //! (the allocation kinds), `report`, `table`, `stats`, `bench`, `pfns` and `profile` (debugfs).
 
 use kernel::{
@@ -63,6 +64,7 @@ mod pfns;
 mod profile;
 mod privilege;
 mod report;
+mod request;
 mod shared;
 mod stats;
 mod swdev;

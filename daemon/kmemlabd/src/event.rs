@@ -324,6 +324,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::testing::press;
     use kmemlab::device::Device;
     use kmemlab::spec::{Flags, Kind};
     use kmemlab::MockDevice;
@@ -333,18 +334,6 @@ mod tests {
         assert!(line.ends_with('\n'));
         assert_eq!(line.matches('\n').count(), 1);
         serde_json::from_str(&line).unwrap()
-    }
-
-    fn press(seq: Option<u64>) -> Press {
-        Press {
-            ts_ns: 5,
-            seq,
-            irq_count: 3,
-            missed: 1,
-            irq_to_wake_ns: Some(4200),
-            source: Some(Source::Button),
-            irq_ktime_ns: Some(1_000_000),
-        }
     }
 
     #[test]

@@ -100,19 +100,8 @@ mod tests {
     use kmemlab::MockDevice;
 
     use super::*;
-    use crate::event::{Press, Source, StopReason};
-
-    fn press(seq: Option<u64>) -> Press {
-        Press {
-            ts_ns: 5,
-            seq,
-            irq_count: 3,
-            missed: 1,
-            irq_to_wake_ns: Some(4200),
-            source: Some(Source::Button),
-            irq_ktime_ns: Some(1_000_000),
-        }
-    }
+    use crate::event::StopReason;
+    use crate::testing::press;
 
     #[test]
     fn log_file_is_appended() {

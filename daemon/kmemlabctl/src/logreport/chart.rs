@@ -223,16 +223,7 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
-    const LOG: &str = r#"{"event":"start","ts_ns":1000000000,"pid":81}
-{"event":"alloc","ts_ns":1100000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":40000,"handle":1,"kind":"kmalloc","size":64,"alloc_ns":300}
-{"event":"free","ts_ns":1200000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":50000,"handle":1,"kind":"kmalloc","size":64,"free_ns":100}
-{"event":"alloc","ts_ns":1300000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":null,"handle":2,"kind":"vmalloc","size":4096,"alloc_ns":9000}
-not json
-{"no_event":1}
-{"event":"bounce","ts_ns":1350000000}
-{"event":"error","ts_ns":1400000000,"seq":4,"irq_count":4,"missed":0,"irq_to_wake_ns":45000,"op":"alloc","error":"ENOMEM","kind":"vmalloc","size":1}
-{"event":"stop","ts_ns":1500000000,"irq_count":4,"reason":"SIGTERM"}
-"#;
+    use crate::logreport::summary::tests::LOG;
 
     #[test]
     fn svg_and_html_hold_the_charts() {
