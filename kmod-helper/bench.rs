@@ -10,10 +10,14 @@
 //!
 //! min, max and mean are exact. The standard deviation is `sqrt(E[x^2] - E[x]^2)` over samples
 //! capped at `u32::MAX` ns (4.3 s), with the sum of squares kept in 128 bits as two `u64` limbs
-//! (the kernel's Rust has no `u128` division). p50 and p99 come from a log-linear histogram:
-//! values below 16 ns have a bucket each; above, every power of two is split into 16 buckets,
-//! so a bucket spans at most 1/16 (6.25%) of its lower bound and the reported value, the
-//! bucket's midpoint, is within about 3% of any sample in it.
+//! (the kernel's Rust has no `u128` division). p50 and p99 come from a log-linear histogram
+//! whose layout and percentile rule are the ABI's (`uapi::hist_bucket`,
+//! `uapi::hist_percentile`), the ones userspace uses for every percentile it prints: values
+//! below 16 ns have a bucket each; above, every power of two is split into 16 buckets, so a
+//! bucket spans at most 1/16 (6.25%) of its lower bound and the reported value, the bucket's
+//! midpoint, is within about 3% of any sample in it. With `hist_addr` set, BENCH copies the two
+//! histograms out, so that userspace can merge runs and take percentiles over all their
+//! samples.
 
 use kernel::{
     bindings,
@@ -34,33 +38,6 @@ use crate::shared::{
     Shared, //
 };
 use crate::uapi;
-
-/// Sub-buckets per power of two.
-const SUB_BITS: u32 = 4;
-const SUB: usize = 1 << SUB_BITS;
-/// Buckets: `SUB` exact ones, then `SUB` for each power of two from `2^SUB_BITS` to `2^63`.
-pub(crate) const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
-
-/// The histogram bucket of `ns`.
-fn bucket(ns: u64) -> usize {
-    if ns < SUB as u64 {
-        return ns as usize;
-    }
-    let exp = 63 - ns.leading_zeros();
-    let sub = (ns >> (exp - SUB_BITS)) as usize & (SUB - 1);
-    SUB + (exp - SUB_BITS) as usize * SUB + sub
-}
-
-/// The smallest value and the width of bucket `b`.
-fn bucket_range(b: usize) -> (u64, u64) {
-    if b < SUB {
-        return (b as u64, 1);
-    }
-    let exp = ((b - SUB) / SUB) as u32 + SUB_BITS;
-    let sub = ((b - SUB) % SUB) as u64;
-    let width = 1u64 << (exp - SUB_BITS);
-    ((1u64 << exp) + sub * width, width)
-}
 
 /// A 128-bit unsigned accumulator.
 #[derive(Default, Clone, Copy)]
@@ -135,7 +112,7 @@ impl Series {
             max: 0,
             sum: 0,
             sum_sq: U128::default(),
-            hist: KVec::from_elem(0u32, BUCKETS, GFP_KERNEL)?,
+            hist: KVec::from_elem(0u32, uapi::HIST_BUCKETS, GFP_KERNEL)?,
         })
     }
 
@@ -146,24 +123,25 @@ impl Series {
         let capped = ns.min(u64::from(u32::MAX));
         self.sum = self.sum.saturating_add(capped);
         self.sum_sq.add(capped * capped);
-        if let Some(slot) = self.hist.get_mut(bucket(ns)) {
+        if let Some(slot) = self.hist.get_mut(uapi::hist_bucket(ns)) {
             *slot = slot.saturating_add(1);
         }
     }
 
-    /// The value at or below which `per_mille`/1000 of the samples lie (bucket midpoint,
-    /// clamped to the observed range).
+    /// The `per_mille`/1000 percentile, by the ABI's rule (`uapi::hist_percentile`).
     fn percentile(&self, per_mille: u64) -> u64 {
-        let target = (u64::from(self.n) * per_mille).div_ceil(1000).max(1);
-        let mut seen = 0u64;
-        for (b, count) in self.hist.iter().enumerate() {
-            seen += u64::from(*count);
-            if seen >= target {
-                let (low, width) = bucket_range(b);
-                return (low + (width - 1) / 2).clamp(self.min, self.max);
-            }
-        }
-        self.max
+        uapi::hist_percentile(
+            self.hist.iter().map(|c| u64::from(*c)),
+            u64::from(self.n),
+            per_mille,
+            self.min,
+            self.max,
+        )
+    }
+
+    /// The bucket counts, as BENCH copies them out.
+    pub(crate) fn hist(&self) -> &[u32] {
+        &self.hist
     }
 
     pub(crate) fn timing(&self) -> uapi::Timing {
@@ -193,7 +171,7 @@ impl Shared {
         flags: u32,
         size: u64,
         iters: u32,
-    ) -> Result<[uapi::Timing; 2]> {
+    ) -> Result<[Series; 2]> {
         let kind = Kind::from_abi(kind)?;
         let gfp = gfp_for(kind, flags, false)?;
         let limits = self.limits;
@@ -224,7 +202,7 @@ impl Shared {
         gfp: bindings::gfp_t,
         size: usize,
         iters: u32,
-    ) -> Result<[uapi::Timing; 2]> {
+    ) -> Result<[Series; 2]> {
         let dma = kind == Kind::DmaCoherent;
         let section = if dma {
             Some(self.dma_section().ok_or(ENODEV)?)
@@ -255,6 +233,6 @@ impl Shared {
             free.record(f_ns);
         }
         drop(section);
-        Ok([alloc.timing(), free.timing()])
+        Ok([alloc, free])
     }
 }

@@ -249,6 +249,7 @@ impl KmemlabFile {
             flags: req.flags,
             size: req.size,
             iters: req.iters,
+            hist_addr: req.hist_addr,
             ..Default::default()
         };
         if req != input_only {
@@ -257,8 +258,17 @@ impl KmemlabFile {
         let [alloc, free] =
             self.shared
                 .bench(self.opener, req.kind, req.flags, req.size, req.iters)?;
-        req.alloc = alloc;
-        req.free = free;
+        req.alloc = alloc.timing();
+        req.free = free.timing();
+        if req.hist_addr != 0 {
+            let hist = UserSlice::new(
+                UserPtr::from_addr(usize::try_from(req.hist_addr)?),
+                uapi::BENCH_HIST_BYTES,
+            );
+            let mut out = hist.writer();
+            out.write_slice(alloc.hist().as_bytes())?;
+            out.write_slice(free.hist().as_bytes())?;
+        }
         writer.write(&req)?;
         Ok(0)
     }

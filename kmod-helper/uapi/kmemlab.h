@@ -19,7 +19,7 @@
 #include <linux/types.h>
 
 /* Version of this ABI; bumped on any incompatible change. */
-#define KMEMLAB_ABI_VERSION		2
+#define KMEMLAB_ABI_VERSION		3
 
 /* The ioctl type byte ("magic"); 0xE7 is unassigned in ioctl-number.rst. */
 #define KMEMLAB_IOC_MAGIC		0xE7
@@ -194,6 +194,17 @@ struct kmemlab_timing {
 	__u64 p99_ns;			/* 99th percentile, from the same histogram */
 };
 
+/*
+ * Latency histograms (BENCH's hist_addr). Values below 16 ns have a bucket each; each power
+ * of two from 2^4 to 2^63 is split into 16 equal buckets. For v >= 16, with e the index of
+ * v's highest set bit, v's bucket is 16 + (e - 4) * 16 + ((v >> (e - 4)) & 15). A percentile
+ * is the sample of rank ceil(n * p) (at least 1), given as its bucket's midpoint clamped to
+ * [min_ns, max_ns].
+ */
+#define KMEMLAB_HIST_SUB_BITS		4
+#define KMEMLAB_HIST_BUCKETS		976
+#define KMEMLAB_BENCH_HIST_BYTES	(2 * KMEMLAB_HIST_BUCKETS * 4)
+
 /* BENCH: iters alloc+free pairs inside the kernel. */
 struct kmemlab_bench {
 	__u32 kind;			/* in: KMEMLAB_KIND_* */
@@ -203,7 +214,9 @@ struct kmemlab_bench {
 	__u32 _pad;
 	struct kmemlab_timing alloc;	/* out: allocation latency */
 	struct kmemlab_timing free;	/* out: free latency */
-	__u64 reserved[2];
+	__u64 hist_addr;		/* in: 0, or the address of __u32[2 * KMEMLAB_HIST_BUCKETS] */
+					/* that receives the alloc, then the free histogram */
+	__u64 reserved[1];
 };
 
 /* TRIGGER: raises count UIO events from the kernel, as if the button were pressed. */

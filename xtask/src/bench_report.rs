@@ -96,13 +96,22 @@ impl Profile {
     }
 }
 
-/// Nearest-rank percentile `q` (0 to 1) of `sorted`.
-pub fn percentile(sorted: &[u64], q: f64) -> Option<u64> {
-    if sorted.is_empty() {
-        return None;
+/// The `per_mille`/1000 percentile of `values` by kmemlab's one rule, the ABI's
+/// (`kmemlab_uapi::hist_percentile`, as the module, the daemon and kmemlabctl compute theirs):
+/// nearest rank, to the histogram's resolution (about 3%), clamped to the samples.
+pub fn percentile(values: &[u64], per_mille: u64) -> Option<u64> {
+    let (min, max) = (values.iter().min()?, values.iter().max()?);
+    let mut counts = vec![0u64; kmemlab_uapi::HIST_BUCKETS];
+    for v in values {
+        counts[kmemlab_uapi::hist_bucket(*v)] += 1;
     }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted.get(rank.min(sorted.len()) - 1).copied()
+    Some(kmemlab_uapi::hist_percentile(
+        counts,
+        values.len() as u64,
+        per_mille,
+        *min,
+        *max,
+    ))
 }
 
 /// Everything the guest script printed, parsed.
@@ -644,16 +653,17 @@ fn render_latency(s: &mut String, run: &Run) {
         ("idle", &run.latency_idle),
         ("kmalloc 64 B bench loop running", &run.latency_load),
     ] {
-        let us = |q: f64| {
-            percentile(v, q).map_or("-".to_owned(), |ns| format!("{:.0} us", ns as f64 / 1000.0))
+        let us = |per_mille: u64| {
+            percentile(v, per_mille)
+                .map_or("-".to_owned(), |ns| format!("{:.0} us", ns as f64 / 1000.0))
         };
         let _ = writeln!(
             s,
             "| {name} | {} | {} | {} | {} |",
             v.len(),
-            us(0.50),
-            us(0.99),
-            us(1.0)
+            us(500),
+            us(990),
+            us(1000)
         );
     }
     let _ = writeln!(s);
@@ -664,13 +674,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 0.5), Some(50));
-        assert_eq!(percentile(&v, 0.99), Some(99));
-        assert_eq!(percentile(&v, 1.0), Some(100));
-        assert_eq!(percentile(&[7], 0.99), Some(7));
-        assert_eq!(percentile(&[], 0.5), None);
+    fn percentiles_are_kmemlabs_one_rule() {
+        // Nearest rank in the ABI's histogram: 99 lies in 96..=99 and is reported as 97.
+        let v: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(percentile(&v, 500), Some(50));
+        assert_eq!(percentile(&v, 990), Some(97));
+        assert_eq!(percentile(&v, 1000), Some(100));
+        assert_eq!(percentile(&[7], 990), Some(7));
+        assert_eq!(percentile(&[], 500), None);
     }
 
     #[test]

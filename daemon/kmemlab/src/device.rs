@@ -10,7 +10,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use kmemlab_uapi as uapi;
-use kmemlab_uapi::{Alloc, AllocBatch, Bench, Free, FreeBatch, Info, Stats, Trigger, ABI_VERSION};
+use kmemlab_uapi::{
+    Alloc, AllocBatch, Bench, Free, FreeBatch, Info, Stats, Trigger, ABI_VERSION, HIST_BUCKETS,
+};
+
+use crate::histogram::{BenchHistograms, Histogram};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
@@ -82,6 +86,16 @@ pub trait Device {
     /// BENCH: `iters` alloc+free pairs of `kind`, `size`, `flags` timed in the kernel.
     fn bench(&self, kind: Kind, size: u64, flags: Flags, iters: u32) -> Result<Bench>;
 
+    /// BENCH as [`Device::bench`], with the run's allocation and free latency histograms
+    /// (`hist_addr`), so that runs can be merged ([`Histogram::merge`]).
+    fn bench_hist(
+        &self,
+        kind: Kind,
+        size: u64,
+        flags: Flags,
+        iters: u32,
+    ) -> Result<(Bench, BenchHistograms)>;
+
     /// TRIGGER: raises `count` UIO events as if the button were pressed.
     fn trigger(&self, count: u32) -> Result<Trigger>;
 
@@ -95,6 +109,17 @@ pub trait Device {
 
     /// NOP: a round trip that does nothing; `ENOTTY` from a module older than it.
     fn nop(&self) -> Result<()>;
+}
+
+/// BENCH's input for `iters` pairs of `kind`, `size`, `flags`.
+fn bench_request(kind: Kind, size: u64, flags: Flags, iters: u32) -> Bench {
+    Bench {
+        kind: kind.abi(),
+        flags: flags.bits(),
+        size,
+        iters,
+        ..Bench::default()
+    }
 }
 
 /// [`Device::list`] with `page` entries per LIST call. Stops at a short or empty page,
@@ -200,14 +225,29 @@ impl Device for KmemlabDevice {
     fn bench(&self, kind: Kind, size: u64, flags: Flags, iters: u32) -> Result<Bench> {
         sys::bench(
             self.file.as_fd(),
-            &Bench {
-                kind: kind.abi(),
-                flags: flags.bits(),
-                size,
-                iters,
-                ..Bench::default()
-            },
+            &bench_request(kind, size, flags, iters),
+            None,
         )
+    }
+
+    fn bench_hist(
+        &self,
+        kind: Kind,
+        size: u64,
+        flags: Flags,
+        iters: u32,
+    ) -> Result<(Bench, BenchHistograms)> {
+        let mut counts = Box::new([0u32; 2 * HIST_BUCKETS]);
+        let b = sys::bench(
+            self.file.as_fd(),
+            &bench_request(kind, size, flags, iters),
+            Some(&mut counts),
+        )?;
+        let (alloc, free) = counts.split_at(HIST_BUCKETS);
+        let hist = |counts, timing| {
+            Histogram::from_kernel(counts, timing).expect("HIST_BUCKETS counts per side")
+        };
+        Ok((b, [hist(alloc, &b.alloc), hist(free, &b.free)]))
     }
 
     fn trigger(&self, count: u32) -> Result<Trigger> {
@@ -250,6 +290,15 @@ impl<D: Device + ?Sized> Device for &D {
     }
     fn bench(&self, kind: Kind, size: u64, flags: Flags, iters: u32) -> Result<Bench> {
         (**self).bench(kind, size, flags, iters)
+    }
+    fn bench_hist(
+        &self,
+        kind: Kind,
+        size: u64,
+        flags: Flags,
+        iters: u32,
+    ) -> Result<(Bench, BenchHistograms)> {
+        (**self).bench_hist(kind, size, flags, iters)
     }
     fn trigger(&self, count: u32) -> Result<Trigger> {
         (**self).trigger(count)
@@ -369,6 +418,15 @@ mod tests {
             unimplemented!()
         }
         fn bench(&self, _: Kind, _: u64, _: Flags, _: u32) -> Result<Bench> {
+            unimplemented!()
+        }
+        fn bench_hist(
+            &self,
+            _: Kind,
+            _: u64,
+            _: Flags,
+            _: u32,
+        ) -> Result<(Bench, BenchHistograms)> {
             unimplemented!()
         }
         fn trigger(&self, _: u32) -> Result<Trigger> {

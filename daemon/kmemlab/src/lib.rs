@@ -19,6 +19,7 @@
 pub mod clock;
 pub mod device;
 pub mod error;
+pub mod histogram;
 pub mod report;
 pub mod ring;
 pub mod spec;
@@ -31,6 +32,7 @@ pub use clock::{monotonic_ns, now_ns};
 pub use device::mock::MockDevice;
 pub use device::{check_abi, BatchOutcome, Device, KmemlabDevice, ListPage};
 pub use error::{Error, Result};
+pub use histogram::Histogram;
 pub use kmemlab_uapi as uapi;
 pub use report::{AllocReport, InfoReport};
 pub use spec::{format_size, parse_size, Flags, Kind};

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kmemlab_uapi::{
-    Alloc, AllocBatch, Bench, Free, FreeBatch, Info, List, Stats, Trigger, LIST_MAX,
+    Alloc, AllocBatch, Bench, Free, FreeBatch, Info, List, Stats, Trigger, HIST_BUCKETS, LIST_MAX,
 };
 use memmap2::MmapRaw;
 use nix::errno::Errno;
@@ -131,11 +131,20 @@ pub(crate) fn stats(fd: BorrowedFd<'_>) -> Result<Stats> {
     Ok(arg)
 }
 
-/// `KMEMLAB_BENCH`: `req.iters` alloc+free pairs in the kernel.
-pub(crate) fn bench(fd: BorrowedFd<'_>, req: &Bench) -> Result<Bench> {
+/// `KMEMLAB_BENCH`: `req.iters` alloc+free pairs in the kernel; with `hist`, the kernel
+/// also writes the run's two histograms there (`hist_addr`).
+pub(crate) fn bench(
+    fd: BorrowedFd<'_>,
+    req: &Bench,
+    hist: Option<&mut [u32; 2 * HIST_BUCKETS]>,
+) -> Result<Bench> {
     let mut arg = *req;
+    arg.hist_addr = hist.map_or(0, |h| h.as_mut_ptr() as u64);
     // SAFETY: `kmemlab_bench` is declared with `IOCTL_BENCH`, which encodes the size of
-    // `Bench`; BENCH reads and writes only that struct.
+    // `Bench`; BENCH reads and writes that struct and, when `hist_addr` is not 0, writes
+    // `BENCH_HIST_BYTES` (= size of `[u32; 2 * HIST_BUCKETS]`) at `hist_addr`: the buffer
+    // `hist` borrows mutably for this call, so nothing else reads or writes it meanwhile,
+    // and any bit pattern is a valid `u32`.
     unsafe { call("KMEMLAB_BENCH", fd, &mut arg, ioctl::kmemlab_bench) }?;
     Ok(arg)
 }
@@ -306,7 +315,7 @@ mod tests {
             free(fd, 1).map(drop).unwrap_err(),
             list_page(fd, 0, &mut allocs).map(drop).unwrap_err(),
             stats(fd).map(drop).unwrap_err(),
-            bench(fd, &Bench::default()).map(drop).unwrap_err(),
+            bench(fd, &Bench::default(), None).map(drop).unwrap_err(),
             trigger(fd, 1).map(drop).unwrap_err(),
             alloc_batch(fd, &mut allocs).map(drop).unwrap_err(),
             free_batch(fd, &mut frees).map(drop).unwrap_err(),

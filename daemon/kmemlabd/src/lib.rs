@@ -58,4 +58,4 @@ pub use notify::Notifier;
 pub use output::{open_output, EventWriter};
 pub use plan::{Plan, PlanRunner, Step, DEFAULT_PLAN};
 pub use press::missed;
-pub use stats::{Counters, Histogram, KindReport, KindsReport, Stats};
+pub use stats::{Counters, KindReport, KindsReport, Stats};

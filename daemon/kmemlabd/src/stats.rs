@@ -1,100 +1,12 @@
 //! What the daemon counts for its `stats` and `summary` lines, in bounded memory: per
 //! kind, allocations, frees, errors and requested bytes, and alloc/free latencies in
-//! log-linear histograms of fixed size (memory does not grow with presses).
+//! kmemlab's one log-linear histogram ([`kmemlab::histogram`]: fixed size, so memory does
+//! not grow with presses; its percentiles are those every kmemlab tool prints).
 
 use kmemlab::spec::Kind;
 use serde::Serialize;
 
-/// Sub-buckets per power of two: quantiles are exact below 16 ns and within 1/16
-/// (6.25 %) above.
-const SUB_BITS: u32 = 4;
-const SUB: usize = 1 << SUB_BITS;
-/// Buckets: 16 exact values, then 16 sub-buckets for each exponent 4..=63.
-const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
-
-/// A log-linear histogram of nanosecond latencies (HdrHistogram's idea, 16 sub-buckets
-/// per power of two): fixed size, O(1) record.
-#[derive(Clone)]
-pub struct Histogram {
-    counts: Box<[u64; BUCKETS]>,
-    n: u64,
-    max: u64,
-}
-
-impl std::fmt::Debug for Histogram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Histogram")
-            .field("n", &self.n)
-            .field("max", &self.max)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            counts: Box::new([0; BUCKETS]),
-            n: 0,
-            max: 0,
-        }
-    }
-}
-
-impl Histogram {
-    fn index(v: u64) -> usize {
-        if v < SUB as u64 {
-            return v as usize;
-        }
-        let e = 63 - v.leading_zeros();
-        let sub = ((v >> (e - SUB_BITS)) as usize) & (SUB - 1);
-        SUB + (e - SUB_BITS) as usize * SUB + sub
-    }
-
-    /// The largest value that falls in bucket `i`.
-    fn upper(i: usize) -> u64 {
-        if i < SUB {
-            return i as u64;
-        }
-        let e = ((i - SUB) / SUB) as u32 + SUB_BITS;
-        let sub = ((i - SUB) % SUB) as u64;
-        let shift = e - SUB_BITS;
-        ((SUB as u64 + sub) << shift) + ((1u64 << shift) - 1)
-    }
-
-    /// Counts one value.
-    pub fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-        self.n += 1;
-        self.max = self.max.max(v);
-    }
-
-    /// Values recorded.
-    pub fn len(&self) -> u64 {
-        self.n
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The `q` quantile (0 < q <= 1): the upper bound of the bucket holding the value of
-    /// rank ceil(q n), capped at the largest value seen; `None` when empty.
-    pub fn quantile(&self, q: f64) -> Option<u64> {
-        if self.n == 0 {
-            return None;
-        }
-        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Self::upper(i).min(self.max));
-            }
-        }
-        Some(self.max)
-    }
-}
+use kmemlab::Histogram;
 
 /// Counts for one kind.
 #[derive(Clone, Debug, Default)]
@@ -141,10 +53,10 @@ impl From<&KindStats> for KindReport {
             frees: s.frees,
             errors: s.errors,
             bytes: s.bytes,
-            alloc_ns_p50: s.alloc_ns.quantile(0.5),
-            alloc_ns_p99: s.alloc_ns.quantile(0.99),
-            free_ns_p50: s.free_ns.quantile(0.5),
-            free_ns_p99: s.free_ns.quantile(0.99),
+            alloc_ns_p50: s.alloc_ns.p50(),
+            alloc_ns_p99: s.alloc_ns.p99(),
+            free_ns_p50: s.free_ns.p50(),
+            free_ns_p99: s.free_ns.p99(),
         }
     }
 }
@@ -245,41 +157,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_cover_every_value_in_order() {
-        let mut last = 0;
-        for i in 0..BUCKETS {
-            let up = Histogram::upper(i);
-            assert!(i == 0 || up > last, "bucket {i}");
-            assert_eq!(Histogram::index(up), i);
-            last = up;
-        }
-        assert_eq!(Histogram::upper(BUCKETS - 1), u64::MAX);
-        for v in [0, 1, 15, 16, 17, 31, 32, 1000, 123_456_789, u64::MAX] {
-            let i = Histogram::index(v);
-            assert!(Histogram::upper(i) >= v);
-            assert!(i == 0 || Histogram::upper(i - 1) < v);
-        }
-    }
-
-    #[test]
-    fn quantiles_within_a_sixteenth() {
-        let mut h = Histogram::default();
-        assert_eq!(h.quantile(0.5), None);
+    fn percentiles_are_kmemlabs_one_rule() {
+        let mut s = Stats::default();
         for v in 1..=1000u64 {
-            h.record(v * 100);
+            s.alloc(Kind::Kmalloc, 8, v * 100);
         }
-        let p50 = h.quantile(0.5).unwrap();
-        let p99 = h.quantile(0.99).unwrap();
-        assert!((50_000..=50_000 + 50_000 / 16).contains(&p50), "{p50}");
-        assert!((99_000..=100_000).contains(&p99), "{p99}");
-        assert_eq!(h.quantile(1.0), Some(100_000));
-        assert_eq!(h.len(), 1000);
-        // Exact below 16.
-        let mut h = Histogram::default();
-        h.record(3);
-        h.record(7);
-        assert_eq!(h.quantile(0.5), Some(3));
-        assert_eq!(h.quantile(0.99), Some(7));
+        let r = s.report();
+        let h = kmemlab::Histogram::of((1..=1000u64).map(|v| v * 100));
+        assert_eq!(r.kmalloc.alloc_ns_p50, h.p50());
+        assert_eq!(r.kmalloc.alloc_ns_p99, h.p99());
+        // Nearest rank, within 1/32 either side: the 990th value is 99,000.
+        let p99 = r.kmalloc.alloc_ns_p99.unwrap();
+        assert!(
+            (99_000 - 99_000 / 32..=99_000 + 99_000 / 32).contains(&p99),
+            "{p99}"
+        );
+        assert_eq!(r.kmalloc.free_ns_p99, None);
     }
 
     #[test]

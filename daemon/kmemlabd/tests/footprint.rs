@@ -194,6 +194,16 @@ impl Device for Module {
         uncounted(|| self.mock.bench(kind, size, flags, iters))
     }
 
+    fn bench_hist(
+        &self,
+        kind: Kind,
+        size: u64,
+        flags: Flags,
+        iters: u32,
+    ) -> kmemlab::Result<(Bench, kmemlab::histogram::BenchHistograms)> {
+        uncounted(|| self.mock.bench_hist(kind, size, flags, iters))
+    }
+
     fn trigger(&self, count: u32) -> kmemlab::Result<Trigger> {
         uncounted(|| self.mock.trigger(count))
     }

@@ -15,7 +15,12 @@
 /// masks, the opener's privileges and its quotas; `Trigger::events` is the sequence number of
 /// the call's own last event; ring records are exactly one per UIO event; the heap is ordinary
 /// kernel pages, not DMA memory.
-pub const ABI_VERSION: u32 = 2;
+///
+/// v3 (same struct sizes as v2): [`Bench::hist_addr`] (v2's first reserved word) asks BENCH to
+/// copy out its latency histograms, so that runs can be merged and a percentile taken over all
+/// their samples; the histogram's layout and percentile rule are defined here
+/// ([`hist_bucket`], [`hist_percentile`]) for the module and userspace alike.
+pub const ABI_VERSION: u32 = 3;
 
 /// The ioctl type byte ("magic"); 0xE7 is unassigned in ioctl-number.rst.
 pub const IOC_MAGIC: u32 = 0xE7;
@@ -313,10 +318,70 @@ pub struct Timing {
     pub mean_ns: u64,
     pub max_ns: u64,
     pub stddev_ns: u64,
-    /// Median, from a histogram with about 3% resolution.
+    /// Median: [`hist_percentile`] of the run's histogram (about 3% resolution).
     pub p50_ns: u64,
-    /// 99th percentile, from the same histogram.
+    /// 99th percentile: [`hist_percentile`] of the same histogram.
     pub p99_ns: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Latency histograms: one layout and one percentile rule for every percentile kmemlab
+// prints (BENCH in the module, and in userspace the daemon's stats, `kmemlabctl report` and
+// `kmemlabctl bench`).
+
+/// Sub-buckets per power of two, as a power of two.
+pub const HIST_SUB_BITS: u32 = 4;
+/// Sub-buckets per power of two.
+const HIST_SUB: usize = 1 << HIST_SUB_BITS;
+/// Buckets: values below 16 have one each; each power of two from 2^4 to 2^63 is split into
+/// 16 equal buckets, so a bucket spans at most 1/16 (6.25%) of its lower bound.
+pub const HIST_BUCKETS: usize = HIST_SUB + (64 - HIST_SUB_BITS as usize) * HIST_SUB;
+
+/// The bucket that holds `ns`.
+pub const fn hist_bucket(ns: u64) -> usize {
+    if ns < HIST_SUB as u64 {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros();
+    let sub = (ns >> (exp - HIST_SUB_BITS)) as usize & (HIST_SUB - 1);
+    HIST_SUB + (exp - HIST_SUB_BITS) as usize * HIST_SUB + sub
+}
+
+/// The smallest value of bucket `b` (below [`HIST_BUCKETS`]) and its width.
+pub const fn hist_bucket_range(b: usize) -> (u64, u64) {
+    if b < HIST_SUB {
+        return (b as u64, 1);
+    }
+    let exp = ((b - HIST_SUB) / HIST_SUB) as u32 + HIST_SUB_BITS;
+    let sub = ((b - HIST_SUB) % HIST_SUB) as u64;
+    let width = 1u64 << (exp - HIST_SUB_BITS);
+    (((HIST_SUB as u64) + sub) * width, width)
+}
+
+/// The `per_mille`/1000 percentile of `n` samples whose histogram `counts` yields bucket by
+/// bucket and whose least and greatest values are `min` and `max`: the sample of rank
+/// ceil(n * per_mille / 1000) (at least 1; nearest rank), given as the midpoint of its
+/// bucket, clamped to `[min, max]`. 0 when `n` is 0.
+pub fn hist_percentile<I: IntoIterator<Item = u64>>(
+    counts: I,
+    n: u64,
+    per_mille: u64,
+    min: u64,
+    max: u64,
+) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let target = n.saturating_mul(per_mille).div_ceil(1000).max(1);
+    let mut seen = 0u64;
+    for (b, count) in counts.into_iter().enumerate() {
+        seen = seen.saturating_add(count);
+        if seen >= target {
+            let (low, width) = hist_bucket_range(b);
+            return (low + (width - 1) / 2).clamp(min, max);
+        }
+    }
+    max
 }
 
 /// BENCH: `iters` alloc+free pairs inside the kernel. `_IOWR`.
@@ -337,9 +402,16 @@ pub struct Bench {
     pub alloc: Timing,
     /// Out: free latency.
     pub free: Timing,
+    /// In: 0, or the user address of `u32[2 * HIST_BUCKETS]` that receives the run's
+    /// histograms: the allocation latency's bucket counts ([`hist_bucket`]), then the free
+    /// latency's. `EFAULT` when it cannot be written (the run is done and freed).
+    pub hist_addr: u64,
     /// Reserved; zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
 }
+
+/// Bytes BENCH writes at [`Bench::hist_addr`].
+pub const BENCH_HIST_BYTES: usize = 2 * HIST_BUCKETS * core::mem::size_of::<u32>();
 
 /// TRIGGER: raises `count` UIO events from the kernel, as if the button were pressed.
 /// `_IOWR`.

@@ -103,6 +103,8 @@ fn other_offsets() {
     assert_eq!(offset_of!(Bench, iters), 16);
     assert_eq!(offset_of!(Bench, alloc), 24);
     assert_eq!(offset_of!(Bench, free), 72);
+    assert_eq!(offset_of!(Bench, hist_addr), 120);
+    assert_eq!(offset_of!(Bench, reserved), 128);
     assert_eq!(offset_of!(Trigger, count), 0);
     assert_eq!(offset_of!(Trigger, events), 8);
     assert_eq!(offset_of!(RingHeader, head), 16);
@@ -212,4 +214,48 @@ fn flags_do_not_overlap() {
         seen |= f;
     }
     assert_eq!(seen, FLAG_ALL);
+}
+
+/// The histogram's buckets tile 0..=u64::MAX in order, each value in the bucket whose
+/// range holds it, and no bucket wider than 1/16 of its least value (from 16 on).
+#[test]
+fn histogram_buckets_tile_every_value_in_order() {
+    let mut next = 0u64;
+    for b in 0..HIST_BUCKETS {
+        let (low, width) = hist_bucket_range(b);
+        assert_eq!(
+            low,
+            next,
+            "bucket {b} starts where {} ended",
+            b.wrapping_sub(1)
+        );
+        assert!(low < 16 || width <= low / 16, "bucket {b}: {low} + {width}");
+        assert_eq!(hist_bucket(low), b);
+        assert_eq!(hist_bucket(low + (width - 1)), b);
+        next = low.wrapping_add(width);
+    }
+    assert_eq!(next, 0, "the last bucket ends at u64::MAX");
+    for v in [0, 1, 15, 16, 17, 31, 32, 1000, 123_456_789, u64::MAX] {
+        let (low, width) = hist_bucket_range(hist_bucket(v));
+        assert!(low <= v && v - low < width, "{v}");
+    }
+}
+
+/// The percentile rule: nearest rank, the bucket's midpoint, clamped to the samples.
+#[test]
+fn histogram_percentile_rule() {
+    let mut counts = [0u64; HIST_BUCKETS];
+    for v in 1..=100u64 {
+        counts[hist_bucket(v)] += 1;
+    }
+    let p = |per_mille| hist_percentile(counts, 100, per_mille, 1, 100);
+    // Ranks 50, 90, 99: 50 (exact bucket pair 50..=51, midpoint 50), 90 in 88..=91 (89),
+    // 99 in 96..=99 (97); rank 100 is the greatest sample.
+    assert_eq!((p(500), p(900), p(990), p(1000)), (50, 89, 97, 100));
+    assert_eq!(p(0), 1, "rank at least 1");
+    assert_eq!(hist_percentile([0u64; 0], 0, 500, 0, 0), 0);
+    // Clamped: one sample of 1001 lies in 992..=1023, whose midpoint is 1007.
+    let mut one = [0u64; HIST_BUCKETS];
+    one[hist_bucket(1001)] = 1;
+    assert_eq!(hist_percentile(one, 1, 990, 1001, 1001), 1001);
 }

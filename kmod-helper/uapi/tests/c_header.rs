@@ -106,7 +106,7 @@ fn layouts() -> Vec<Layout> {
         layout!(
             Bench,
             "kmemlab_bench",
-            [kind, flags, size, iters, _pad, alloc, free, reserved]
+            [kind, flags, size, iters, _pad, alloc, free, hist_addr, reserved]
         ),
         layout!(Trigger, "kmemlab_trigger", [count, _pad, events]),
         layout!(
@@ -204,6 +204,9 @@ fn constants() -> Vec<(&'static str, u64)> {
         SOURCE_IRQ,
         SOURCE_TRIGGER,
         HEAP_DEFAULT_SIZE,
+        HIST_SUB_BITS,
+        HIST_BUCKETS,
+        BENCH_HIST_BYTES,
     ]
 }
 

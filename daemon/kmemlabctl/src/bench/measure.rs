@@ -8,6 +8,7 @@ use kmemlab::report::TimingReport;
 use kmemlab::spec::{format_size, Flags, Kind};
 use kmemlab::uapi;
 use kmemlab::uapi::{Alloc, Free};
+use kmemlab::Histogram;
 use nix::errno::Errno;
 use serde::Serialize;
 
@@ -51,8 +52,8 @@ pub struct PointReport {
     /// Live allocations the sweep held in the module while the point was measured
     /// (`--live`; 0 without).
     pub live: u32,
-    /// In-kernel figures (BENCH). Over several rounds, min, max, mean and standard deviation
-    /// are those of all the pairs; p50 and p99 are the medians of the rounds' own.
+    /// In-kernel figures (BENCH). Over several rounds, every figure is that of all the pairs
+    /// (p50 and p99 from the rounds' histograms merged).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<Floor>,
     /// Single-call path, ns per alloc+free pair.
@@ -141,9 +142,9 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
         for round in 0..rounds {
             // This round's share of the pairs.
             let n = p.iters / rounds + u32::from(round < p.iters % rounds);
-            let b = dev.bench(p.kind, p.size, flags, n)?;
-            allocs.push((n, b.alloc));
-            frees.push((n, b.free));
+            let (b, [alloc_hist, free_hist]) = dev.bench_hist(p.kind, p.size, flags, n)?;
+            allocs.push((n, b.alloc, alloc_hist));
+            frees.push((n, b.free, free_hist));
             single += single_path(dev, p.kind, p.size, flags, n)? * f64::from(n);
             let batch = p.batch.min(n as usize);
             batched += batched_path(dev, p.kind, p.size, flags, n, batch)? * f64::from(n);
@@ -191,40 +192,39 @@ pub fn measure<D: Device + ?Sized>(dev: &D, p: &PointSpec, flags: Flags) -> Poin
     r
 }
 
-/// The figures of BENCH calls of `n` pairs each, as one: min, max, mean and standard deviation
-/// of all their pairs; p50 and p99 the medians of the calls' own (upper median for an even
-/// count).
-pub fn merge(parts: &[(u32, uapi::Timing)]) -> TimingReport {
-    if let [(_, t)] = parts {
+/// The figures of BENCH calls of `n` pairs each, with their histograms, as one: min, max,
+/// mean and standard deviation of all their pairs, and p50 and p99 of all their pairs, from
+/// the calls' histograms merged (the module's percentile rule, [`kmemlab::histogram`]).
+pub fn merge(parts: &[(u32, uapi::Timing, Histogram)]) -> TimingReport {
+    if let [(_, t, _)] = parts {
         return TimingReport::from(t);
     }
-    let n: f64 = parts.iter().map(|(n, _)| f64::from(*n)).sum();
+    let n: f64 = parts.iter().map(|(n, _, _)| f64::from(*n)).sum();
     if n == 0.0 {
         return TimingReport::from(&uapi::Timing::default());
     }
     let mean = parts
         .iter()
-        .map(|(k, t)| f64::from(*k) * t.mean_ns as f64)
+        .map(|(k, t, _)| f64::from(*k) * t.mean_ns as f64)
         .sum::<f64>()
         / n;
     let mean_sq = parts
         .iter()
-        .map(|(k, t)| {
+        .map(|(k, t, _)| {
             let (m, sd) = (t.mean_ns as f64, t.stddev_ns as f64);
             f64::from(*k) * (sd * sd + m * m)
         })
         .sum::<f64>()
         / n;
-    let median = |f: fn(&uapi::Timing) -> u64| {
-        let mut v: Vec<u64> = parts.iter().map(|(_, t)| f(t)).collect();
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
+    let mut all = Histogram::new();
+    for (_, _, h) in parts {
+        all.merge(h);
+    }
     TimingReport {
-        min_ns: parts.iter().map(|(_, t)| t.min_ns).min().unwrap_or(0),
-        p50_ns: median(|t| t.p50_ns),
-        p99_ns: median(|t| t.p99_ns),
-        max_ns: parts.iter().map(|(_, t)| t.max_ns).max().unwrap_or(0),
+        min_ns: parts.iter().map(|(_, t, _)| t.min_ns).min().unwrap_or(0),
+        p50_ns: all.p50().unwrap_or(0),
+        p99_ns: all.p99().unwrap_or(0),
+        max_ns: parts.iter().map(|(_, t, _)| t.max_ns).max().unwrap_or(0),
         mean_ns: mean.round() as u64,
         stddev_ns: (mean_sq - mean * mean).max(0.0).sqrt().round() as u64,
     }
@@ -368,23 +368,52 @@ mod tests {
     }
 
     #[test]
-    fn merge_takes_min_max_mean_stddev_over_all_pairs_and_percentiles_as_medians_of_rounds() {
-        let t = |min, mean, max, stddev, p50, p99| uapi::Timing {
+    fn merge_takes_every_figure_over_all_pairs() {
+        let t = |min, mean, max, stddev| uapi::Timing {
             min_ns: min,
             mean_ns: mean,
             max_ns: max,
             stddev_ns: stddev,
-            p50_ns: p50,
-            p99_ns: p99,
+            ..uapi::Timing::default()
         };
         // Two pairs with mean 2 and sd 1, four with mean 8 and sd 2: mean (4 + 32) / 6 = 6,
         // mean square (2 * (1 + 4) + 4 * (4 + 64)) / 6 = 47, sd sqrt(47 - 36) = 3.3.
-        let m = merge(&[(2, t(1, 2, 3, 1, 1, 3)), (4, t(5, 8, 11, 2, 7, 11))]);
+        let m = merge(&[
+            (2, t(1, 2, 3, 1), Histogram::of([1, 3])),
+            (4, t(5, 8, 11, 2), Histogram::of([5, 7, 9, 11])),
+        ]);
         assert_eq!((m.min_ns, m.max_ns, m.mean_ns), (1, 11, 6));
         assert_eq!(m.stddev_ns, 3);
-        // Percentiles: the median of the parts' own (upper for two).
-        assert_eq!((m.p50_ns, m.p99_ns), (7, 11));
-        let one = t(4, 5, 6, 1, 5, 6);
-        assert_eq!(merge(&[(9, one)]), TimingReport::from(&one));
+        // Percentiles of all six pairs: rank 3 of 1, 3, 5, 7, 9, 11 is 5; rank 6 is 11.
+        assert_eq!((m.p50_ns, m.p99_ns), (5, 11));
+        let one = t(4, 5, 6, 1);
+        assert_eq!(
+            merge(&[(9, one, Histogram::of([4, 6]))]),
+            TimingReport::from(&one)
+        );
+    }
+
+    /// 98 fast rounds and 2 slow ones: the p99 of all pairs is in the slow tail, where the
+    /// median of the rounds' p99s (the old figure) was not.
+    #[test]
+    fn a_p99_over_rounds_is_the_p99_of_all_their_pairs() {
+        let parts: Vec<(u32, uapi::Timing, Histogram)> = (0..100u64)
+            .map(|r| {
+                let base = if r >= 98 { 50_000 } else { 100 };
+                let h = Histogram::of((0..100).map(|i| base + i));
+                let t = uapi::Timing {
+                    min_ns: base,
+                    mean_ns: base + 50,
+                    max_ns: base + 99,
+                    p50_ns: h.p50().unwrap(),
+                    p99_ns: h.p99().unwrap(),
+                    ..uapi::Timing::default()
+                };
+                (100, t, h)
+            })
+            .collect();
+        let m = merge(&parts);
+        assert!(m.p99_ns >= 48_000, "{m:?}");
+        assert!(m.p50_ns < 200, "{m:?}");
     }
 }

@@ -90,7 +90,8 @@ pub fn to_table(points: &[PointReport]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use kmemlab::spec::Flags;
+    use kmemlab::device::Device;
+    use kmemlab::spec::{Flags, Kind};
     use kmemlab::MockDevice;
 
     use super::*;
@@ -109,7 +110,11 @@ mod tests {
         assert!(r.batched_ratio.unwrap() > 0.0);
         assert!(dev.live().is_empty(), "every allocation is freed");
         let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["floor"]["alloc"]["p99_ns"], 300);
+        let (b, [alloc, _]) = MockDevice::new()
+            .bench_hist(Kind::Kmalloc, 64, Flags::GFP_KERNEL, 600)
+            .unwrap();
+        assert_eq!(v["floor"]["alloc"]["p99_ns"], b.alloc.p99_ns);
+        assert_eq!(Some(b.alloc.p99_ns), alloc.p99());
         assert_eq!(v["kind"], "kmalloc");
         assert!(v.get("skipped").is_none());
         let text = to_table(std::slice::from_ref(&r));
