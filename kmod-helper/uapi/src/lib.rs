@@ -11,5 +11,6 @@
 #![no_std]
 
 mod abi;
+pub mod errnos;
 
 pub use abi::*;

@@ -31,6 +31,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
+use kmemlab_uapi::errnos::Request;
 use kmemlab_uapi::*;
 use serde_json::json;
 
@@ -195,57 +196,44 @@ fn errnos() -> Result<bool, String> {
         .map_err(|e| format!("INFO failed: {}", errno_name(e)))?;
     let live_before = live_total(&dev.stats().map_err(errno_name)?);
     let k = FLAG_GFP_KERNEL;
-    let max_kmalloc = info.max_size[KIND_KMALLOC as usize];
-    let mut cases: Vec<(&str, &str, String)> = vec![
-        ("size 0", "EINVAL", outcome(dev.alloc(KIND_KMALLOC, k, 0))),
-        (
-            "size over the kind's limit",
-            "E2BIG",
-            outcome(dev.alloc(KIND_KMALLOC, k, max_kmalloc + 1)),
-        ),
-        ("unknown kind", "EINVAL", outcome(dev.alloc(7, k, 64))),
-        (
-            "kind past the ABI",
-            "EINVAL",
-            outcome(dev.alloc(u32::MAX, k, 64)),
-        ),
-        (
-            "unknown flag bit",
-            "EINVAL",
-            outcome(dev.alloc(KIND_KMALLOC, k | 1 << 30, 64)),
-        ),
-        (
-            "no base gfp flag",
-            "EINVAL",
-            outcome(dev.alloc(KIND_KMALLOC, FLAG_ZERO, 64)),
-        ),
-        (
-            "two base gfp flags",
-            "EINVAL",
-            outcome(dev.alloc(KIND_KMALLOC, FLAG_GFP_KERNEL | FLAG_GFP_ATOMIC, 64)),
-        ),
-    ];
-    let mut reserved = Alloc {
-        kind: KIND_KMALLOC,
-        flags: k,
-        size: 64,
-        reserved: [0, 1],
-        ..Alloc::default()
-    };
-    cases.push((
-        "nonzero reserved field",
-        "EINVAL",
-        outcome(dev.call(IOCTL_ALLOC, &mut reserved)),
-    ));
-    cases.push(("unknown handle", "ENOENT", outcome(dev.free(u64::MAX - 1))));
-    cases.push(("handle 0", "ENOENT", outcome(dev.free(0))));
-    match dev.alloc(KIND_KMALLOC, k, 64) {
-        Ok(a) => {
-            cases.push(("first free", "ok", outcome(dev.free(a.handle))));
-            cases.push(("double free", "ENOENT", outcome(dev.free(a.handle))));
+    // The ABI's errno table, which the mock device's unit tests replay too.
+    let mut cases: Vec<(&str, &str, String)> = Vec::new();
+    for case in kmemlab_uapi::errnos::cases(&info) {
+        match case.request {
+            Request::Alloc(req) => {
+                cases.push((case.name, case.errno, alloc_case(&dev, req, false)));
+                cases.push((case.name, case.errno, alloc_case(&dev, req, true)));
+            }
+            Request::Free(handle) => cases.push((case.name, case.errno, outcome(dev.free(handle)))),
+            Request::DoubleFree => {
+                let got = match dev.alloc(KIND_KMALLOC, k, 64) {
+                    Ok(a) => {
+                        let _ = dev.free(a.handle);
+                        outcome(dev.free(a.handle))
+                    }
+                    Err(e) => format!("alloc failed: {}", errno_name(e)),
+                };
+                cases.push((case.name, case.errno, got));
+            }
+            Request::Bench(mut req) => cases.push((
+                case.name,
+                case.errno,
+                outcome(dev.call(IOCTL_BENCH, &mut req)),
+            )),
+            Request::Trigger(count) => {
+                let mut req = Trigger {
+                    count,
+                    ..Trigger::default()
+                };
+                cases.push((
+                    case.name,
+                    case.errno,
+                    outcome(dev.call(IOCTL_TRIGGER, &mut req)),
+                ));
+            }
         }
-        Err(e) => cases.push(("alloc for double free", "ok", errno_name(e))),
     }
+    bench_histogram_cases(&dev, &mut cases);
     match dev.alloc(KIND_KMALLOC, k, 64) {
         Ok(a) => {
             cases.push((
@@ -346,38 +334,6 @@ fn errnos() -> Result<bool, String> {
     if let Ok(a) = held {
         let _ = dev.free(a.handle);
     }
-    let mut bench = Bench {
-        kind: KIND_KMALLOC,
-        flags: k,
-        size: 64,
-        iters: 0,
-        ..Bench::default()
-    };
-    cases.push((
-        "BENCH of 0 iterations",
-        "EINVAL",
-        outcome(dev.call(IOCTL_BENCH, &mut bench)),
-    ));
-    bench.iters = 10;
-    bench.flags = k | FLAG_PERSIST;
-    cases.push((
-        "BENCH with PERSIST",
-        "EINVAL",
-        outcome(dev.call(IOCTL_BENCH, &mut bench)),
-    ));
-    bench.flags = k;
-    bench.iters = info.max_bench_iters.saturating_add(1);
-    cases.push((
-        "BENCH over its maximum",
-        "EINVAL",
-        outcome(dev.call(IOCTL_BENCH, &mut bench)),
-    ));
-    let mut trig = Trigger::default();
-    cases.push((
-        "TRIGGER of 0 events",
-        "EINVAL",
-        outcome(dev.call(IOCTL_TRIGGER, &mut trig)),
-    ));
 
     let live_after = live_total(&dev.stats().map_err(errno_name)?);
     cases.push((
@@ -403,6 +359,81 @@ fn errnos() -> Result<bool, String> {
         );
     }
     Ok(all)
+}
+
+/// An ALLOC request of the errno table, sent as ALLOC or as the one entry of an ALLOC_BATCH
+/// (whose `error` is then the errno); an allocation made is freed again.
+fn alloc_case(dev: &Dev, req: Alloc, batch: bool) -> String {
+    let mut entry = req;
+    let result = if batch {
+        let mut b = AllocBatch {
+            entries: std::ptr::from_mut(&mut entry) as u64,
+            count: 1,
+            ..AllocBatch::default()
+        };
+        match dev.call(IOCTL_ALLOC_BATCH, &mut b) {
+            Ok(_) if b.error != 0 => Err(b.error),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    } else {
+        dev.call(IOCTL_ALLOC, &mut entry).map(drop)
+    };
+    match result {
+        Ok(()) => outcome(dev.free(entry.handle)),
+        Err(e) => errno_name(e),
+    }
+}
+
+/// BENCH's histograms (ABI v3): they count every pair on each side, and an unwritable
+/// `hist_addr` is EFAULT with nothing left allocated.
+fn bench_histogram_cases(dev: &Dev, cases: &mut Vec<(&'static str, &'static str, String)>) {
+    let mut counts = vec![0u32; 2 * HIST_BUCKETS];
+    let mut req = Bench {
+        kind: KIND_KMALLOC,
+        flags: FLAG_GFP_KERNEL,
+        size: 64,
+        iters: 1000,
+        hist_addr: counts.as_mut_ptr() as u64,
+        ..Bench::default()
+    };
+    let got = match dev.call(IOCTL_BENCH, &mut req) {
+        Ok(_) => {
+            let (alloc, free) = counts.split_at(HIST_BUCKETS);
+            let sum = |c: &[u32]| c.iter().map(|n| u64::from(*n)).sum::<u64>();
+            let p99 = hist_percentile(
+                alloc.iter().map(|n| u64::from(*n)),
+                1000,
+                990,
+                req.alloc.min_ns,
+                req.alloc.max_ns,
+            );
+            if (sum(alloc), sum(free)) != (1000, 1000) {
+                format!("histograms count {} and {} pairs", sum(alloc), sum(free))
+            } else if p99 != req.alloc.p99_ns {
+                format!(
+                    "p99 {p99} from the histogram, {} in the timing",
+                    req.alloc.p99_ns
+                )
+            } else {
+                "ok".to_owned()
+            }
+        }
+        Err(e) => errno_name(e),
+    };
+    cases.push((
+        "BENCH histograms count every pair and give its p99",
+        "ok",
+        got,
+    ));
+    req.hist_addr = Page::hole() as u64;
+    req.alloc = Timing::default();
+    req.free = Timing::default();
+    cases.push((
+        "BENCH with an unmapped hist_addr",
+        "EFAULT",
+        outcome(dev.call(IOCTL_BENCH, &mut req)),
+    ));
 }
 
 /// `n` allocations on one fd; STATS from a second fd before and after closing it.

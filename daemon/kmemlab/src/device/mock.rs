@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::histogram::{BenchHistograms, Histogram};
 use crate::spec::{Flags, Kind};
 
+#[cfg(test)]
+mod errnos;
 mod rules;
 
 use rules::{kmalloc_usable, ATOMIC_FLAGS};
@@ -443,7 +445,15 @@ impl Device for MockDevice {
             });
         }
         for (i, e) in entries.iter_mut().enumerate() {
-            let kind = Kind::from_abi(e.kind);
+            // As the module: an entry sets kind, flags and size, every other field zero.
+            let only_inputs = *e
+                == Alloc {
+                    kind: e.kind,
+                    flags: e.flags,
+                    size: e.size,
+                    ..Alloc::default()
+                };
+            let kind = Kind::from_abi(e.kind).filter(|_| only_inputs);
             let r = match kind {
                 Some(kind) => self.alloc(kind, e.size, Flags(e.flags)),
                 None => Err(Error::Ioctl {
