@@ -266,8 +266,8 @@ impl KmemlabFile {
                 uapi::BENCH_HIST_BYTES,
             );
             let mut out = hist.writer();
-            out.write_slice(alloc.hist().as_bytes())?;
-            out.write_slice(free.hist().as_bytes())?;
+            out.write_slice(AsBytes::as_bytes(alloc.hist()))?;
+            out.write_slice(AsBytes::as_bytes(free.hist()))?;
         }
         writer.write(&req)?;
         Ok(0)
