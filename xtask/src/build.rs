@@ -204,7 +204,12 @@ pub fn module(tc: &Toolchain, kdir: Option<&Path>, flavor: Flavor) -> Result<Pat
     };
     let target = check_kdir(&kdir)?;
     let src = repo_root().join("kmod-helper");
-    let out = tc.cache.join("module").join(tag);
+    // One output folder per kernel and per checkout: two checkouts (worktrees, a CI clone)
+    // building at once must not write, or load, each other's objects.
+    let out = tc.cache.join("module").join(format!(
+        "{tag}-{}",
+        short_hash([src.to_string_lossy().as_bytes()])
+    ));
     fs::create_dir_all(&out)?;
     step(format!("building kmemlab.ko against {}", kdir.display()));
     let mut cmd = Command::new("make");
