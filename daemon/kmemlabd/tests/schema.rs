@@ -321,3 +321,28 @@ fn lines_from_a_log_validate() {
     assert!(n > 0, "no JSON lines in {path:?}");
     eprintln!("{n} lines valid");
 }
+
+/// `kmemlabctl`'s test fixture is a real log of six button presses from the VM (`cargo xtask vm
+/// --presses 6`): it must still be what the daemon writes, so it must validate.
+#[test]
+fn the_kmemlabctl_fixture_validates() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kmemlabctl/tests/fixtures/vm_presses.jsonl"
+    );
+    let v = validator();
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for line in &lines {
+        check(&v, line);
+    }
+    let events: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        ["start", "alloc", "free", "alloc", "free", "alloc", "free", "summary", "stop"]
+    );
+    assert!(lines[1..7].iter().all(|l| l["source"] == "button"));
+}
