@@ -22,6 +22,12 @@ mod spec;
 
 pub use chart::{chart_svg, write_chart};
 pub use live::LiveSet;
-pub use measure::*;
+pub use measure::{
+    batched_path, bound_ratio, info_path, measure, merge, nop_path, single_bound, single_path,
+    Floor, PointReport, RoundTrip,
+};
 pub use rows::{table_header, table_row, to_table, HEADERS};
-pub use spec::*;
+pub use spec::{
+    batch_for, default_sizes, iters_for, PointSpec, SweepSpec, BIG_SIZE, BIG_SIZE_ITERS,
+    DEFAULT_SWEEP_ITERS, LIVE_SIZE, PROGRESS_POINTS, SWEEP_MAX, SWEEP_MIN,
+};

@@ -12,4 +12,4 @@ mod summary;
 
 pub use crate::chart::{write_file, CHART_WIDTH};
 pub use chart::{kind_color, CHART_HEIGHT, IRQ_COLOR, KIND_COLORS};
-pub use summary::*;
+pub use summary::{AllocPoint, KindSummary, LogReport, PressPoint};

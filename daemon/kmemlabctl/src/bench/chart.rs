@@ -6,7 +6,7 @@ use kmemlab::error::Result;
 use kmemlab::spec::format_size;
 use plotters::prelude::*;
 
-use super::measure::*;
+use super::measure::PointReport;
 use crate::chart::{bounds, chart_error, short, write_file, CHART_WIDTH};
 
 /// Height of the sweep chart's title, px.
@@ -140,6 +140,7 @@ mod tests {
     use kmemlab::uapi;
 
     use super::*;
+    use crate::bench::measure::measure;
     use crate::bench::spec::SweepSpec;
 
     #[test]

@@ -1,13 +1,12 @@
 //! `--live N`: allocations held across a sweep.
 
+use super::spec::LIVE_SIZE;
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
 use kmemlab::spec::{Flags, Kind};
 use kmemlab::uapi;
 use kmemlab::uapi::{Alloc, Free};
 use nix::errno::Errno;
-
-use super::spec::*;
 
 /// The allocations `--live N` holds for a sweep: N kmalloc allocations of [`LIVE_SIZE`]
 /// bytes, made with ALLOC_BATCH, freed with FREE_BATCH by [`LiveSet::release`], or on drop
@@ -122,6 +121,7 @@ mod tests {
     use kmemlab::MockDevice;
 
     use super::*;
+    use crate::bench::spec::SweepSpec;
 
     #[test]
     fn live_allocations_are_held_in_batches_and_freed() {

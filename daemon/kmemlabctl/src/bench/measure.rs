@@ -1,6 +1,7 @@
 //! Measuring one point: BENCH, the single and batched userspace paths, and bare round
 //! trips, in rounds that take turns.
 
+use super::spec::PointSpec;
 use kmemlab::clock::monotonic_ns;
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
@@ -11,8 +12,6 @@ use kmemlab::uapi::{Alloc, Free};
 use kmemlab::Histogram;
 use nix::errno::Errno;
 use serde::Serialize;
-
-use super::spec::*;
 
 /// The BENCH figures of a point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 use kmemlab::report::TimingReport;
 use kmemlab::spec::format_size;
 
-use super::measure::*;
+use super::measure::PointReport;
 use crate::table::table;
 
 /// Column headers of the sweep table.
@@ -95,7 +95,7 @@ mod tests {
     use kmemlab::MockDevice;
 
     use super::*;
-    use crate::bench::measure::{measure, round2};
+    use crate::bench::measure::{bound_ratio, measure, round2, single_bound};
     use crate::bench::spec::kmalloc_64;
 
     #[test]
