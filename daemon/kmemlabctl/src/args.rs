@@ -39,7 +39,18 @@ commands:
   report LOG.jsonl [--svg FILE] [--html FILE]
                                      summarize a kmemlabd log per kind (latency and
                                      interrupt latency percentiles); charts as SVG or HTML
+  bench --threads N [--duration S] [--kind KIND] [--size SIZE] [--gfp FLAG,FLAG]
+                                     N threads, each with its own open file (pinned to a
+                                     CPU each when there are several), run ALLOC+FREE pairs
+                                     for S seconds (default 5; kmalloc 64 B): pairs, pairs/s
+                                     and latency per thread and in total
   trigger [--count N]                raise N button events from the kernel (default 1)
+  watch [--num-events N] [--idle-timeout MS]
+                                     follow the UIO device's events live: a line per read
+                                     of the count (its source and kernel timestamp, events
+                                     coalesced into it as missed), then a summary; stops
+                                     after N events, MS ms without one, or SIGINT/SIGTERM
+                                     (status 0); never takes an event from kmemlabd
 
   KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
   SIZE   bytes: 1, 4K, 2M, 1G (K, M, G are powers of 1024)
@@ -130,6 +141,12 @@ where
             Long("live") => seen.live = opt_value(&mut parser, "live", &mut fail),
             Long("chart") => seen.chart = opt_value(&mut parser, "chart", &mut fail),
             Long("html") => seen.html = opt_value(&mut parser, "html", &mut fail),
+            Long("threads") => seen.threads = opt_value(&mut parser, "threads", &mut fail),
+            Long("duration") => seen.duration = opt_value(&mut parser, "duration", &mut fail),
+            Long("num-events") => seen.num_events = opt_value(&mut parser, "num-events", &mut fail),
+            Long("idle-timeout") => {
+                seen.idle_timeout = opt_value(&mut parser, "idle-timeout", &mut fail)
+            }
             Short('h') | Long("help") => help = true,
             Value(v) => match v.into_string() {
                 Ok(s) => positional.push(s),

@@ -13,12 +13,15 @@
 //! single ALLOC+FREE pair cannot cost less than the floor plus two NOPs: the `single_bound`
 //! figures say how far the single path is from that bound. A module older than NOP
 //! (`ENOTTY`) leaves them out.
+//!
+//! [`threads`]: `bench --threads N --duration S`, ALLOC+FREE pairs on N CPUs at once.
 
 mod chart;
 mod live;
 mod measure;
 mod rows;
 mod spec;
+pub mod threads;
 
 pub use chart::{chart_svg, write_chart};
 pub use live::LiveSet;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use kmemlab::error::{Error, Result};
 use kmemlab::spec::{parse_count, parse_handle, parse_size, Flags, Kind};
 
+use crate::bench::threads::{ThreadSpec, DEFAULT_DURATION_S};
 use crate::bench::{self, SweepSpec};
+use crate::watch::WatchSpec;
 
 /// Default `--iters` of `bench`.
 pub const DEFAULT_BENCH_ITERS: u32 = 1000;
@@ -61,6 +63,10 @@ pub enum Command {
         /// `--count`.
         count: u32,
     },
+    /// `bench --threads`: pairs on several CPUs at once.
+    Threads(ThreadSpec),
+    /// `watch`.
+    Watch(WatchSpec),
     /// `--help`.
     Help,
 }
@@ -84,6 +90,10 @@ pub(crate) struct Seen {
     pub(crate) no_progress: bool,
     pub(crate) live: Option<String>,
     pub(crate) chart: Option<String>,
+    pub(crate) threads: Option<String>,
+    pub(crate) duration: Option<String>,
+    pub(crate) num_events: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
 }
 
 /// The command named by `positional[0]`, with the options it takes; any other option
@@ -111,11 +121,14 @@ pub(crate) fn build(positional: &[String], seen: &Seen) -> std::result::Result<C
                 "no-progress",
                 "live",
                 "chart",
+                "threads",
+                "duration",
             ],
             0,
         ),
         "report" => (&["svg", "html"], 1),
         "trigger" => (&["count"], 0),
+        "watch" => (&["num-events", "idle-timeout"], 0),
         _ => return Err(format!("unknown command {name:?}")),
     };
     for (opt, given) in [
@@ -135,6 +148,10 @@ pub(crate) fn build(positional: &[String], seen: &Seen) -> std::result::Result<C
         ("no-progress", seen.no_progress),
         ("live", seen.live.is_some()),
         ("chart", seen.chart.is_some()),
+        ("threads", seen.threads.is_some()),
+        ("duration", seen.duration.is_some()),
+        ("num-events", seen.num_events.is_some()),
+        ("idle-timeout", seen.idle_timeout.is_some()),
     ] {
         if given && !allowed.contains(&opt) {
             return Err(format!("{name} takes no --{opt}"));
@@ -174,6 +191,13 @@ pub(crate) fn build(positional: &[String], seen: &Seen) -> std::result::Result<C
             }
             Command::Alloc { kind, size, flags }
         }
+        "bench" if seen.threads.is_some() || seen.duration.is_some() => {
+            Command::Threads(threads_spec(seen, gfp()?)?)
+        }
+        "watch" => Command::Watch(WatchSpec {
+            num_events: count(&seen.num_events, "num-events")?,
+            idle_timeout_ms: count(&seen.idle_timeout, "idle-timeout")?,
+        }),
         "bench" if seen.kind.is_some() && seen.size.is_some() => {
             if seen.kinds.is_some() || seen.sizes.is_some() {
                 return Err("bench takes --kind and --size, or --kinds and --sizes".into());
@@ -275,6 +299,69 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
         return Err("bench --min is above --max".into());
     }
     Ok(spec)
+}
+
+/// An optional count option (at least 1).
+fn count(v: &Option<String>, what: &'static str) -> std::result::Result<Option<u64>, String> {
+    v.as_deref()
+        .map(|s| parse_count(what, s).map(u64::from))
+        .transpose()
+        .map_err(|e| e.report())
+}
+
+/// Most threads `bench --threads` runs.
+const MAX_THREADS: u32 = 1024;
+
+/// `bench --threads N [--duration S] [--kind K] [--size SIZE]`: no sweep option, no
+/// `--iters` (the threads run for a time).
+fn threads_spec(seen: &Seen, flags: Flags) -> std::result::Result<ThreadSpec, String> {
+    let report = |e: Error| e.report();
+    for (opt, given) in [
+        ("kinds", seen.kinds.is_some()),
+        ("sizes", seen.sizes.is_some()),
+        ("min", seen.min.is_some()),
+        ("max", seen.max.is_some()),
+        ("iters", seen.iters.is_some()),
+        ("rounds", seen.rounds.is_some()),
+        ("live", seen.live.is_some()),
+        ("chart", seen.chart.is_some()),
+        ("no-progress", seen.no_progress),
+    ] {
+        if given {
+            return Err(format!(
+                "bench --threads takes --duration, --kind, --size and --gfp, not --{opt}"
+            ));
+        }
+    }
+    let threads = seen
+        .threads
+        .as_deref()
+        .ok_or("bench --duration needs --threads")?;
+    let threads = parse_count("threads", threads).map_err(report)?;
+    if threads > MAX_THREADS {
+        return Err(format!(
+            "invalid threads \"{threads}\": must be at most {MAX_THREADS}"
+        ));
+    }
+    Ok(ThreadSpec {
+        threads,
+        duration_s: seen
+            .duration
+            .as_deref()
+            .map_or(Ok(DEFAULT_DURATION_S), |s| parse_count("duration", s))
+            .map_err(report)?,
+        kind: seen
+            .kind
+            .as_deref()
+            .map_or(Ok(Kind::Kmalloc), Kind::parse)
+            .map_err(report)?,
+        size: seen
+            .size
+            .as_deref()
+            .map_or(Ok(64), parse_size)
+            .map_err(report)?,
+        flags,
+    })
 }
 
 /// `--live N`: allocations to hold, 0 or more.

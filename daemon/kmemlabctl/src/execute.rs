@@ -3,7 +3,7 @@
 //! failure). The binary only opens the device and prints.
 
 use kmemlab::device::Device;
-use kmemlab::error::Result;
+use kmemlab::error::{Error, Result};
 use kmemlab::report::{
     to_json, AllocReport, BenchReport, FreeReport, InfoReport, StatsReport, TriggerReport,
 };
@@ -178,6 +178,15 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
         Command::Trigger { count } => {
             let r = TriggerReport::from(&dev.trigger(*count)?);
             Output::text(if json { json_line(&r)? } else { r.to_text() })
+        }
+        // An open file per thread, and the UIO device: the binary runs them
+        // (`bench::threads::run`, `watch::run`).
+        Command::Threads(_) | Command::Watch(_) => {
+            return Err(Error::Invalid {
+                what: "command",
+                input: format!("{command:?}"),
+                reason: "runs from the kmemlabctl binary only".into(),
+            })
         }
     };
     Ok(out)

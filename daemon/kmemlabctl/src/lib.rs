@@ -11,6 +11,7 @@
 //!   and batched paths.
 //! - [`logreport`]: `report`: a kmemlabd log summarized and charted.
 //! - [`chart`]: what the sweep and log charts share (width, axes, file writes).
+//! - [`watch`]: `watch`, the UIO device's events live.
 
 #![forbid(unsafe_code)]
 
@@ -22,3 +23,4 @@ pub mod execute;
 pub mod failure;
 pub mod logreport;
 pub mod table;
+pub mod watch;

@@ -11,10 +11,10 @@ use std::process::ExitCode;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kmemlab::{format_size, KmemlabDevice, Result};
 use kmemlabctl::args::{self, USAGE};
-use kmemlabctl::bench::{SweepSpec, PROGRESS_POINTS};
+use kmemlabctl::bench::{threads, SweepSpec, PROGRESS_POINTS};
 use kmemlabctl::command::Command;
 use kmemlabctl::execute::{self, Output};
-use kmemlabctl::failure;
+use kmemlabctl::{failure, watch};
 
 /// Prints an error as JSON on stdout or as text on stderr.
 fn report_error(json: bool, error: &str, message: &str, hint: Option<String>) {
@@ -101,6 +101,12 @@ fn main() -> ExitCode {
         }
         Command::Sweep(spec) => {
             KmemlabDevice::open(&inv.device).and_then(|dev| sweep(&dev, spec, inv.json))
+        }
+        Command::Threads(spec) => threads::run(spec, || KmemlabDevice::open(&inv.device))
+            .and_then(|r| threads::render(&r, inv.json))
+            .map(|stdout| Output { stdout, note: None }),
+        Command::Watch(spec) => {
+            watch::run(spec, inv.json, &mut std::io::stdout().lock()).map(|_| Output::default())
         }
         command => KmemlabDevice::open(&inv.device)
             .and_then(|dev| execute::execute(command, &dev, inv.json)),
