@@ -14,6 +14,7 @@ mod vm;
 mod vmtests;
 mod vmtests_c;
 mod vmtests_profile;
+mod vmtests_watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -123,6 +123,21 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         crate::vmtests_c::c_client_allocates_and_frees,
     ),
+    (
+        "watch_shows_presses_with_their_sources",
+        Needs::Board,
+        crate::vmtests_watch::watch_shows_presses_with_their_sources,
+    ),
+    (
+        "watch_idle_timeout_exits_zero",
+        Needs::Board,
+        crate::vmtests_watch::watch_idle_timeout_exits_zero,
+    ),
+    (
+        "bench_threads_per_thread_and_total",
+        Needs::Engine,
+        crate::vmtests_watch::bench_threads_per_thread_and_total,
+    ),
 ];
 
 /// What [`run_all`] did.
