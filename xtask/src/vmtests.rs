@@ -129,6 +129,11 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         crate::vmtests_watch::watch_shows_presses_with_their_sources,
     ),
     (
+        "watch_without_the_daemon_sees_the_button_once",
+        Needs::Board,
+        crate::vmtests_watch::watch_without_the_daemon_sees_the_button_once,
+    ),
+    (
         "watch_idle_timeout_exits_zero",
         Needs::Board,
         crate::vmtests_watch::watch_idle_timeout_exits_zero,

@@ -137,6 +137,65 @@ echo '== end'"#
     Ok(())
 }
 
+/// Without kmemlabd nobody unmasks the button's line: `watch` (which never writes to the
+/// device) sees the first of three presses only, and a TRIGGER after them. SIGINT then
+/// ends it with status 0 and a summary of those 2 events.
+pub fn watch_without_the_daemon_sees_the_button_once(art: &Artifacts) -> Result<()> {
+    let script = format!(
+        r#"{WAIT_LINES}
+W=/tmp/watch.json
+kmemlabctl watch --json > $W 2> /tmp/watch.err < /dev/null &
+P=$!
+wait_lines /tmp/watch.err 'watching /dev/uio' 1
+echo {PRESS_CUE}
+while read -r line; do [ "$line" = {PRESSES_DONE} ] && break; done
+kmemlabctl trigger > /dev/null
+wait_lines $W '"source":"trigger"' 1
+kill -INT $P
+wait $P; echo "watch-rc=$?"
+echo '== watch'
+cat $W
+echo '== end'"#
+    );
+    let outcome = super::vmtests::boot_checked(
+        art,
+        VmOptions {
+            daemon: false,
+            presses_on_cue: 3,
+            cmd: script,
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    ensure!(
+        out.lines().any(|l| l.trim() == "watch-rc=0"),
+        "watch did not exit 0 on SIGINT:\n{out}"
+    );
+    let lines = json_lines(&section(out, "watch"));
+    let irqs: Vec<Seen> = lines
+        .iter()
+        .filter(|v| text(v, "event") == Some("irq"))
+        .map(seen)
+        .collect();
+    let sources: Vec<(Option<u64>, Option<&str>)> = irqs
+        .iter()
+        .map(|(count, source, _)| (*count, source.as_deref()))
+        .collect();
+    ensure!(
+        sources == [(Some(1), Some("button")), (Some(2), Some("trigger"))],
+        "want the first press (count 1) and the trigger (count 2) only:\n{out}"
+    );
+    let summary = lines
+        .iter()
+        .find(|v| text(v, "event") == Some("summary"))
+        .with_context(|| format!("no summary line from watch:\n{out}"))?;
+    ensure!(
+        num(summary, "events") == Some(2) && text(summary, "reason") == Some("SIGINT"),
+        "want a summary of 2 events, stopped by SIGINT: {summary}"
+    );
+    Ok(())
+}
+
 /// `watch --idle-timeout 200` with no event exits 0 within a second (well before the
 /// guard's 10 s), with a summary of 0 events stopped by the idle timeout.
 pub fn watch_idle_timeout_exits_zero(art: &Artifacts) -> Result<()> {

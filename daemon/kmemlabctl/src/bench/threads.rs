@@ -310,7 +310,7 @@ pub fn to_text(r: &ThreadsReport) -> String {
         )
     };
     let mut out = format!(
-        "# {} {} {}: {} threads for {} s, an open file each, ALLOC+FREE pairs\n",
+        "# {} size {} {}: {} threads for {} s, an open file each, ALLOC+FREE pairs\n",
         r.kind,
         format_size(r.size),
         r.gfp.join("|"),
