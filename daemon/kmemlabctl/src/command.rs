@@ -309,7 +309,8 @@ fn count(v: &Option<String>, what: &'static str) -> std::result::Result<Option<u
         .map_err(|e| e.report())
 }
 
-/// Most threads `bench --threads` runs.
+/// Most threads `bench --threads` runs: dma_map_benchmark's `DMA_MAP_MAX_THREADS`
+/// (include/uapi/linux/map_benchmark.h).
 const MAX_THREADS: u32 = 1024;
 
 /// `bench --threads N [--duration S] [--kind K] [--size SIZE]`: no sweep option, no

@@ -5,7 +5,7 @@
 //! # Beside a running kmemlabd
 //!
 //! Watching takes no event from the daemon. The UIO core keeps an event count per open file
-//! (`struct uio_listener`, drivers/uio/uio.c:472-475), set at open (uio.c:504); `poll` and
+//! (`struct uio_listener`, drivers/uio/uio.c:471-474), set at open (uio.c:504); `poll` and
 //! `read` compare and advance only that file's copy (uio.c:575, uio.c:605-611), and an event
 //! wakes every waiter (`wake_up_interruptible`, uio.c:435). So the daemon's file sees every
 //! event whether or not `watch` reads too, and both read the same counts.

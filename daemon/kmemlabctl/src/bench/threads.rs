@@ -18,6 +18,7 @@
 //! duration.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 
 use kmemlab::clock::monotonic_ns;
@@ -189,7 +190,7 @@ fn pin(cpu: usize) -> bool {
 }
 
 /// One thread: pin, open, wait for the others, then pairs until `duration_ns` after the
-/// common start.
+/// common start, or until a thread failed (`failed`, which its failure sets).
 fn run_thread<D: Device>(
     i: u32,
     cpu: Option<usize>,
@@ -197,9 +198,30 @@ fn run_thread<D: Device>(
     duration_ns: u64,
     open: &(impl Fn() -> Result<D> + Sync),
     start: &Barrier,
+    failed: &AtomicBool,
+) -> Result<(ThreadReport, Samples)> {
+    let result = pairs(i, cpu, spec, duration_ns, open, start, failed);
+    if result.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+/// [`run_thread`] but for telling the others about a failure.
+fn pairs<D: Device>(
+    i: u32,
+    cpu: Option<usize>,
+    spec: &ThreadSpec,
+    duration_ns: u64,
+    open: &(impl Fn() -> Result<D> + Sync),
+    start: &Barrier,
+    failed: &AtomicBool,
 ) -> Result<(ThreadReport, Samples)> {
     let pinned = cpu.is_some_and(pin);
     let dev = open();
+    if dev.is_err() {
+        failed.store(true, Ordering::Relaxed);
+    }
     // Everyone waits here, opened or not, so that no thread is left at the barrier.
     start.wait();
     let dev = dev?;
@@ -207,7 +229,7 @@ fn run_thread<D: Device>(
     let t0 = monotonic_ns();
     let deadline = t0 + duration_ns;
     let mut end = t0;
-    while end < deadline {
+    while end < deadline && !failed.load(Ordering::Relaxed) {
         let before = monotonic_ns();
         let a = dev.alloc(spec.kind, spec.size, spec.flags)?;
         dev.free(a.handle)?;
@@ -239,7 +261,8 @@ fn per_second(pairs: u64, ns: u64) -> f64 {
 }
 
 /// Runs `spec.threads` threads, each on a device of its own from `open`, and sums them up.
-/// The first error of a thread is returned after all the threads have ended.
+/// A thread that fails (to open, or a refused ALLOC or FREE) stops the others; the first
+/// thread's error is returned once all have ended.
 pub fn run<D: Device>(
     spec: &ThreadSpec,
     open: impl Fn() -> Result<D> + Sync,
@@ -255,12 +278,13 @@ fn run_for<D: Device>(
 ) -> Result<ThreadsReport> {
     let cpus = allowed_cpus();
     let start = Barrier::new(spec.threads as usize);
+    let failed = AtomicBool::new(false);
     let results: Vec<Result<(ThreadReport, Samples)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..spec.threads)
             .map(|i| {
                 let cpu = (cpus.len() > 1).then(|| cpus[i as usize % cpus.len()]);
-                let (open, start) = (&open, &start);
-                s.spawn(move || run_thread(i, cpu, spec, duration_ns, open, start))
+                let (open, start, failed) = (&open, &start, &failed);
+                s.spawn(move || run_thread(i, cpu, spec, duration_ns, open, start, failed))
             })
             .collect();
         handles
@@ -417,5 +441,21 @@ mod tests {
         };
         let err = run_for(&bad, MS20, || Ok(MockDevice::new())).unwrap_err();
         assert_eq!(err.errno_name(), "EINVAL");
+        // One thread that cannot open stops the others at once, not after the duration.
+        let opened = std::sync::atomic::AtomicU32::new(0);
+        let began = std::time::Instant::now();
+        let err = run_for(&spec, 60_000_000_000, || {
+            if opened.fetch_add(1, Ordering::Relaxed) == 1 {
+                Err(kmemlab::Error::Open {
+                    path: "/dev/kmemlab".into(),
+                    source: std::io::Error::from_raw_os_error(2),
+                })
+            } else {
+                Ok(MockDevice::new())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(err.errno_name(), "ENOENT");
+        assert!(began.elapsed() < std::time::Duration::from_secs(10));
     }
 }
