@@ -12,18 +12,17 @@
 //! With more than one CPU to run on, thread `i` is pinned to the `i`-th CPU of the process's
 //! affinity mask (round robin); each thread says on which CPU it ran.
 //!
-//! Percentiles are nearest-rank percentiles of the samples they summarize: a thread's of its
-//! own pairs, the total's of all the threads' pairs together. The samples are kept as a count
-//! per nanosecond value, so the memory grows with the spread of the latencies, not with the
-//! duration.
+//! Percentiles are those of [`Histogram`], the project's one rule, over the samples they
+//! summarize: a thread's of its own pairs, the total's of all the threads' pairs together (the
+//! threads' histograms merged), never a statistic of the threads' own percentiles.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 
 use kmemlab::clock::monotonic_ns;
 use kmemlab::device::Device;
 use kmemlab::error::Result;
+use kmemlab::histogram::Histogram;
 use kmemlab::report::to_json;
 use kmemlab::spec::{format_size, Flags, Kind};
 use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
@@ -48,60 +47,13 @@ pub struct ThreadSpec {
 /// Default `--duration` of `bench --threads`, seconds.
 pub const DEFAULT_DURATION_S: u32 = 5;
 
-/// Latencies as a count per value, in ns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Samples {
-    counts: BTreeMap<u64, u64>,
-    n: u64,
-}
-
-impl Samples {
-    /// Adds one sample.
-    pub fn add(&mut self, ns: u64) {
-        *self.counts.entry(ns).or_default() += 1;
-        self.n += 1;
-    }
-
-    /// Adds all of `other`'s samples.
-    pub fn merge(&mut self, other: &Samples) {
-        for (&ns, &k) in &other.counts {
-            *self.counts.entry(ns).or_default() += k;
-        }
-        self.n += other.n;
-    }
-
-    /// How many samples.
-    pub fn len(&self) -> u64 {
-        self.n
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
-    /// The nearest-rank `q` quantile (0 < q <= 1): the least sample with at least
-    /// `ceil(q * n)` samples at or below it; `None` without samples.
-    pub fn quantile(&self, q: f64) -> Option<u64> {
-        let rank = ((q * self.n as f64).ceil() as u64).clamp(1, self.n.max(1));
-        let mut seen = 0;
-        for (&ns, &k) in &self.counts {
-            seen += k;
-            if seen >= rank {
-                return Some(ns);
-            }
-        }
-        None
-    }
-
-    /// Min, p50, p99 and max.
-    pub fn latency(&self) -> Latency {
-        Latency {
-            min_ns: self.counts.keys().next().copied(),
-            p50_ns: self.quantile(0.50),
-            p99_ns: self.quantile(0.99),
-            max_ns: self.counts.keys().next_back().copied(),
-        }
+/// Min, p50, p99 and max of `h`.
+fn latency(h: &Histogram) -> Latency {
+    Latency {
+        min_ns: h.min(),
+        p50_ns: h.p50(),
+        p99_ns: h.p99(),
+        max_ns: h.max(),
     }
 }
 
@@ -199,7 +151,7 @@ fn run_thread<D: Device>(
     open: &(impl Fn() -> Result<D> + Sync),
     start: &Barrier,
     failed: &AtomicBool,
-) -> Result<(ThreadReport, Samples)> {
+) -> Result<(ThreadReport, Histogram)> {
     let result = pairs(i, cpu, spec, duration_ns, open, start, failed);
     if result.is_err() {
         failed.store(true, Ordering::Relaxed);
@@ -216,7 +168,7 @@ fn pairs<D: Device>(
     open: &(impl Fn() -> Result<D> + Sync),
     start: &Barrier,
     failed: &AtomicBool,
-) -> Result<(ThreadReport, Samples)> {
+) -> Result<(ThreadReport, Histogram)> {
     let pinned = cpu.is_some_and(pin);
     let dev = open();
     if dev.is_err() {
@@ -225,7 +177,7 @@ fn pairs<D: Device>(
     // Everyone waits here, opened or not, so that no thread is left at the barrier.
     start.wait();
     let dev = dev?;
-    let mut samples = Samples::default();
+    let mut samples = Histogram::new();
     let t0 = monotonic_ns();
     let deadline = t0 + duration_ns;
     let mut end = t0;
@@ -234,7 +186,7 @@ fn pairs<D: Device>(
         let a = dev.alloc(spec.kind, spec.size, spec.flags)?;
         dev.free(a.handle)?;
         end = monotonic_ns();
-        samples.add(end.saturating_sub(before));
+        samples.record(end.saturating_sub(before));
     }
     let elapsed_ns = end - t0;
     let pairs = samples.len();
@@ -246,7 +198,7 @@ fn pairs<D: Device>(
             pairs,
             elapsed_ns,
             pairs_per_s: per_second(pairs, elapsed_ns),
-            latency: samples.latency(),
+            latency: latency(&samples),
         },
         samples,
     ))
@@ -279,7 +231,7 @@ fn run_for<D: Device>(
     let cpus = allowed_cpus();
     let start = Barrier::new(spec.threads as usize);
     let failed = AtomicBool::new(false);
-    let results: Vec<Result<(ThreadReport, Samples)>> = std::thread::scope(|s| {
+    let results: Vec<Result<(ThreadReport, Histogram)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..spec.threads)
             .map(|i| {
                 let cpu = (cpus.len() > 1).then(|| cpus[i as usize % cpus.len()]);
@@ -293,7 +245,7 @@ fn run_for<D: Device>(
             .collect()
     });
     let mut per_thread = Vec::with_capacity(results.len());
-    let mut all = Samples::default();
+    let mut all = Histogram::new();
     for r in results {
         let (report, samples) = r?;
         all.merge(&samples);
@@ -303,7 +255,7 @@ fn run_for<D: Device>(
         pairs: per_thread.iter().map(|t| t.pairs).sum(),
         pairs_per_s: (per_thread.iter().map(|t| t.pairs_per_s).sum::<f64>() * 100.0).round()
             / 100.0,
-        latency: all.latency(),
+        latency: latency(&all),
     };
     Ok(ThreadsReport {
         kind: spec.kind.name(),
@@ -371,36 +323,18 @@ mod tests {
 
     use super::*;
 
-    fn samples(values: &[u64]) -> Samples {
-        let mut s = Samples::default();
-        values.iter().for_each(|&v| s.add(v));
-        s
-    }
-
     #[test]
-    fn nearest_rank_percentiles_of_all_the_samples() {
-        let s = samples(&(1..=100).rev().collect::<Vec<_>>());
-        assert_eq!((s.quantile(0.5), s.quantile(0.99)), (Some(50), Some(99)));
-        assert_eq!(s.quantile(1.0), Some(100));
-        let l = samples(&[7]).latency();
+    fn the_total_is_the_histogram_of_all_the_pairs() {
+        // One fast thread (99 pairs) and one slow (100 pairs): the p50 of the 199 pairs is
+        // the 100th smallest, a slow one; a mean of the two medians would be near 505.
+        let mut all = Histogram::of([10; 99]);
+        all.merge(&Histogram::of([1000; 100]));
+        let l = latency(&all);
         assert_eq!(
             (l.min_ns, l.p50_ns, l.p99_ns, l.max_ns),
-            (Some(7), Some(7), Some(7), Some(7))
+            (Some(10), Some(1000), Some(1000), Some(1000))
         );
-        assert_eq!(Samples::default().latency(), Latency::default());
-        // Merged: the percentiles of the union, not an average of the parts' own.
-        // 99 fast samples and one slow thread of 100 slow ones: p50 of the 199 is the
-        // 100th smallest, a slow one; the mean of the two medians would be 505.
-        let mut a = samples(&[10; 99]);
-        let b = samples(&[1000; 100]);
-        a.merge(&b);
-        assert_eq!(a.len(), 199);
-        assert_eq!(
-            (a.quantile(0.5), a.quantile(0.99)),
-            (Some(1000), Some(1000))
-        );
-        let l = a.latency();
-        assert_eq!((l.min_ns, l.max_ns), (Some(10), Some(1000)));
+        assert_eq!(latency(&Histogram::new()), Latency::default());
     }
 
     #[test]
