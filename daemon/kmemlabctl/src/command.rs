@@ -1,11 +1,12 @@
-//! One `kmemlabctl` command ([`Command`]): the command word and the options it takes,
-//! checked, with `bench`'s sweep.
+//! One `kmemlabctl` command ([`Command`]): the command line's values checked (kinds,
+//! sizes, flags, counts), with `bench`'s two forms: one kind and size, or a sweep.
 
 use std::path::PathBuf;
 
 use kmemlab::error::{Error, Result};
 use kmemlab::spec::{parse_count, parse_handle, parse_size, Flags, Kind};
 
+use crate::args::{BenchArgs, Sub};
 use crate::bench::{self, SweepSpec};
 
 /// Default `--iters` of `bench`.
@@ -24,14 +25,25 @@ pub enum Command {
         size: u64,
         /// `--gfp`, and `--persist`.
         flags: Flags,
+        /// `--count`: allocations of this spec (1 without it).
+        count: u32,
+        /// `--hold`: keep them until SIGINT or SIGTERM, then free them.
+        hold: bool,
     },
-    /// `free HANDLE`.
+    /// `free HANDLE...`.
     Free {
-        /// The handle.
-        handle: u64,
+        /// The handles, in order.
+        handles: Vec<u64>,
     },
+    /// `free --all`.
+    FreeAll,
     /// `list`.
-    List,
+    List {
+        /// `--kind`: only this kind.
+        kind: Option<Kind>,
+        /// `--persist`: only the device's allocations.
+        persist: bool,
+    },
     /// `stats`.
     Stats,
     /// `bench`.
@@ -60,168 +72,104 @@ pub enum Command {
     Trigger {
         /// `--count`.
         count: u32,
+        /// `--interval`: `count` TRIGGERs of one event, this many ms apart.
+        interval_ms: Option<u64>,
     },
-    /// `--help`.
-    Help,
 }
 
-/// The options seen, before they are checked against the command.
-#[derive(Default)]
-pub(crate) struct Seen {
-    pub(crate) kind: Option<String>,
-    pub(crate) size: Option<String>,
-    pub(crate) gfp: Option<String>,
-    pub(crate) persist: bool,
-    pub(crate) iters: Option<String>,
-    pub(crate) rounds: Option<String>,
-    pub(crate) count: Option<String>,
-    pub(crate) kinds: Option<String>,
-    pub(crate) sizes: Option<String>,
-    pub(crate) min: Option<String>,
-    pub(crate) max: Option<String>,
-    pub(crate) svg: Option<String>,
-    pub(crate) html: Option<String>,
-    pub(crate) no_progress: bool,
-    pub(crate) live: Option<String>,
-    pub(crate) chart: Option<String>,
-}
-
-/// The command named by `positional[0]`, with the options it takes; any other option
-/// or argument is an error.
-pub(crate) fn build(positional: &[String], seen: &Seen) -> std::result::Result<Command, String> {
-    let Some(name) = positional.first() else {
-        return Err("missing command".into());
-    };
-    let name = name.as_str();
-    let (allowed, args): (&[&str], usize) = match name {
-        "info" | "list" | "stats" => (&[], 0),
-        "alloc" => (&["kind", "size", "gfp", "persist"], 0),
-        "free" => (&[], 1),
-        "bench" => (
-            &[
-                "kind",
-                "size",
-                "gfp",
-                "iters",
-                "rounds",
-                "kinds",
-                "sizes",
-                "min",
-                "max",
-                "no-progress",
-                "live",
-                "chart",
-            ],
-            0,
-        ),
-        "report" => (&["svg", "html"], 1),
-        "trigger" => (&["count"], 0),
-        _ => return Err(format!("unknown command {name:?}")),
-    };
-    for (opt, given) in [
-        ("kind", seen.kind.is_some()),
-        ("size", seen.size.is_some()),
-        ("gfp", seen.gfp.is_some()),
-        ("persist", seen.persist),
-        ("iters", seen.iters.is_some()),
-        ("rounds", seen.rounds.is_some()),
-        ("count", seen.count.is_some()),
-        ("kinds", seen.kinds.is_some()),
-        ("sizes", seen.sizes.is_some()),
-        ("min", seen.min.is_some()),
-        ("max", seen.max.is_some()),
-        ("svg", seen.svg.is_some()),
-        ("html", seen.html.is_some()),
-        ("no-progress", seen.no_progress),
-        ("live", seen.live.is_some()),
-        ("chart", seen.chart.is_some()),
-    ] {
-        if given && !allowed.contains(&opt) {
-            return Err(format!("{name} takes no --{opt}"));
-        }
-    }
-    let extra = &positional[1..];
-    if extra.len() > args {
-        return Err(format!("unexpected argument {:?}", extra[args]));
-    }
-    if extra.len() < args {
-        let what = if name == "report" { "LOG" } else { "HANDLE" };
-        return Err(format!("{name} needs a {what}"));
-    }
+/// The command `sub` names, with its values checked; the message of the first one that
+/// is not valid.
+pub(crate) fn build(sub: &Sub) -> std::result::Result<Command, String> {
     let report = |e: Error| e.report();
-    let required = |opt: &str, v: &Option<String>| -> std::result::Result<String, String> {
-        v.clone().ok_or_else(|| format!("{name} needs --{opt}"))
-    };
-    let gfp = || -> std::result::Result<Flags, String> {
-        seen.gfp
-            .as_deref()
+    let gfp = |s: &Option<String>| -> std::result::Result<Flags, String> {
+        s.as_deref()
             .map_or(Ok(Flags::GFP_KERNEL), Flags::parse_gfp)
             .map_err(report)
     };
-    Ok(match name {
-        "info" => Command::Info,
-        "list" => Command::List,
-        "stats" => Command::Stats,
-        "free" => Command::Free {
-            handle: parse_handle(&extra[0]).map_err(report)?,
+    let count = |what: &'static str, s: &Option<String>, default: u32| {
+        s.as_deref()
+            .map_or(Ok(default), |s| parse_count(what, s))
+            .map_err(report)
+    };
+    Ok(match sub {
+        Sub::Info => Command::Info,
+        Sub::Stats => Command::Stats,
+        Sub::List(a) => Command::List {
+            kind: a
+                .kind
+                .as_deref()
+                .map(Kind::parse)
+                .transpose()
+                .map_err(report)?,
+            persist: a.persist,
         },
-        "alloc" => {
-            let kind = Kind::parse(&required("kind", &seen.kind)?).map_err(report)?;
-            let size = parse_size(&required("size", &seen.size)?).map_err(report)?;
-            let mut flags = gfp()?;
-            if seen.persist {
+        Sub::Free(a) if a.all => Command::FreeAll,
+        Sub::Free(a) => Command::Free {
+            handles: a
+                .handles
+                .iter()
+                .map(|h| parse_handle(h))
+                .collect::<Result<Vec<_>>>()
+                .map_err(report)?,
+        },
+        Sub::Alloc(a) => {
+            let mut flags = gfp(&a.gfp)?;
+            if a.persist {
                 flags = flags.with(Flags::PERSIST);
             }
-            Command::Alloc { kind, size, flags }
+            Command::Alloc {
+                kind: Kind::parse(&a.kind).map_err(report)?,
+                size: parse_size(&a.size).map_err(report)?,
+                flags,
+                count: count("count", &a.count, 1)?,
+                hold: a.hold,
+            }
         }
-        "bench" if seen.kind.is_some() && seen.size.is_some() => {
-            if seen.kinds.is_some() || seen.sizes.is_some() {
+        Sub::Bench(b) if b.kind.is_some() && b.size.is_some() => {
+            if b.kinds.is_some() || b.sizes.is_some() {
                 return Err("bench takes --kind and --size, or --kinds and --sizes".into());
             }
-            if seen.min.is_some()
-                || seen.max.is_some()
-                || seen.no_progress
-                || seen.rounds.is_some()
-                || seen.live.is_some()
-                || seen.chart.is_some()
+            if b.min.is_some()
+                || b.max.is_some()
+                || b.no_progress
+                || b.rounds.is_some()
+                || b.live.is_some()
+                || b.chart.is_some()
             {
                 return Err(
                     "bench --min, --max, --rounds, --live, --chart and --no-progress are \
-                            for a sweep, not with --size"
+                     for a sweep, not with --size"
                         .into(),
                 );
             }
             Command::Bench {
-                kind: Kind::parse(&required("kind", &seen.kind)?).map_err(report)?,
-                size: parse_size(&required("size", &seen.size)?).map_err(report)?,
-                flags: gfp()?,
-                iters: seen
-                    .iters
-                    .as_deref()
-                    .map_or(Ok(DEFAULT_BENCH_ITERS), |s| parse_count("iters", s))
-                    .map_err(report)?,
+                kind: Kind::parse(b.kind.as_deref().unwrap_or_default()).map_err(report)?,
+                size: parse_size(b.size.as_deref().unwrap_or_default()).map_err(report)?,
+                flags: gfp(&b.gfp)?,
+                iters: count("iters", &b.iters, DEFAULT_BENCH_ITERS)?,
             }
         }
-        "bench" => Command::Sweep(sweep_spec(seen, gfp()?)?),
-        "report" => Command::Report {
-            log: PathBuf::from(&extra[0]),
-            svg: seen.svg.as_ref().map(PathBuf::from),
-            html: seen.html.as_ref().map(PathBuf::from),
+        Sub::Bench(b) => Command::Sweep(sweep_spec(b, gfp(&b.gfp)?)?),
+        Sub::Report(r) => Command::Report {
+            log: r.log.clone(),
+            svg: r.svg.clone(),
+            html: r.html.clone(),
         },
-        "trigger" => Command::Trigger {
-            count: seen
-                .count
+        Sub::Trigger(t) => Command::Trigger {
+            count: count("count", &t.count, 1)?,
+            interval_ms: t
+                .interval
                 .as_deref()
-                .map_or(Ok(1), |s| parse_count("count", s))
+                .map(parse_interval)
+                .transpose()
                 .map_err(report)?,
         },
-        _ => unreachable!("checked above"),
     })
 }
 
 /// The sweep `bench` asks for: `--kinds` (or `--kind`), `--sizes` (or `--size`) or
 /// `--min`/`--max`, `--iters`.
-fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, String> {
+fn sweep_spec(seen: &BenchArgs, flags: Flags) -> std::result::Result<SweepSpec, String> {
     let report = |e: Error| e.report();
     let list = |one: &Option<String>, many: &Option<String>, name: &str| {
         if one.is_some() && many.is_some() {
@@ -269,12 +217,21 @@ fn sweep_spec(seen: &Seen, flags: Flags) -> std::result::Result<SweepSpec, Strin
             .as_deref()
             .map_or(Ok(0), parse_live)
             .map_err(report)?,
-        chart: seen.chart.as_ref().map(PathBuf::from),
+        chart: seen.chart.clone(),
     };
     if spec.min > spec.max {
         return Err("bench --min is above --max".into());
     }
     Ok(spec)
+}
+
+/// `--interval MS`: milliseconds between two TRIGGERs, 0 or more.
+fn parse_interval(s: &str) -> Result<u64> {
+    s.trim().parse::<u64>().map_err(|e| Error::Invalid {
+        what: "interval",
+        input: s.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// `--live N`: allocations to hold, 0 or more.

@@ -5,6 +5,9 @@
 //! - [`args`]: the command line, read into an [`args::Invocation`].
 //! - [`command`]: a [`command::Command`] and the options it takes.
 //! - [`execute`]: running a command: what it prints.
+//! - [`ops`]: commands of several operations (`alloc --count`, `free H H`, `free --all`,
+//!   `trigger --interval`) and `list`'s filters.
+//! - [`exit`]: the exit statuses.
 //! - [`failure`]: a failed command: its `--json` error object and a hint.
 //! - [`table`]: the text output: plain-text tables and each report's text.
 //! - [`bench`](mod@bench): `bench` sweeps: the in-kernel floor against the userspace single-call
@@ -19,6 +22,8 @@ pub mod bench;
 pub mod chart;
 pub mod command;
 pub mod execute;
+pub mod exit;
 pub mod failure;
 pub mod logreport;
+pub mod ops;
 pub mod table;
