@@ -98,7 +98,7 @@ fn wait_for_signal(set: &SigSet) -> Result<()> {
     let signal = set
         .wait()
         .map_err(|source| kmemlab::Error::Signals { source })?;
-    tracing::info!("{signal}: freeing what is held");
+    tracing::debug!("{signal}: freeing what is held");
     Ok(())
 }
 

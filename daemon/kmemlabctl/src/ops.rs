@@ -101,6 +101,10 @@ pub fn alloc<D: Device + ?Sized>(
         emit(&table::allocs(&made));
     }
     let handles: Vec<String> = made.iter().map(|r| r.handle.to_string()).collect();
+    if hold && made.is_empty() {
+        // Nothing to hold: every allocation failed; no wait.
+        return Ok(tally);
+    }
     if !hold {
         if !flags.contains(Flags::PERSIST) && !made.is_empty() {
             tally.note = Some(if made.len() == 1 {
@@ -314,6 +318,14 @@ mod tests {
         assert_eq!((t.done, t.failed.len()), (2, 1));
         assert_eq!(t.failed[0].what, "alloc 1 of 3");
         assert_eq!(exit::of_tally(t.done, t.failed.len()), exit::PARTIAL);
+        // --hold with every allocation refused: nothing to wait for.
+        dev.fail_next(Errno::ENOMEM);
+        dev.fail_next(Errno::ENOMEM);
+        let t = alloc(&dev, KM, 2, true, true, &mut |_| {}, &mut || {
+            panic!("nothing is held")
+        })
+        .unwrap();
+        assert_eq!((t.done, t.failed.len()), (0, 2));
         // One allocation that fails is the command's error, as before.
         dev.fail_next(Errno::ENOMEM);
         let e = alloc(&dev, KM, 1, false, true, &mut |_| {}, &mut || Ok(())).unwrap_err();
