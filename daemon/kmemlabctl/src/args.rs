@@ -13,6 +13,7 @@ use kmemlab::DEFAULT_DEVICE;
 
 pub use parse::{parse_args, Invocation, Stop, UsageError};
 
+mod check;
 mod parse;
 
 /// What KIND, SIZE and FLAG are, for the help of the commands that take them.

@@ -2,8 +2,9 @@
 //! lists, counters, benchmarks and software button presses, and summarizes kmemlabd's
 //! logs.
 //!
-//! - [`args`]: the command line, read into an [`args::Invocation`].
-//! - [`command`]: a [`command::Command`] and the options it takes.
+//! - [`args`]: the command line (a clap derive), read and checked into an
+//!   [`args::Invocation`].
+//! - [`command`]: a [`command::Command`], what the command line asks for.
 //! - [`execute`]: running a command: what it prints.
 //! - [`ops`]: commands of several operations (`alloc --count`, `free H H`, `free --all`,
 //!   `trigger --interval`) and `list`'s filters.

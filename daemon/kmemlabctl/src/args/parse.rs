@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
+use super::check::build;
 use super::{Cli, Sub};
-use crate::command::{build, Command};
+use crate::command::Command;
 
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
