@@ -57,7 +57,8 @@ Exit status:
                   allocations, frees, lists, counters, benchmarks and software button \
                   presses, and summarize kmemlabd's logs.",
     after_help = AFTER_HELP,
-    subcommand_required = true
+    subcommand_required = true,
+    args_override_self = true
 )]
 pub struct Cli {
     /// One JSON object per result and line (errors too)

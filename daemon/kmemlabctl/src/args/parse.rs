@@ -257,6 +257,19 @@ mod tests {
         assert!(inv.json);
         let inv = parse(&["--json", "info", "--device", "/tmp/y"]).unwrap();
         assert_eq!((inv.device, inv.json), (PathBuf::from("/tmp/y"), true));
+        // As with the hand parser before clap: a repeated option is no error, the last wins.
+        let inv = parse(&[
+            "--json", "--device", "/a", "info", "--json", "--device", "/b",
+        ])
+        .unwrap();
+        assert_eq!((inv.device, inv.json), (PathBuf::from("/b"), true));
+        assert_eq!(
+            command(&["trigger", "--count", "2", "--count", "3"]),
+            Command::Trigger {
+                count: 3,
+                interval_ms: None
+            }
+        );
         assert_eq!(
             parse(&["info"]).unwrap().device,
             PathBuf::from("/dev/kmemlab")
