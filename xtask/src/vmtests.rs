@@ -145,6 +145,11 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         crate::vmtests_cli::exit_statuses_for_real_errnos,
     ),
+    (
+        "cli_free_all_frees_what_other_processes_persisted",
+        Needs::Engine,
+        crate::vmtests_cli::free_all_frees_what_other_processes_persisted,
+    ),
 ];
 
 /// What [`run_all`] did.

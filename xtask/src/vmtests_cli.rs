@@ -295,3 +295,59 @@ echo '== end'"#;
     );
     Ok(())
 }
+
+/// `list --kind` and `--persist` filter what the module lists, and `free --all` from a
+/// new kmemlabctl frees every allocation it can see: the device's `--persist` ones made
+/// by earlier processes.
+pub fn free_all_frees_what_other_processes_persisted(art: &Artifacts) -> Result<()> {
+    let script = r#"
+kmemlabctl alloc --kind kmalloc --size 64 --persist --json >/dev/null
+kmemlabctl alloc --kind vmalloc --size 8K --count 2 --persist --json >/dev/null
+echo '== vmalloc'
+kmemlabctl list --kind vmalloc --persist --json
+echo '== pages'
+kmemlabctl list --kind pages --json
+echo '== free-all'
+kmemlabctl free --all --json; echo "free-all-rc=$?"
+echo '== after'
+kmemlabctl list --json
+kmemlabctl stats --json
+echo '== end'"#;
+    let outcome = super::vmtests::boot_checked(
+        art,
+        VmOptions {
+            daemon: false,
+            cmd: script.to_owned(),
+            ..VmOptions::default()
+        },
+    )?;
+    let out = &outcome.cmd_output;
+    let vmalloc = json_lines(&section(out, "vmalloc"));
+    ensure!(
+        vmalloc.len() == 2
+            && vmalloc.iter().all(|a| {
+                a.get("kind").and_then(Value::as_str) == Some("vmalloc")
+                    && a.get("persist") == Some(&Value::Bool(true))
+            }),
+        "list --kind vmalloc --persist should show the two vmalloc allocations:\n{out}"
+    );
+    ensure!(
+        json_lines(&section(out, "pages")).is_empty(),
+        "list --kind pages should show nothing:\n{out}"
+    );
+    ensure!(
+        out.lines().any(|l| l.trim() == "free-all-rc=0"),
+        "free --all failed:\n{out}"
+    );
+    let freed = json_lines(&section(out, "free-all"));
+    ensure!(
+        freed.len() == 3 && freed.iter().all(|f| f.get("free_ns").is_some()),
+        "free --all should free the three persisted allocations:\n{out}"
+    );
+    let after = json_lines(&section(out, "after"));
+    ensure!(
+        after.len() == 1 && live_total(&after[0]) == Some(0),
+        "nothing should be listed or live after free --all:\n{out}"
+    );
+    Ok(())
+}
