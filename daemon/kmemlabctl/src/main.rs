@@ -102,7 +102,7 @@ fn wait_for_signal(set: &SigSet) -> Result<()> {
     Ok(())
 }
 
-/// Prints a failure: a JSON line on stdout, or the message and a hint on stderr.
+/// Prints one failed operation: a JSON line on stdout, or its message on stderr.
 fn print_failure(json: bool, f: &Failure) {
     if json {
         println!("{}", f.json());

@@ -71,7 +71,6 @@ fn json_line<T: Serialize>(v: &T) -> Result<String> {
 /// With `hold`, calls `wait` once they are all reported and then frees them, reporting
 /// each free; the caller's `wait` returns when SIGINT or SIGTERM arrives. One allocation
 /// that fails is the command's error.
-#[allow(clippy::too_many_arguments)]
 pub fn alloc<D: Device + ?Sized>(
     dev: &D,
     (kind, size, flags): (Kind, u64, Flags),
