@@ -17,6 +17,8 @@ use crate::setup::Toolchain;
 use crate::stock;
 use crate::util::{output, repo_root, run, step};
 
+mod docs;
+
 /// The kernel the package's module is for.
 pub enum Target<'a> {
     /// A kernel build folder; the test kernel when `None`.
@@ -47,8 +49,11 @@ const MAINTAINER: &str = "kmemlab maintainers <kmemlab@users.noreply.github.com>
 /// The .deb's Debian revision: the package is built from the project's own tree.
 const DEBIAN_REVISION: &str = "1";
 
-/// The man pages shipped, as (source in man/, section).
-const MAN_PAGES: &[(&str, &str)] = &[("kmemlabd.8", "man8"), ("kmemlabctl.1", "man1")];
+/// The hand-written man pages shipped, as (source in man/, section). kmemlabctl's are
+/// generated from its command line ([`docs`]). kmemlabd's is in section 8, system
+/// administration commands and daemons, as systemd-journald(8) and udevd(8) are: it is
+/// started by its unit, not by users.
+const MAN_PAGES: &[(&str, &str)] = &[("kmemlabd.8", "man8")];
 
 /// What lintian reports that is deliberate, each with the reason.
 const LINTIAN_OVERRIDES: &str = "\
@@ -339,6 +344,13 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
             &text,
         )?;
     }
+    for (path, text) in docs::kmemlabctl_pages()? {
+        write_gz(&stage.join(path), &text)?;
+    }
+    for (shell, path) in docs::COMPLETIONS {
+        let text = String::from_utf8(docs::completion(*shell))?;
+        write(&stage.join(path), &text, 0o644)?;
+    }
     write(
         &stage.join("usr/share/lintian/overrides/kmemlab"),
         LINTIAN_OVERRIDES,
@@ -485,9 +497,20 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         ),
         ("/usr/share/man/man8/kmemlabd.8.gz".to_owned(), 0o644),
         ("/usr/share/man/man1/kmemlabctl.1.gz".to_owned(), 0o644),
+        (
+            "/usr/share/man/man1/kmemlabctl-alloc.1.gz".to_owned(),
+            0o644,
+        ),
         ("/usr/share/lintian/overrides/kmemlab".to_owned(), 0o644),
         ("/var/lib/dpkg/info/kmemlab.postinst".to_owned(), 0o755),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        docs::COMPLETIONS
+            .iter()
+            .map(|(_, path)| (format!("/{path}"), 0o644)),
+    )
+    .collect();
     for (path, mode) in &want {
         let file = rootfs.join(path.trim_start_matches('/'));
         let meta = fs::metadata(&file)
@@ -511,11 +534,29 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         "/usr/include/linux/kmemlab.h is not kmod-helper/uapi/kmemlab.h"
     );
     let tar = output(Command::new("tar").arg("-tzf").arg(&pkgs.tarball))?;
-    ensure!(
-        tar.lines().any(|l| l == "./usr/include/linux/kmemlab.h"),
-        "{} lacks usr/include/linux/kmemlab.h",
-        pkgs.tarball.display()
-    );
+    let generated: Vec<String> = docs::kmemlabctl_pages()?
+        .into_iter()
+        .map(|(path, _)| path)
+        .chain(docs::COMPLETIONS.iter().map(|(_, p)| (*p).to_owned()))
+        .collect();
+    for path in [
+        "usr/include/linux/kmemlab.h",
+        "usr/share/man/man8/kmemlabd.8.gz",
+    ]
+    .into_iter()
+    .chain(generated.iter().map(String::as_str))
+    {
+        ensure!(
+            tar.lines().any(|l| l == format!("./{path}")),
+            "{} lacks {path}",
+            pkgs.tarball.display()
+        );
+        ensure!(
+            listed.lines().any(|l| l == format!("/{path}")),
+            "dpkg -L kmemlab does not list /{path}"
+        );
+    }
+    man_pages_are_valid(&rootfs)?;
     let bin = output(Command::new("file").arg(rootfs.join("usr/bin/kmemlabd"))).unwrap_or_default();
     if !bin.is_empty() {
         ensure!(
@@ -565,6 +606,46 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         "postinst did not run depmod for {}:\n{log}",
         pkgs.release
     );
+    Ok(())
+}
+
+/// Every man page the package installed is gzip'd troff that `man` formats without a
+/// warning (groff's `-ww`, through man-db's `--warnings`), starting with its `.TH` line
+/// for the right section.
+fn man_pages_are_valid(rootfs: &Path) -> Result<()> {
+    let mut checked = 0;
+    for section in ["man1", "man8"] {
+        let dir = rootfs.join("usr/share/man").join(section);
+        for entry in fs::read_dir(&dir).with_context(|| format!("no {}", dir.display()))? {
+            let path = entry?.path();
+            let text = output(Command::new("gzip").arg("-dc").arg(&path))
+                .with_context(|| format!("{} is not gzip", path.display()))?;
+            let number = &section[3..];
+            ensure!(
+                text.lines()
+                    .find(|l| l.starts_with(".TH "))
+                    .is_some_and(|th| th.split_whitespace().nth(2) == Some(number)),
+                "{} has no .TH line for section {number}",
+                path.display()
+            );
+            let rendered = Command::new("man")
+                .args(["--warnings=w", "-l", "-Tutf8"])
+                .arg(&path)
+                .env("MANWIDTH", "80")
+                .output()
+                .context("failed to run man")?;
+            let warnings = String::from_utf8_lossy(&rendered.stderr);
+            ensure!(
+                rendered.status.success()
+                    && warnings.trim().is_empty()
+                    && !rendered.stdout.is_empty(),
+                "man -l {} failed or warned:\n{warnings}",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    ensure!(checked >= 2, "only {checked} man pages installed");
     Ok(())
 }
 

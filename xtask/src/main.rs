@@ -13,6 +13,7 @@ mod util;
 mod vm;
 mod vmtests;
 mod vmtests_c;
+mod vmtests_cli;
 mod vmtests_profile;
 mod vmtests_watch;
 

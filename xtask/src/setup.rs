@@ -40,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "kmod",
     "lintian",
+    // The package test formats every man page with `man -l` (groff) to catch warnings.
+    "man-db",
+    "groff-base",
     "xz-utils",
     "python3",
     "python3-pip",

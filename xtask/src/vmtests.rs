@@ -143,6 +143,33 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         crate::vmtests_watch::bench_threads_per_thread_and_total,
     ),
+    // kmemlabctl's commands (vmtests_cli.rs); the two with a kmemlabd need the board, as
+    // debounce_and_coalescing does.
+    (
+        "cli_alloc_hold_frees_on_sigint",
+        Needs::Engine,
+        crate::vmtests_cli::alloc_hold_frees_on_sigint,
+    ),
+    (
+        "cli_trigger_interval_gives_one_step_and_one_bounce",
+        Needs::Board,
+        crate::vmtests_cli::trigger_interval_gives_one_step_and_one_bounce,
+    ),
+    (
+        "cli_report_stdin_reads_a_journal_export",
+        Needs::Board,
+        crate::vmtests_cli::report_stdin_reads_a_journal_export,
+    ),
+    (
+        "cli_exit_statuses_for_real_errnos",
+        Needs::Engine,
+        crate::vmtests_cli::exit_statuses_for_real_errnos,
+    ),
+    (
+        "cli_free_all_frees_what_other_processes_persisted",
+        Needs::Engine,
+        crate::vmtests_cli::free_all_frees_what_other_processes_persisted,
+    ),
 ];
 
 /// What [`run_all`] did.

@@ -1,62 +1,30 @@
-//! `kmemlabctl`'s command line: the options before or after the command, read into an
-//! [`Invocation`]; [`crate::command`] checks them against the command.
+//! `kmemlabctl`'s command line, as a `clap` derive ([`Cli`]): the commands and their
+//! options, per-command `--help`, `--version`, and `--json`/`--device` before or after the
+//! command. [`parse_args`] reads it into an [`Invocation`]; [`crate::command`] checks the
+//! values (sizes, kinds, flags) and builds the [`crate::command::Command`].
+//!
+//! The values are read as text and checked in [`crate::command`], so that `kmemlabctl`
+//! and `kmemlabd --plan` give the same message for the same bad size or flag.
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueHint};
 use kmemlab::DEFAULT_DEVICE;
 
-use crate::command::{build, Command, Seen};
+pub use parse::{parse_args, Invocation, Stop, UsageError};
 
-/// `kmemlabctl --help`.
-pub const USAGE: &str = "\
-usage: kmemlabctl [--device PATH] [--json] COMMAND [OPTIONS]
+mod check;
+mod parse;
 
-commands:
-  info                               ABI version, page size, heap size, kinds, flags, limits
-  alloc --kind KIND --size SIZE [--gfp FLAG,FLAG] [--persist]
-                                     allocate and report where the memory is
-  free HANDLE                        free an allocation
-  list                               the allocations this opener can see
-  stats                              counters per kind, and the event count
-  bench --kind KIND --size SIZE [--gfp FLAG,FLAG] [--iters N]
-                                     N alloc+free pairs timed in the kernel (default 1000)
-  bench [--kinds KIND,KIND] [--sizes SIZE,SIZE | --min SIZE --max SIZE]
-        [--gfp FLAG,FLAG] [--iters N] [--rounds R] [--live L] [--chart FILE.svg]
-        [--no-progress]
-                                     sweep: per kind and size, the in-kernel floor (BENCH),
-                                     N single ALLOC+FREE ioctl pairs and N pairs through
-                                     ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to
-                                     the floor (default every kind, 8 to 4M in powers of 4,
-                                     N 2000, at most 50 from 1M on), and N bare NOP and
-                                     INFO round trips (NOP: ns per call; SINGLE_B: single
-                                     path / (floor + 2 NOP)); with R rounds they all take
-                                     turns on N/R pairs at a time (default 1); --live L
-                                     holds L kmalloc 64 B allocations during the whole
-                                     sweep (default 0); --chart draws ns per pair against
-                                     size, a panel per kind, as SVG; a progress bar on
-                                     stderr for long sweeps when it is a terminal
-  report LOG.jsonl [--svg FILE] [--html FILE]
-                                     summarize a kmemlabd log per kind (latency and
-                                     interrupt latency percentiles); charts as SVG or HTML
-  bench --threads N [--duration S] [--kind KIND] [--size SIZE] [--gfp FLAG,FLAG]
-                                     N threads, each with its own open file (pinned to a
-                                     CPU each when there are several), run ALLOC+FREE pairs
-                                     for S seconds (default 5; kmalloc 64 B): pairs, pairs/s
-                                     and latency per thread and in total
-  trigger [--count N]                raise N button events from the kernel (default 1)
-  watch [--num-events N] [--idle-timeout MS]
-                                     follow the UIO device's events live: a line per read
-                                     of the count (its source and kernel timestamp, events
-                                     coalesced into it as missed), then a summary; stops
-                                     after N events, MS ms without one, or SIGINT/SIGTERM
-                                     (status 0); never takes an event from kmemlabd
+/// What KIND, SIZE and FLAG are, for the help of the commands that take them.
+const VALUES_HELP: &str = "\
+KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
+SIZE   bytes: 1, 4K, 2M, 1G (K, M, G are powers of 1024)
+FLAG   GFP_KERNEL (default), GFP_ATOMIC, GFP_NOWAIT, __GFP_ZERO, __GFP_NORETRY,
+       __GFP_NOWARN, GFP_DMA, GFP_DMA32 (case-insensitive; `zero` = __GFP_ZERO)";
 
-  KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
-  SIZE   bytes: 1, 4K, 2M, 1G (K, M, G are powers of 1024)
-  FLAG   GFP_KERNEL (default), GFP_ATOMIC, GFP_NOWAIT, __GFP_ZERO, __GFP_NORETRY,
-         __GFP_NOWARN, GFP_DMA, GFP_DMA32 (case-insensitive; `zero` = __GFP_ZERO)
-
+/// The top-level help after the options: ownership, privileges, values, exit statuses.
+const AFTER_HELP: &str = "\
 An allocation belongs to the open file: without --persist it is freed when
 kmemlabctl exits. --persist makes it the device's: visible to list and free from
 any opener, freed by `kmemlabctl free` or at module unload.
@@ -65,316 +33,233 @@ Without CAP_SYS_ADMIN an opener has a quota (EDQUOT beyond it), may not --persis
 and physical and DMA addresses are hidden; kernel virtual addresses follow the
 kptr_restrict rule. `kmemlabctl info` shows this opener's privileges and limits.
 
-options:
-  --device PATH   the kmemlab misc device (default /dev/kmemlab)
-  --json          one JSON object per result and line (errors too)
-  -h, --help      print this help
+KIND   kmalloc, vmalloc, dma-coherent, kvmalloc, pages
+SIZE   bytes: 1, 4K, 2M, 1G (K, M, G are powers of 1024)
+FLAG   GFP_KERNEL (default), GFP_ATOMIC, GFP_NOWAIT, __GFP_ZERO, __GFP_NORETRY,
+       __GFP_NOWARN, GFP_DMA, GFP_DMA32 (case-insensitive; `zero` = __GFP_ZERO)
 
-exit status: 0 on success, 1 when the module refuses, 2 on a usage error
-";
+Exit status:
+  0  success
+  1  the kernel refused a request (an ioctl's errno), or another failure (a log,
+     chart or page file)
+  2  usage error
+  3  no device or module: opening the device failed with ENOENT, ENODEV or ENXIO,
+     or watch found no kmemlab UIO device
+  4  partial failure: some, not all, of a command's operations failed (free H H,
+     free --all, alloc --count N, trigger --interval)";
 
-/// A parsed command line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Invocation {
-    /// What to do.
-    pub command: Command,
-    /// `--device`.
+/// `kmemlabctl`: the whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmemlabctl",
+    version,
+    about = "Ask the kmemlab module for allocations, frees, counters and benchmarks",
+    long_about = "Ask the kmemlab kernel module, through its misc device /dev/kmemlab, for \
+                  allocations, frees, lists, counters, benchmarks and software button \
+                  presses, and summarize kmemlabd's logs.",
+    after_help = AFTER_HELP,
+    subcommand_required = true,
+    args_override_self = true
+)]
+pub struct Cli {
+    /// One JSON object per result and line (errors too)
+    #[arg(long, global = true, display_order = 100)]
+    pub json: bool,
+    /// The kmemlab misc device
+    #[arg(
+        long,
+        global = true,
+        display_order = 101,
+        value_name = "PATH",
+        default_value = DEFAULT_DEVICE,
+        value_hint = ValueHint::FilePath
+    )]
     pub device: PathBuf,
-    /// `--json`.
-    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Sub,
 }
 
-/// A command line that could not be parsed (exit status 2).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsageError {
-    /// Whether `--json` was seen, so the error is printed as JSON.
-    pub json: bool,
-    /// What is wrong.
-    pub message: String,
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// ABI version, page size, heap size, kinds, flags, limits
+    Info,
+    /// Allocate and report where the memory is
+    #[command(after_help = VALUES_HELP)]
+    Alloc(AllocArgs),
+    /// Free allocations by handle, or every one this opener can see
+    Free(FreeArgs),
+    /// The allocations this opener can see
+    List(ListArgs),
+    /// Counters per kind, and the event count
+    Stats,
+    /// Time allocations: one kind and size in the kernel, or a sweep
+    #[command(
+        long_about = "With --kind and --size: N alloc+free pairs timed in the kernel \
+                      (default 1000).\n\n\
+                      Otherwise a sweep: per kind and size, the in-kernel floor (BENCH), N \
+                      single ALLOC+FREE ioctl pairs and N pairs through \
+                      ALLOC_BATCH+FREE_BATCH, ns per pair and the ratios to the floor \
+                      (default every kind, 8 to 4M in powers of 4, N 2000, at most 50 from \
+                      1M on), and N bare NOP and INFO round trips (NOP: ns per call; \
+                      SINGLE_B: single path / (floor + 2 NOP)). With R rounds they all take \
+                      turns on N/R pairs at a time. A progress bar on stderr for long \
+                      sweeps when it is a terminal.",
+        after_help = VALUES_HELP
+    )]
+    Bench(Box<BenchArgs>),
+    /// Summarize a kmemlabd log per kind (latency and interrupt latency percentiles)
+    Report(ReportArgs),
+    /// Raise button events from the kernel
+    Trigger(TriggerArgs),
+    /// Follow the UIO device's events live, like gpiocdev's `edges`
+    #[command(
+        long_about = "Follow the UIO device's events live: a line per read of the count (its \
+                      source and kernel timestamp, events coalesced into it as missed), then \
+                      a summary. Stops after N events, MS ms without one, or SIGINT/SIGTERM \
+                      (status 0). It takes no lock and never writes to the device, so it never \
+                      takes an event from a running kmemlabd: each open file of a UIO device \
+                      has its own event count."
+    )]
+    Watch(WatchArgs),
 }
 
-/// Parses `kmemlabctl`'s arguments (without the program name). Options may come before
-/// or after the command.
-pub fn parse_args<I>(args: I) -> std::result::Result<Invocation, UsageError>
-where
-    I: IntoIterator,
-    I::Item: Into<OsString>,
-{
-    use lexopt::prelude::*;
-
-    let mut json = false;
-    let mut help = false;
-    let mut device = PathBuf::from(DEFAULT_DEVICE);
-    let mut positional: Vec<String> = Vec::new();
-    let mut seen = Seen::default();
-    let mut parser = lexopt::Parser::from_args(args);
-    let mut fail: Option<String> = None;
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(arg)) => arg,
-            Ok(None) => break,
-            Err(e) => {
-                fail.get_or_insert(e.to_string());
-                break;
-            }
-        };
-        match arg {
-            Long("json") => json = true,
-            Long("device") => {
-                if let Some(v) = opt_value(&mut parser, "device", &mut fail) {
-                    device = v.into();
-                }
-            }
-            Long("kind") => seen.kind = opt_value(&mut parser, "kind", &mut fail),
-            Long("size") => seen.size = opt_value(&mut parser, "size", &mut fail),
-            Long("gfp") => seen.gfp = opt_value(&mut parser, "gfp", &mut fail),
-            Long("persist") => seen.persist = true,
-            Long("iters") => seen.iters = opt_value(&mut parser, "iters", &mut fail),
-            Long("rounds") => seen.rounds = opt_value(&mut parser, "rounds", &mut fail),
-            Long("count") => seen.count = opt_value(&mut parser, "count", &mut fail),
-            Long("kinds") => seen.kinds = opt_value(&mut parser, "kinds", &mut fail),
-            Long("sizes") => seen.sizes = opt_value(&mut parser, "sizes", &mut fail),
-            Long("min") => seen.min = opt_value(&mut parser, "min", &mut fail),
-            Long("max") => seen.max = opt_value(&mut parser, "max", &mut fail),
-            Long("svg") => seen.svg = opt_value(&mut parser, "svg", &mut fail),
-            Long("no-progress") => seen.no_progress = true,
-            Long("live") => seen.live = opt_value(&mut parser, "live", &mut fail),
-            Long("chart") => seen.chart = opt_value(&mut parser, "chart", &mut fail),
-            Long("html") => seen.html = opt_value(&mut parser, "html", &mut fail),
-            Long("threads") => seen.threads = opt_value(&mut parser, "threads", &mut fail),
-            Long("duration") => seen.duration = opt_value(&mut parser, "duration", &mut fail),
-            Long("num-events") => seen.num_events = opt_value(&mut parser, "num-events", &mut fail),
-            Long("idle-timeout") => {
-                seen.idle_timeout = opt_value(&mut parser, "idle-timeout", &mut fail)
-            }
-            Short('h') | Long("help") => help = true,
-            Value(v) => match v.into_string() {
-                Ok(s) => positional.push(s),
-                Err(v) => {
-                    fail.get_or_insert(format!("invalid argument {v:?}"));
-                }
-            },
-            arg => {
-                fail.get_or_insert(arg.unexpected().to_string());
-            }
-        }
-    }
-    let usage = |message: String| UsageError { json, message };
-    if let Some(msg) = fail {
-        return Err(usage(msg));
-    }
-    if help || positional.first().is_some_and(|c| c == "help") {
-        return Ok(Invocation {
-            command: Command::Help,
-            device,
-            json,
-        });
-    }
-    let command = build(&positional, &seen).map_err(usage)?;
-    Ok(Invocation {
-        command,
-        device,
-        json,
-    })
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Stop after N events
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub num_events: Option<String>,
+    /// Stop after MS milliseconds without an event
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub idle_timeout: Option<String>,
 }
 
-/// The value of option `--name`, or `None` with the first failure kept in `fail`.
-fn opt_value(parser: &mut lexopt::Parser, name: &str, fail: &mut Option<String>) -> Option<String> {
-    use lexopt::ValueExt;
-
-    match parser.value().map(|v| v.string()) {
-        Ok(Ok(v)) => Some(v),
-        Ok(Err(e)) | Err(e) => {
-            fail.get_or_insert(format!("--{name}: {e}"));
-            None
-        }
-    }
+/// `alloc`.
+#[derive(Debug, Args)]
+pub struct AllocArgs {
+    /// The allocator
+    #[arg(long, value_name = "KIND")]
+    pub kind: String,
+    /// Bytes to allocate
+    #[arg(long, value_name = "SIZE")]
+    pub size: String,
+    /// Gfp flags, separated by `,` or `|`
+    #[arg(long, value_name = "FLAG,FLAG")]
+    pub gfp: Option<String>,
+    /// Make the allocation the device's: it outlives this kmemlabctl
+    #[arg(long)]
+    pub persist: bool,
+    /// Make N allocations of the same spec, each reported
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub count: Option<String>,
+    /// Keep the allocations until SIGINT or SIGTERM (Ctrl-C), then free them and print
+    /// each free
+    #[arg(long)]
+    pub hold: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
+/// `free`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["handles", "all"]))]
+pub struct FreeArgs {
+    /// The allocations to free
+    #[arg(value_name = "HANDLE")]
+    pub handles: Vec<String>,
+    /// Free every allocation this opener can see (its own and the device's --persist
+    /// ones)
+    #[arg(long, conflicts_with = "handles")]
+    pub all: bool,
+}
 
-    use kmemlab::spec::{Flags, Kind};
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only allocations of this kind
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// Only the device's (--persist) allocations
+    #[arg(long)]
+    pub persist: bool,
+}
 
-    use super::*;
+/// `bench`: one kind and size (`--kind` and `--size`), or a sweep.
+#[derive(Debug, Default, Args)]
+pub struct BenchArgs {
+    /// One kind (with --size: a single in-kernel benchmark)
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+    /// One size (with --kind: a single in-kernel benchmark)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Gfp flags for every allocation
+    #[arg(long, value_name = "FLAG,FLAG")]
+    pub gfp: Option<String>,
+    /// Pairs per point (default 1000 for one kind and size, 2000 for a sweep)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub iters: Option<String>,
+    /// Sweep: the kinds (default every kind the module supports)
+    #[arg(long, value_name = "KIND,KIND")]
+    pub kinds: Option<String>,
+    /// Sweep: the sizes
+    #[arg(long, value_name = "SIZE,SIZE")]
+    pub sizes: Option<String>,
+    /// Sweep: the smallest default size (default 8)
+    #[arg(long, value_name = "SIZE")]
+    pub min: Option<String>,
+    /// Sweep: the largest default size (default 4M)
+    #[arg(long, value_name = "SIZE")]
+    pub max: Option<String>,
+    /// Sweep: paths take turns on N/R pairs at a time, R times (default 1)
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
+    pub rounds: Option<String>,
+    /// Sweep: hold L kmalloc 64 B allocations during the whole sweep (default 0)
+    #[arg(long, value_name = "L", allow_negative_numbers = true)]
+    pub live: Option<String>,
+    /// Sweep: draw ns per pair against size, a panel per kind, as SVG
+    #[arg(long, value_name = "FILE.svg", value_hint = ValueHint::FilePath)]
+    pub chart: Option<PathBuf>,
+    /// Sweep: no progress bar
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Contention: N threads, an open file and a CPU each, run ALLOC+FREE pairs (kind
+    /// default kmalloc, size default 64)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub threads: Option<String>,
+    /// With --threads: seconds to run (default 5)
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub duration: Option<String>,
+}
 
-    fn parse(args: &[&str]) -> std::result::Result<Invocation, UsageError> {
-        parse_args(args.iter().map(|s| s.to_string()))
-    }
+/// `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The kmemlabd log (JSON lines, or `journalctl -o json` lines); `-` reads standard
+    /// input
+    #[arg(value_name = "LOG", value_hint = ValueHint::FilePath)]
+    pub log: PathBuf,
+    /// Draw latency against size and a per-press timeline as SVG
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub svg: Option<PathBuf>,
+    /// The same charts and the table as a self-contained HTML page
+    #[arg(long, value_name = "FILE", value_hint = ValueHint::FilePath)]
+    pub html: Option<PathBuf>,
+}
 
-    fn command(args: &[&str]) -> Command {
-        parse(args).unwrap().command
-    }
+/// `trigger`.
+#[derive(Debug, Args)]
+pub struct TriggerArgs {
+    /// Events to raise (default 1): in one TRIGGER ioctl, or with --interval one ioctl
+    /// each
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub count: Option<String>,
+    /// N TRIGGER ioctls of one event each, MS milliseconds apart
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub interval: Option<String>,
+}
 
-    fn usage_error(args: &[&str]) -> String {
-        parse(args).unwrap_err().message
-    }
-
-    #[test]
-    fn parses_the_surface() {
-        assert_eq!(command(&["info"]), Command::Info);
-        assert_eq!(command(&["list", "--json"]), Command::List);
-        assert_eq!(command(&["--json", "stats"]), Command::Stats);
-        assert_eq!(
-            command(&["alloc", "--kind", "kmalloc", "--size", "1"]),
-            Command::Alloc {
-                kind: Kind::Kmalloc,
-                size: 1,
-                flags: Flags::GFP_KERNEL
-            }
-        );
-        assert_eq!(
-            command(&[
-                "alloc",
-                "--kind=dma-coherent",
-                "--size",
-                "4K",
-                "--gfp",
-                "GFP_ATOMIC,__GFP_ZERO",
-                "--persist",
-                "--json"
-            ]),
-            Command::Alloc {
-                kind: Kind::DmaCoherent,
-                size: 4096,
-                flags: Flags::parse_gfp("GFP_ATOMIC|__GFP_ZERO")
-                    .unwrap()
-                    .with(Flags::PERSIST)
-            }
-        );
-        assert_eq!(command(&["free", "42"]), Command::Free { handle: 42 });
-        assert_eq!(
-            command(&["bench", "--kind", "vmalloc", "--size", "2M"]),
-            Command::Bench {
-                kind: Kind::Vmalloc,
-                size: 2 << 20,
-                flags: Flags::GFP_KERNEL,
-                iters: 1000
-            }
-        );
-        assert_eq!(
-            command(&["bench", "--kind", "pages", "--size", "4K", "--iters", "10"]),
-            Command::Bench {
-                kind: Kind::Pages,
-                size: 4096,
-                flags: Flags::GFP_KERNEL,
-                iters: 10
-            }
-        );
-        assert_eq!(command(&["trigger"]), Command::Trigger { count: 1 });
-        assert_eq!(
-            command(&["trigger", "--count", "100"]),
-            Command::Trigger { count: 100 }
-        );
-        assert_eq!(command(&["--help"]), Command::Help);
-        assert_eq!(command(&["alloc", "-h"]), Command::Help);
-
-        let inv = parse(&["--device", "/tmp/x", "info", "--json"]).unwrap();
-        assert_eq!(inv.device, PathBuf::from("/tmp/x"));
-        assert!(inv.json);
-        assert_eq!(
-            parse(&["info"]).unwrap().device,
-            PathBuf::from("/dev/kmemlab")
-        );
-    }
-
-    #[test]
-    fn usage_errors_are_clear() {
-        for (args, want) in [
-            (&[][..], "missing command"),
-            (&["frobnicate"][..], "unknown command \"frobnicate\""),
-            (&["alloc", "--size", "1"][..], "alloc needs --kind"),
-            (&["alloc", "--kind", "kmalloc"][..], "alloc needs --size"),
-            (
-                &["alloc", "--kind", "slab", "--size", "1"][..],
-                "invalid kind \"slab\"",
-            ),
-            (
-                &["alloc", "--kind", "kmalloc", "--size", "0"][..],
-                "invalid size \"0\": must be at least 1 byte",
-            ),
-            (
-                &["alloc", "--kind", "kmalloc", "--size", "lots"][..],
-                "invalid size \"lots\"",
-            ),
-            (
-                &[
-                    "alloc",
-                    "--kind",
-                    "kmalloc",
-                    "--size",
-                    "1",
-                    "--gfp",
-                    "GFP_BOGUS",
-                ][..],
-                "invalid gfp flag \"GFP_BOGUS\"",
-            ),
-            (&["free"][..], "free needs a HANDLE"),
-            (&["free", "x"][..], "invalid handle \"x\""),
-            (&["free", "1", "2"][..], "unexpected argument \"2\""),
-            (&["info", "extra"][..], "unexpected argument \"extra\""),
-            (
-                &["free", "1", "--kind", "kmalloc"][..],
-                "free takes no --kind",
-            ),
-            (&["list", "--persist"][..], "list takes no --persist"),
-            (&["trigger", "--iters", "3"][..], "trigger takes no --iters"),
-            (
-                &["trigger", "--count", "0"][..],
-                "invalid count \"0\": must be at least 1",
-            ),
-            (
-                &["bench", "--kind", "kmalloc", "--size", "8", "--iters", "-1"][..],
-                "invalid iters",
-            ),
-            (&["info", "--bogus"][..], "invalid option '--bogus'"),
-            (
-                &["alloc", "--kind"][..],
-                "missing argument for option '--kind'",
-            ),
-        ] {
-            let msg = usage_error(args);
-            assert!(msg.contains(want), "{args:?}: {msg}");
-        }
-        assert!(parse(&["--json", "bogus"]).unwrap_err().json);
-        assert!(!parse(&["bogus"]).unwrap_err().json);
-    }
-
-    #[test]
-    fn live_and_chart_are_parsed_for_a_sweep_only() {
-        let Command::Sweep(spec) = command(&["bench", "--live", "300", "--chart", "s.svg"]) else {
-            panic!("not a sweep")
-        };
-        assert_eq!(spec.live, 300);
-        assert_eq!(spec.chart, Some(PathBuf::from("s.svg")));
-        let Command::Sweep(spec) = command(&["bench", "--live", "0"]) else {
-            panic!("not a sweep")
-        };
-        assert_eq!((spec.live, spec.chart), (0, None));
-        for (args, want) in [
-            (&["bench", "--live", "x"][..], "invalid live \"x\""),
-            (&["bench", "--live", "-1"][..], "invalid live \"-1\""),
-            (&["bench", "--live"][..], "--live"),
-            (&["bench", "--chart"][..], "--chart"),
-            (
-                &["bench", "--kind", "kmalloc", "--size", "8", "--live", "2"][..],
-                "are for a sweep",
-            ),
-            (
-                &[
-                    "bench", "--kind", "kmalloc", "--size", "8", "--chart", "a.svg",
-                ][..],
-                "are for a sweep",
-            ),
-            (&["info", "--live", "3"][..], "info takes no --live"),
-            (
-                &["report", "x", "--chart", "a"][..],
-                "report takes no --chart",
-            ),
-        ] {
-            let msg = usage_error(args);
-            assert!(msg.contains(want), "{args:?}: {msg}");
-        }
-    }
+/// `kmemlabctl`'s `clap::Command`, for completions and man pages (`cargo xtask dist`).
+pub fn command() -> clap::Command {
+    Cli::command()
 }

@@ -4,17 +4,14 @@
 
 use kmemlab::device::Device;
 use kmemlab::error::{Error, Result};
-use kmemlab::report::{
-    to_json, AllocReport, BenchReport, FreeReport, InfoReport, StatsReport, TriggerReport,
-};
-use kmemlab::spec::Flags;
+use kmemlab::report::{to_json, BenchReport, InfoReport, StatsReport};
 
-use crate::args::USAGE;
 use crate::bench::{self, SweepSpec};
 use crate::chart::write_file;
 use crate::command::Command;
 use crate::logreport::LogReport;
-use crate::table::{self, ToText};
+use crate::ops::{self, Failure, Tally};
+use crate::table::ToText;
 
 /// Runs a sweep on `dev`, handing each point's output (a JSON line, or a table row after
 /// the table's header) to `emit` as it is measured; `progress` is called before each
@@ -69,40 +66,69 @@ pub fn sweep_note(spec: &SweepSpec) -> Option<String> {
 }
 
 /// `report LOG`: the summary (table or one JSON object), and the SVG and HTML files.
+/// `-` reads the log from standard input.
 pub fn report(
     log: &std::path::Path,
     svg: Option<&std::path::Path>,
     html: Option<&std::path::Path>,
     json: bool,
 ) -> Result<Output> {
-    let r = LogReport::read(log)?;
+    let stdin = log == std::path::Path::new("-");
+    let r = if stdin {
+        LogReport::read_stdin()?
+    } else {
+        LogReport::read(log)?
+    };
     let mut written = Vec::new();
     if let Some(path) = svg {
         write_file(path, &r.to_svg()?)?;
         written.push(format!("wrote {}", path.display()));
     }
     if let Some(path) = html {
-        write_file(path, &r.to_html(&log.display().to_string())?)?;
+        let title = if stdin {
+            "standard input".to_owned()
+        } else {
+            log.display().to_string()
+        };
+        write_file(path, &r.to_html(&title)?)?;
         written.push(format!("wrote {}", path.display()));
     }
     Ok(Output {
         stdout: if json { json_line(&r)? } else { r.to_text() },
         note: (!written.is_empty()).then(|| written.join("\n")),
+        ..Output::default()
     })
 }
 
-/// What a command prints: `stdout`, and a `note` for stderr (text mode only).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a command prints: `stdout`, and a `note` for stderr (text mode only); for a
+/// command of several operations, those that failed ([`crate::exit::of_tally`]).
+#[derive(Debug, Default)]
 pub struct Output {
     /// For stdout; every line ends in `\n`.
     pub stdout: String,
     /// For stderr.
     pub note: Option<String>,
+    /// Operations that succeeded, for a command of several.
+    pub done: usize,
+    /// Operations that failed, for a command of several.
+    pub failed: Vec<Failure>,
 }
 
 impl Output {
     fn text(stdout: String) -> Self {
-        Self { stdout, note: None }
+        Self {
+            stdout,
+            ..Self::default()
+        }
+    }
+
+    fn tally(stdout: String, tally: Tally) -> Self {
+        Self {
+            stdout,
+            note: tally.note,
+            done: tally.done,
+            failed: tally.failed,
+        }
     }
 }
 
@@ -110,49 +136,40 @@ fn json_line<T: serde::Serialize>(v: &T) -> Result<String> {
     Ok(to_json(v)? + "\n")
 }
 
-/// Runs `command` on `dev` and renders its result as JSON lines or text.
-pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Result<Output> {
+/// Runs `command` on `dev` and renders its result as JSON lines or text. `alloc --hold`
+/// calls `wait` between the allocations and their frees (the binary waits there for
+/// SIGINT or SIGTERM).
+pub fn execute_waiting<D: Device + ?Sized>(
+    command: &Command,
+    dev: &D,
+    json: bool,
+    emit: &mut dyn FnMut(&str),
+    wait: &mut dyn FnMut() -> Result<()>,
+) -> Result<Output> {
     let out = match command {
-        Command::Help => Output::text(USAGE.to_owned()),
         Command::Info => {
             let r = InfoReport::from(&dev.info()?);
             Output::text(if json { json_line(&r)? } else { r.to_text() })
         }
-        Command::Alloc { kind, size, flags } => {
-            let r = AllocReport::from(&dev.alloc(*kind, *size, *flags)?);
-            if json {
-                Output::text(json_line(&r)?)
-            } else {
-                Output {
-                    stdout: table::allocs(std::slice::from_ref(&r)),
-                    note: (!flags.contains(Flags::PERSIST)).then(|| {
-                        format!(
-                            "note: allocation {} belongs to this kmemlabctl and is freed \
-                             when it exits; use --persist to keep it",
-                            r.handle
-                        )
-                    }),
-                }
-            }
+        Command::Alloc {
+            kind,
+            size,
+            flags,
+            count,
+            hold,
+        } => {
+            let tally = ops::alloc(dev, (*kind, *size, *flags), *count, *hold, json, emit, wait)?;
+            Output::tally(String::new(), tally)
         }
-        Command::Free { handle } => {
-            let r = FreeReport::from(&dev.free(*handle)?);
-            Output::text(if json { json_line(&r)? } else { r.to_text() })
+        Command::Free { handles } => {
+            Output::tally(String::new(), ops::free(dev, Some(handles), json, emit)?)
         }
-        Command::List => {
-            let reports: Vec<AllocReport> = dev.list()?.iter().map(AllocReport::from).collect();
-            Output::text(if json {
-                reports
-                    .iter()
-                    .map(json_line)
-                    .collect::<Result<Vec<_>>>()?
-                    .concat()
-            } else if reports.is_empty() {
-                "no allocations\n".to_owned()
-            } else {
-                table::allocs(&reports)
-            })
-        }
+        Command::FreeAll => Output::tally(String::new(), ops::free(dev, None, json, emit)?),
+        Command::List { kind, persist } => Output::text(ops::list(dev, *kind, *persist, json)?),
+        Command::Trigger { count, interval_ms } => Output::tally(
+            String::new(),
+            ops::trigger(dev, *count, *interval_ms, json, emit)?,
+        ),
         Command::Stats => {
             let r = StatsReport::from(&dev.stats()?);
             Output::text(if json { json_line(&r)? } else { r.to_text() })
@@ -172,13 +189,10 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
             Output {
                 stdout,
                 note: sweep_note(spec),
+                ..Output::default()
             }
         }
         Command::Report { log, svg, html } => report(log, svg.as_deref(), html.as_deref(), json)?,
-        Command::Trigger { count } => {
-            let r = TriggerReport::from(&dev.trigger(*count)?);
-            Output::text(if json { json_line(&r)? } else { r.to_text() })
-        }
         // An open file per thread, and the UIO device: the binary runs them
         // (`bench::threads::run`, `watch::run`).
         Command::Threads(_) | Command::Watch(_) => {
@@ -192,6 +206,22 @@ pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Re
     Ok(out)
 }
 
+/// Runs `command` on `dev`, its whole output in [`Output::stdout`]; `alloc --hold` frees
+/// right after allocating.
+pub fn execute<D: Device + ?Sized>(command: &Command, dev: &D, json: bool) -> Result<Output> {
+    let mut streamed = String::new();
+    let mut out = execute_waiting(
+        command,
+        dev,
+        json,
+        &mut |s| streamed.push_str(s),
+        &mut || Ok(()),
+    )?;
+    streamed.push_str(&out.stdout);
+    out.stdout = streamed;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use kmemlab::spec::Kind;
@@ -199,17 +229,17 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::args::{parse_args, Invocation, UsageError};
+    use crate::args::{parse_args, Invocation, Stop};
 
     fn command(args: &[&str]) -> Command {
         parse(args).unwrap().command
     }
 
     fn usage_error(args: &[&str]) -> String {
-        parse(args).unwrap_err().message
+        parse(args).unwrap_err().usage().message
     }
 
-    fn parse(args: &[&str]) -> std::result::Result<Invocation, UsageError> {
+    fn parse(args: &[&str]) -> std::result::Result<Invocation, Stop> {
         parse_args(args.iter().map(|s| s.to_string()))
     }
 
@@ -320,10 +350,6 @@ mod tests {
             run(&dev, &["trigger"]).unwrap().stdout,
             "raised 1 event; event count now 1\n"
         );
-        assert!(run(&dev, &["--help"])
-            .unwrap()
-            .stdout
-            .starts_with("usage: kmemlabctl"));
     }
 
     #[test]
@@ -526,12 +552,12 @@ mod tests {
                 "are for a sweep",
             ),
             (&["bench", "--kinds", "kmalloc,slab"][..], "invalid kind"),
-            (&["report"][..], "report needs a LOG"),
+            (&["report"][..], "<LOG>"),
             (
                 &["report", "x", "--iters", "3"][..],
-                "report takes no --iters",
+                "unexpected argument '--iters'",
             ),
-            (&["info", "--svg", "x"][..], "info takes no --svg"),
+            (&["info", "--svg", "x"][..], "unexpected argument '--svg'"),
         ] {
             let msg = usage_error(args);
             assert!(msg.contains(want), "{args:?}: {msg}");

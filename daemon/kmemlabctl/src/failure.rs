@@ -20,9 +20,13 @@ pub fn hint(command: &Command, err: &Error) -> Option<String> {
                     .into(),
             )
         }
-        (Command::Free { handle }, Errno::ENOENT) => Some(format!(
-            "handle {handle} is not live or not visible to this opener (only --persist \
-             allocations outlive the kmemlabctl that made them)"
+        (Command::Free { handles }, Errno::ENOENT) => Some(format!(
+            "{} not live or not visible to this opener (only --persist \
+             allocations outlive the kmemlabctl that made them)",
+            match handles.as_slice() {
+                [handle] => format!("handle {handle} is"),
+                _ => "a handle refused with ENOENT is".to_owned(),
+            }
         )),
         (_, Errno::ENOTTY) if matches!(err, Error::Ioctl { .. }) => Some(
             "the module does not know this command (an older kmemlab.ko, or not \
@@ -78,10 +82,10 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::args::{parse_args, Invocation, UsageError};
+    use crate::args::{parse_args, Invocation, Stop};
     use crate::execute::{execute, Output};
 
-    fn parse(args: &[&str]) -> std::result::Result<Invocation, UsageError> {
+    fn parse(args: &[&str]) -> std::result::Result<Invocation, Stop> {
         parse_args(args.iter().map(|s| s.to_string()))
     }
 
@@ -100,7 +104,7 @@ mod tests {
             serde_json::from_str::<Value>(&line).unwrap(),
             json!({"error": "ENOENT", "message": "ioctl KMEMLAB_FREE failed: ENOENT: No such file or directory"})
         );
-        let cmd = Command::Free { handle: 7 };
+        let cmd = Command::Free { handles: vec![7] };
         assert!(hint(&cmd, &err)
             .unwrap()
             .starts_with("handle 7 is not live"));

@@ -2,9 +2,13 @@
 //! lists, counters, benchmarks and software button presses, and summarizes kmemlabd's
 //! logs.
 //!
-//! - [`args`]: the command line, read into an [`args::Invocation`].
-//! - [`command`]: a [`command::Command`] and the options it takes.
+//! - [`args`]: the command line (a clap derive), read and checked into an
+//!   [`args::Invocation`].
+//! - [`command`]: a [`command::Command`], what the command line asks for.
 //! - [`execute`]: running a command: what it prints.
+//! - [`ops`]: commands of several operations (`alloc --count`, `free H H`, `free --all`,
+//!   `trigger --interval`) and `list`'s filters.
+//! - [`exit`]: the exit statuses.
 //! - [`failure`]: a failed command: its `--json` error object and a hint.
 //! - [`table`]: the text output: plain-text tables and each report's text.
 //! - [`bench`](mod@bench): `bench` sweeps: the in-kernel floor against the userspace single-call
@@ -20,7 +24,9 @@ pub mod bench;
 pub mod chart;
 pub mod command;
 pub mod execute;
+pub mod exit;
 pub mod failure;
 pub mod logreport;
+pub mod ops;
 pub mod table;
 pub mod watch;

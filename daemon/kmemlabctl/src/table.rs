@@ -165,11 +165,19 @@ impl ToText for InfoReport {
 impl ToText for FreeReport {
     /// A one-row table.
     fn to_text(&self) -> String {
-        table(
-            &["HANDLE", "FREE_NS"],
-            vec![vec![self.handle.to_string(), self.free_ns.to_string()]],
-        )
+        frees(std::slice::from_ref(self))
     }
+}
+
+/// Frees as a table, a row each.
+pub fn frees(reports: &[FreeReport]) -> String {
+    table(
+        &["HANDLE", "FREE_NS"],
+        reports
+            .iter()
+            .map(|r| vec![r.handle.to_string(), r.free_ns.to_string()])
+            .collect(),
+    )
 }
 
 impl ToText for StatsReport {

@@ -11,6 +11,7 @@ use kmemlab::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::journal;
 use crate::table::table;
 
 /// One allocation seen in the log.
@@ -167,7 +168,23 @@ impl LogReport {
         Ok(Self::parse(&String::from_utf8_lossy(&text)))
     }
 
-    /// Summarizes the lines of a log.
+    /// Reads a log from standard input (`report -`).
+    pub fn read_stdin() -> Result<Self> {
+        use std::io::Read;
+        let mut text = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut text)
+            .map_err(|source| Error::Open {
+                path: "standard input".into(),
+                source,
+            })?;
+        Ok(Self::parse(&String::from_utf8_lossy(&text)))
+    }
+
+    /// Summarizes the lines of a log: kmemlabd's JSON lines, or `journalctl -o json`
+    /// entries whose `MESSAGE` is one (mixed as they come). An entry whose `MESSAGE` is
+    /// not text is malformed.
     pub fn parse(text: &str) -> Self {
         let mut lines = 0;
         let mut malformed = 0;
@@ -179,6 +196,18 @@ impl LogReport {
         let mut t0: Option<u64> = None;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
             lines += 1;
+            let message;
+            let line = match journal::classify(line) {
+                journal::Line::Plain => line,
+                journal::Line::Message(m) => {
+                    message = m;
+                    message.trim()
+                }
+                journal::Line::Bad => {
+                    malformed += 1;
+                    continue;
+                }
+            };
             let v: Value = match serde_json::from_str(line) {
                 Ok(v @ Value::Object(_)) => v,
                 _ => {
@@ -391,5 +420,33 @@ not json
         assert!(text.starts_with("KIND"), "{text}");
         assert!(text.contains("2 malformed (skipped)"), "{text}");
         assert!(text.contains("bounce x1"), "{text}");
+    }
+
+    #[test]
+    fn a_journal_export_summarizes_as_the_plain_log() {
+        // journalctl -o json: MESSAGE as text, or as bytes; mixed with plain lines.
+        let wrapped: String = LOG
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let message = if i % 2 == 0 {
+                    serde_json::json!(l)
+                } else {
+                    serde_json::json!(l.as_bytes())
+                };
+                let entry = serde_json::json!({
+                    "MESSAGE": message, "PRIORITY": "6", "_PID": "81",
+                    "SYSLOG_IDENTIFIER": "kmemlabd",
+                });
+                if i == 3 {
+                    format!("{l}\n")
+                } else {
+                    format!("{entry}\n")
+                }
+            })
+            .collect();
+        assert_eq!(LogReport::parse(&wrapped), LogReport::parse(LOG));
+        let bad = LogReport::parse("{\"MESSAGE\":[255,254]}\n");
+        assert_eq!((bad.lines, bad.malformed), (1, 1));
     }
 }
