@@ -202,14 +202,16 @@ mod tests {
             assert!(options.contains(opt), "{opt}: {options:?}");
         }
         assert!(!options.contains("iters"), "{options:?}");
-        assert_eq!(pages.len(), 1 + 8, "kmemlabctl and its 8 commands");
+        assert_eq!(pages.len(), 1 + 9, "kmemlabctl and its 9 commands");
     }
 
     #[test]
     fn completions_know_the_commands_and_options() {
         for (shell, _) in COMPLETIONS {
             let text = String::from_utf8(completion(*shell)).unwrap();
-            for word in ["alloc", "trigger", "hold", "interval", "json"] {
+            for word in [
+                "alloc", "trigger", "hold", "interval", "json", "watch", "threads",
+            ] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
         }
