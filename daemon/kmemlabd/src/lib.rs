@@ -11,6 +11,7 @@
 //! - [`reload`]: SIGHUP, the config re-read.
 //! - [`config`]: kmemlabd's flags and config file.
 //! - [`notify`]: systemd readiness notifications (`sd_notify`).
+//! - [`journal`]: diagnostics on stderr, with journald priorities under systemd.
 //! - [`stats`]: the counts and latency histograms of `stats` and `summary` lines.
 //!
 //! The device, UIO and the ring are the [`kmemlab`] library's.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod event_loop;
+pub mod journal;
 pub mod notify;
 pub mod output;
 pub mod plan;

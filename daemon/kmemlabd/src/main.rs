@@ -42,10 +42,20 @@ options (each wins over the config file's key of the same name):
   --uio-name NAME   the UIO device's name in /sys/class/uio (default kmemlab)
   --device PATH     the kmemlab misc device (default /dev/kmemlab)
   -h, --help        print this help
+
+Exit status: 0 stopped by SIGTERM or SIGINT; 1 a fatal error after the start
+(e.g. the device went away: an \"error\" line, then \"summary\" and \"stop\"), or a
+device that cannot be opened; 2 a usage error or an invalid config file;
+3 another kmemlabd holds the UIO device (one kmemlabd per device).
 ";
 
+/// Exit status: a usage error or an invalid config.
+const EXIT_USAGE: u8 = 2;
+/// Exit status: another kmemlabd holds the UIO device's lock.
+const EXIT_DEVICE_BUSY: u8 = 3;
+
 fn main() -> ExitCode {
-    kmemlab::init_tracing();
+    kmemlabd::journal::init_tracing();
     let source = match ConfigSource::from_args(std::env::args_os().skip(1)) {
         Ok(Some(source)) => source,
         Ok(None) => {
@@ -54,14 +64,14 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("kmemlabd: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("kmemlabd: {}", e.report());
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match kmemlabd::serve(&config, Some(&source)) {
@@ -69,8 +79,13 @@ fn main() -> ExitCode {
             tracing::info!("stopped by {reason:?}");
             ExitCode::SUCCESS
         }
+        // Through tracing, so that journald files them as errors.
+        Err(e @ kmemlab::Error::UioLocked { .. }) => {
+            tracing::error!("{}", e.report());
+            ExitCode::from(EXIT_DEVICE_BUSY)
+        }
         Err(e) => {
-            eprintln!("kmemlabd: {}", e.report());
+            tracing::error!("{}", e.report());
             ExitCode::FAILURE
         }
     }

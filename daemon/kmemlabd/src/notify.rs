@@ -88,6 +88,15 @@ impl Notifier {
         self.notify(&format!("STATUS={status}"));
     }
 
+    /// `RELOADING=1` with `MONOTONIC_USEC=` (CLOCK_MONOTONIC, µs) in one datagram, as
+    /// `Type=notify-reload` wants when a reload starts; `READY=1` ([`Notifier::ready`])
+    /// ends it.
+    pub fn reloading(&self, monotonic_usec: u64) {
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={monotonic_usec}\nSTATUS=reloading"
+        ));
+    }
+
     /// `STOPPING=1`.
     pub fn stopping(&self) {
         self.notify("STOPPING=1\nSTATUS=stopping");
