@@ -24,7 +24,9 @@ KMEMLAB_LOG, default info).
 Signals: SIGTERM or SIGINT free what the daemon holds and stop it with a
 \"summary\" and a \"stop\" line; SIGHUP re-reads the config file and reopens the
 log file (logrotate); SIGUSR1 writes a \"stats\" line. Under systemd
-(Type=notify, $NOTIFY_SOCKET) it reports READY=1, STATUS= and STOPPING=1.
+(Type=notify-reload, $NOTIFY_SOCKET) it reports READY=1, STATUS=, RELOADING=1
+with MONOTONIC_USEC= then READY=1 around a reload, and STOPPING=1. With
+$JOURNAL_STREAM naming stderr, diagnostics carry journald priorities (<N>).
 
 PLAN is KIND[:SIZE[:FLAG|FLAG]] steps separated by commas, e.g.
   vmalloc                                  one kind, with the seed's size

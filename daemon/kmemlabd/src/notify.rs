@@ -11,7 +11,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
-/// The environment variable systemd sets for `Type=notify` services.
+/// The environment variable systemd sets for `Type=notify` and `notify-reload` services.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// Where notifications go, if anywhere.

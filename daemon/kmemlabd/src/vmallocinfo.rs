@@ -83,7 +83,8 @@ impl VmallocinfoReader {
     }
 
     /// Whether an open was refused and the file is no longer tried.
-    pub(crate) fn refused(&self) -> bool {
+    #[cfg(test)]
+    fn refused(&self) -> bool {
         self.refused
     }
 
