@@ -190,9 +190,13 @@ impl Uio {
     /// a `/dev/kmemlab-uio` symlink locks the same inode); it is released when `self` is
     /// dropped or the process exits. Readers that do not ask for the lock (`kmemlabctl
     /// watch`) are not stopped by it.
-    pub fn lock_exclusive(&mut self) -> Result<()> {
+    ///
+    /// `Ok(true)` once locked; `Ok(false)` on a kernel without file locking
+    /// (`CONFIG_FILE_LOCKING=n`, where flock(2) is `ENOSYS`): nothing can be locked
+    /// there, and the caller decides whether to run without the lock.
+    pub fn lock_exclusive(&mut self) -> Result<bool> {
         if self.lock.is_some() {
-            return Ok(());
+            return Ok(true);
         }
         let dup = self.file.try_clone().map_err(|source| Error::Open {
             path: self.path.clone(),
@@ -201,11 +205,12 @@ impl Uio {
         match Flock::lock(dup, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => {
                 self.lock = Some(lock);
-                Ok(())
+                Ok(true)
             }
             Err((_, Errno::EWOULDBLOCK)) => Err(Error::UioLocked {
                 path: self.path.clone(),
             }),
+            Err((_, Errno::ENOSYS)) => Ok(false),
             Err((_, errno)) => Err(Error::Open {
                 path: self.path.clone(),
                 source: io::Error::from(errno),
@@ -473,10 +478,10 @@ mod tests {
             dev_path: dev.clone(),
         };
         let mut first = Uio::open(&info).unwrap();
-        first.lock_exclusive().unwrap();
+        assert!(first.lock_exclusive().unwrap());
         assert!(first.is_locked());
         // Locking again through the same open file is a no-op, not a refusal.
-        first.lock_exclusive().unwrap();
+        assert!(first.lock_exclusive().unwrap());
         // A second open of the node (another daemon) is refused, and says why.
         let mut second = Uio::open(&info).unwrap();
         let err = second.lock_exclusive().unwrap_err();
@@ -494,7 +499,7 @@ mod tests {
         assert_eq!(reader.read_count().unwrap(), Some(0));
         // Once the first is gone, the lock is free.
         drop(first);
-        second.lock_exclusive().unwrap();
+        assert!(second.lock_exclusive().unwrap());
     }
 
     #[test]

@@ -282,7 +282,14 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
         let info = find_uio(&config.sysfs_uio, &config.uio_name)?;
         let mut uio = Uio::open(&info)?;
         // One daemon per device: a second one stops here.
-        uio.lock_exclusive()?;
+        if !uio.lock_exclusive()? {
+            tracing::warn!(
+                "this kernel has no file locking (CONFIG_FILE_LOCKING=n, flock: ENOSYS): \
+                 running without the lock on {}, so a second kmemlabd on it would not be \
+                 refused",
+                uio.path().display()
+            );
+        }
         Ok((device, uio))
     })();
     let (device, uio) = match opened {

@@ -56,6 +56,16 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
+/// What starts an error line printed without tracing: `<3>` when stderr is the journal
+/// stream, else nothing.
+pub fn error_prefix() -> &'static str {
+    if stderr_is_journal() {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
 /// Formats a tracing event as one journal line: `<N>` then the message and its fields
 /// (journald adds the time and the unit).
 #[derive(Clone, Copy, Debug, Default)]

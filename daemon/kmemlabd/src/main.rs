@@ -58,6 +58,8 @@ const EXIT_DEVICE_BUSY: u8 = 3;
 
 fn main() -> ExitCode {
     kmemlabd::journal::init_tracing();
+    // Errors printed before the daemon runs: `<3>` first when stderr is the journal.
+    let err = kmemlabd::journal::error_prefix();
     let source = match ConfigSource::from_args(std::env::args_os().skip(1)) {
         Ok(Some(source)) => source,
         Ok(None) => {
@@ -65,14 +67,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("kmemlabd: {e}\n\n{USAGE}");
+            eprintln!("{err}kmemlabd: {e}\n\n{USAGE}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("kmemlabd: {}", e.report());
+            eprintln!("{err}kmemlabd: {}", e.report());
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -93,6 +93,22 @@ fn daemon_prefixes_priorities_for_the_journal() {
         err,
         "<3>failed to open /nonexistent/kmemlab: No such file or directory (os error 2)\n"
     );
+    // Errors printed before the daemon runs get the prefix too.
+    let path = tmp.path().join("stderr-usage");
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+        .args(["--plan", "slab"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let usage = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        usage.starts_with("<3>kmemlabd: invalid plan step 1"),
+        "{usage}"
+    );
     let err = run(&|m| format!("{}:{}", m.dev(), m.ino() + 1));
     assert!(
         err.contains(" ERROR failed to open /nonexistent/kmemlab") && !err.starts_with('<'),
