@@ -170,6 +170,21 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Engine,
         crate::vmtests_cli::free_all_frees_what_other_processes_persisted,
     ),
+    (
+        "a_second_kmemlabd_is_refused",
+        Needs::Board,
+        crate::vmtests_daemon::a_second_kmemlabd_is_refused,
+    ),
+    (
+        "unbind_under_kmemlabd_ends_it_loudly",
+        Needs::Board,
+        crate::vmtests_daemon::unbind_under_kmemlabd_ends_it_loudly,
+    ),
+    (
+        "sigterm_in_a_storm_stops_within_a_second",
+        Needs::Board,
+        crate::vmtests_daemon::sigterm_in_a_storm_stops_within_a_second,
+    ),
 ];
 
 /// What [`run_all`] did.
@@ -983,7 +998,8 @@ kmemlabctl stats --json"#
 }
 
 /// Issue 4: with NOTIFY_SOCKET set to a socket the test owns, READY=1 arrives only when
-/// kmemlabd holds /dev/kmemlab, the UIO device and the heap mapping; STOPPING=1 at the end.
+/// kmemlabd holds /dev/kmemlab, the UIO device and the heap mapping; on SIGHUP, RELOADING=1
+/// with MONOTONIC_USEC= and then READY=1 (issue 14); STOPPING=1 at the end.
 fn ready_only_after_the_devices_are_open(art: &Artifacts) -> Result<()> {
     let outcome = boot(
         art,

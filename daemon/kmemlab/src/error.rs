@@ -44,6 +44,16 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// Another process holds the exclusive lock on the UIO device (another kmemlabd).
+    #[error(
+        "{} is in use: another kmemlabd holds its lock (flock LOCK_EX); \
+         one kmemlabd per device",
+        path.display()
+    )]
+    UioLocked {
+        /// The UIO device.
+        path: PathBuf,
+    },
     /// Reading the UIO interrupt count failed.
     #[error("failed to read the interrupt count from {}", path.display())]
     IrqRead {
@@ -180,6 +190,7 @@ impl Error {
             | Error::Output { source } => io_errno(source),
             Error::Ioctl { source, .. } | Error::Signals { source } => *source,
             Error::AbiMismatch { .. } => Errno::EPROTO,
+            Error::UioLocked { .. } => Errno::EWOULDBLOCK,
             Error::LiveFill { source, .. } => source.errno(),
             Error::Json { .. }
             | Error::Invalid { .. }

@@ -14,7 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, Flock, FlockArg, OFlag};
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -133,6 +134,9 @@ pub struct Uio {
     path: PathBuf,
     sysfs_dir: Option<PathBuf>,
     initial_count: u32,
+    /// The exclusive lock of [`Uio::lock_exclusive`], held through a duplicate of `file`
+    /// (the same open file, so the same lock); released when dropped.
+    lock: Option<Flock<File>>,
 }
 
 impl Uio {
@@ -155,6 +159,7 @@ impl Uio {
             path: info.dev_path.clone(),
             sysfs_dir: Some(info.sysfs_dir.clone()),
             initial_count,
+            lock: None,
         })
     }
 
@@ -174,7 +179,48 @@ impl Uio {
             path,
             sysfs_dir: None,
             initial_count,
+            lock: None,
         })
+    }
+
+    /// Takes an exclusive, non-blocking `flock(2)` on the open device, so that a second
+    /// kmemlabd on the same device fails here ([`Error::UioLocked`]) instead of sharing
+    /// its interrupts. The lock belongs to the open file (Linux keeps flock locks per
+    /// open file description, on the inode of the node: the node's path does not matter,
+    /// a `/dev/kmemlab-uio` symlink locks the same inode); it is released when `self` is
+    /// dropped or the process exits. Readers that do not ask for the lock (`kmemlabctl
+    /// watch`) are not stopped by it.
+    ///
+    /// `Ok(true)` once locked; `Ok(false)` on a kernel without file locking
+    /// (`CONFIG_FILE_LOCKING=n`, where flock(2) is `ENOSYS`): nothing can be locked
+    /// there, and the caller decides whether to run without the lock.
+    pub fn lock_exclusive(&mut self) -> Result<bool> {
+        if self.lock.is_some() {
+            return Ok(true);
+        }
+        let dup = self.file.try_clone().map_err(|source| Error::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        match Flock::lock(dup, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                self.lock = Some(lock);
+                Ok(true)
+            }
+            Err((_, Errno::EWOULDBLOCK)) => Err(Error::UioLocked {
+                path: self.path.clone(),
+            }),
+            Err((_, Errno::ENOSYS)) => Ok(false),
+            Err((_, errno)) => Err(Error::Open {
+                path: self.path.clone(),
+                source: io::Error::from(errno),
+            }),
+        }
+    }
+
+    /// Whether [`Uio::lock_exclusive`] holds the lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The device node, e.g. `/dev/uio0`.
@@ -417,6 +463,43 @@ mod tests {
             "{}",
             err.report()
         );
+    }
+
+    #[test]
+    fn a_second_exclusive_lock_on_the_device_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = add_uio(tmp.path(), 0, "kmemlab", 0);
+        let dev = tmp.path().join("uio0-dev");
+        fs::write(&dev, [0u8; 4]).unwrap();
+        let info = UioInfo {
+            index: 0,
+            name: "kmemlab".into(),
+            sysfs_dir: dir,
+            dev_path: dev.clone(),
+        };
+        let mut first = Uio::open(&info).unwrap();
+        assert!(first.lock_exclusive().unwrap());
+        assert!(first.is_locked());
+        // Locking again through the same open file is a no-op, not a refusal.
+        assert!(first.lock_exclusive().unwrap());
+        // A second open of the node (another daemon) is refused, and says why.
+        let mut second = Uio::open(&info).unwrap();
+        let err = second.lock_exclusive().unwrap_err();
+        assert!(matches!(err, Error::UioLocked { .. }), "{err:?}");
+        assert_eq!(err.errno_name(), "EAGAIN");
+        assert!(
+            err.report()
+                .contains("in use: another kmemlabd holds its lock"),
+            "{}",
+            err.report()
+        );
+        assert!(!second.is_locked());
+        // An open without the lock (kmemlabctl watch) still reads.
+        let mut reader = Uio::open(&info).unwrap();
+        assert_eq!(reader.read_count().unwrap(), Some(0));
+        // Once the first is gone, the lock is free.
+        drop(first);
+        assert!(second.lock_exclusive().unwrap());
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub enum StopReason {
     /// `SIGINT` (Ctrl-C).
     #[serde(rename = "SIGINT")]
     Sigint,
+    /// A fatal error, written as an `error` line just before (the UIO device went away,
+    /// the output failed); kmemlabd exits non-zero.
+    #[serde(rename = "error")]
+    Error,
 }
 
 /// The fields every line about a press carries.
@@ -279,13 +283,13 @@ pub enum Event {
         /// The error message with its causes.
         message: String,
     },
-    /// The daemon stopped cleanly.
+    /// The daemon stopped: on a signal, or after a fatal `error` line.
     Stop {
         /// Timestamp, `CLOCK_REALTIME` ns.
         ts_ns: u64,
         /// The last UIO event count read.
         irq_count: u32,
-        /// The signal that stopped it.
+        /// The signal that stopped it, or `error`.
         reason: StopReason,
     },
     /// A fatal error; the daemon exits after this line.
@@ -494,6 +498,7 @@ mod tests {
         for (reason, name) in [
             (StopReason::Sigterm, "SIGTERM"),
             (StopReason::Sigint, "SIGINT"),
+            (StopReason::Error, "error"),
         ] {
             let ev = Event::Stop {
                 ts_ns: 9,

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 
 use kmemlab::device::{Device, KmemlabDevice};
 use kmemlab::error::{Error, Result};
@@ -15,7 +16,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::{ConfigSource, DaemonConfig};
 use crate::daemon::{Daemon, StartInfo};
-use crate::event::{now_ns, Event, StopReason};
+use crate::event::{monotonic_ns, now_ns, Event, StopReason};
 use crate::notify::Notifier;
 use crate::output::{open_output, EventWriter, Reopen};
 
@@ -127,17 +128,51 @@ where
     run_with(daemon, signals, &Hooks::default())
 }
 
+/// Counts read from the UIO device between two looks at the signals. An interrupt storm
+/// keeps the device readable; after this many reads the loop polls again without waiting
+/// and takes any pending signal first, so SIGTERM is seen after at most this many steps.
+pub const UIO_BATCH: usize = 32;
+
 /// The event loop: registers the interrupt source and the signals with one `mio::Poll`,
 /// writes the `start` line, tells systemd `READY=1`, then handles events until SIGTERM
 /// or SIGINT (SIGHUP reloads, SIGUSR1 writes `stats`), and writes the `summary` and
-/// `stop` lines. Returns the signal that stopped it; on error, returns it without
-/// writing a line (see [`Daemon::fail`]).
+/// `stop` lines. Returns the signal that stopped it.
+///
+/// On a fatal error (the UIO device gone: `EIO` from its read once it is unregistered,
+/// an output that fails) it writes an `error` line and, once started, frees what it
+/// holds and writes `summary` and a `stop` line with `"reason":"error"`, then returns the
+/// error (kmemlabd exits non-zero, so that systemd's `Restart=on-failure` restarts it).
 ///
 /// No timeouts: an idle daemon sleeps in `epoll_wait`.
 pub fn run_with<D, I, W>(
     daemon: &mut Daemon<D, I, W>,
     signals: &mut Signals,
     hooks: &Hooks<W>,
+) -> Result<StopReason>
+where
+    D: Device,
+    I: IrqSource + AsRawFd,
+    W: Write,
+{
+    let mut started = false;
+    let result = run_loop(daemon, signals, hooks, &mut started);
+    if let Err(e) = &result {
+        daemon.fail(e);
+        if started {
+            hooks.notifier.stopping();
+            if let Err(e2) = daemon.stop(StopReason::Error) {
+                tracing::error!("after the error, stopping failed too: {}", e2.report());
+            }
+        }
+    }
+    result
+}
+
+fn run_loop<D, I, W>(
+    daemon: &mut Daemon<D, I, W>,
+    signals: &mut Signals,
+    hooks: &Hooks<W>,
+    started: &mut bool,
 ) -> Result<StopReason>
 where
     D: Device,
@@ -156,30 +191,35 @@ where
 
     // Registered first: an interrupt from here on is reported by the first poll.
     daemon.start()?;
+    *started = true;
     // The devices are open, the heap mapped (by the caller), the descriptors registered.
     hooks.notifier.ready(&daemon.status());
 
     let config_file = hooks.source.as_ref().and_then(|s| s.file.clone());
     let mut events = Events::with_capacity(8);
+    // The UIO device was reported readable (edge-triggered) and not yet read until it
+    // would block: poll without waiting, read the next batch.
+    let mut uio_pending = false;
     loop {
-        match poll.poll(&mut events, None) {
+        let timeout = uio_pending.then_some(Duration::ZERO);
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(poll_err(e)),
         }
-        if events.is_empty() {
+        if events.is_empty() && !uio_pending {
             tracing::debug!("poll returned without events");
         }
         let mut stop = None;
         for event in events.iter() {
             match event.token() {
                 UIO_TOKEN => {
-                    // Edge-triggered: drain until the read would block.
-                    if daemon.on_readable()? == 0 {
-                        tracing::debug!("spurious wakeup on the uio device");
-                    } else if hooks.notifier.enabled() {
-                        hooks.notifier.status(&daemon.status());
+                    if event.is_error() {
+                        // What uio_poll() answers once the device is unregistered; the
+                        // read below then fails with EIO.
+                        tracing::debug!("poll reports an error on the uio device");
                     }
+                    uio_pending = true;
                 }
                 SIGNAL_TOKEN => {
                     let mut any = false;
@@ -190,13 +230,15 @@ where
                                 stop.get_or_insert(reason);
                             }
                             Request::Reload => {
+                                hooks.notifier.reloading(monotonic_ns() / 1000);
                                 let loaded = hooks
                                     .source
                                     .as_ref()
                                     .filter(|s| s.file.is_some())
                                     .map(ConfigSource::load);
                                 daemon.reload(config_file.as_deref(), loaded, hooks.reopen)?;
-                                hooks.notifier.status(&daemon.status());
+                                // Also after a failed reload: the old config runs on.
+                                hooks.notifier.ready(&daemon.status());
                             }
                             Request::Stats => daemon.write_stats()?,
                         }
@@ -213,20 +255,41 @@ where
             daemon.stop(reason)?;
             return Ok(reason);
         }
+        if uio_pending {
+            let (n, drained) = daemon.on_readable_at_most(UIO_BATCH)?;
+            if drained {
+                uio_pending = false;
+                if n == 0 {
+                    tracing::debug!("spurious wakeup on the uio device");
+                }
+            }
+            if n > 0 && hooks.notifier.enabled() {
+                hooks.notifier.status(&daemon.status());
+            }
+        }
     }
 }
 
 /// kmemlabd from start to finish: blocks the signals, opens the output, `/dev/kmemlab`
 /// and the UIO device, maps the heap and runs the loop, notifying `$NOTIFY_SOCKET` if
 /// set. `source` is re-read on SIGHUP. A failure after the output is open is also
-/// written as an `error` line.
+/// written as an `error` line (see [`run_with`] for the lines after a start).
 pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<StopReason> {
     let mut signals = Signals::new()?;
     let mut out = EventWriter::new(open_output(config.log.as_deref())?);
     let opened = (|| {
         let device = KmemlabDevice::open(&config.device)?;
         let info = find_uio(&config.sysfs_uio, &config.uio_name)?;
-        let uio = Uio::open(&info)?;
+        let mut uio = Uio::open(&info)?;
+        // One daemon per device: a second one stops here.
+        if !uio.lock_exclusive()? {
+            tracing::warn!(
+                "this kernel has no file locking (CONFIG_FILE_LOCKING=n, flock: ENOSYS): \
+                 running without the lock on {}, so a second kmemlabd on it would not be \
+                 refused",
+                uio.path().display()
+            );
+        }
         Ok((device, uio))
     })();
     let (device, uio) = match opened {
@@ -272,5 +335,5 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
         source: source.cloned(),
         reopen: Some(open_output),
     };
-    run_with(&mut daemon, &mut signals, &hooks).inspect_err(|e| daemon.fail(e))
+    run_with(&mut daemon, &mut signals, &hooks)
 }

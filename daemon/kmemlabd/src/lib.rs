@@ -11,6 +11,7 @@
 //! - [`reload`]: SIGHUP, the config re-read.
 //! - [`config`]: kmemlabd's flags and config file.
 //! - [`notify`]: systemd readiness notifications (`sd_notify`).
+//! - [`journal`]: diagnostics on stderr, with journald priorities under systemd.
 //! - [`stats`]: the counts and latency histograms of `stats` and `summary` lines.
 //!
 //! The device, UIO and the ring are the [`kmemlab`] library's.
@@ -32,7 +33,13 @@
 //!   and `stop`.
 //! - With `$NOTIFY_SOCKET` set, systemd is told `READY=1` once the devices are open, the
 //!   heap is mapped, the descriptors are registered and the `start` line is written;
-//!   `STATUS=` after each wake-up; `STOPPING=1` when a stop signal arrives.
+//!   `STATUS=` after each batch of reads; `RELOADING=1` with `MONOTONIC_USEC=` when a
+//!   SIGHUP reload begins and `READY=1` when it is done (`Type=notify-reload`);
+//!   `STOPPING=1` when a stop signal arrives.
+//! - One kmemlabd per device: it takes an exclusive `flock` on the UIO node; a second one
+//!   exits with status 3. An interrupt storm is read in batches of
+//!   [`event_loop::UIO_BATCH`] with the signals looked at in between. A fatal error (the
+//!   device unbound) is an `error` line, then `summary` and `stop`, and a non-zero exit.
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +47,7 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod event_loop;
+pub mod journal;
 pub mod notify;
 pub mod output;
 pub mod plan;

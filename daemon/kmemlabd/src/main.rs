@@ -24,7 +24,9 @@ KMEMLAB_LOG, default info).
 Signals: SIGTERM or SIGINT free what the daemon holds and stop it with a
 \"summary\" and a \"stop\" line; SIGHUP re-reads the config file and reopens the
 log file (logrotate); SIGUSR1 writes a \"stats\" line. Under systemd
-(Type=notify, $NOTIFY_SOCKET) it reports READY=1, STATUS= and STOPPING=1.
+(Type=notify-reload, $NOTIFY_SOCKET) it reports READY=1, STATUS=, RELOADING=1
+with MONOTONIC_USEC= then READY=1 around a reload, and STOPPING=1. With
+$JOURNAL_STREAM naming stderr, diagnostics carry journald priorities (<N>).
 
 PLAN is KIND[:SIZE[:FLAG|FLAG]] steps separated by commas, e.g.
   vmalloc                                  one kind, with the seed's size
@@ -42,10 +44,22 @@ options (each wins over the config file's key of the same name):
   --uio-name NAME   the UIO device's name in /sys/class/uio (default kmemlab)
   --device PATH     the kmemlab misc device (default /dev/kmemlab)
   -h, --help        print this help
+
+Exit status: 0 stopped by SIGTERM or SIGINT; 1 a fatal error after the start
+(e.g. the device went away: an \"error\" line, then \"summary\" and \"stop\"), or a
+device that cannot be opened; 2 a usage error or an invalid config file;
+3 another kmemlabd holds the UIO device (one kmemlabd per device).
 ";
 
+/// Exit status: a usage error or an invalid config.
+const EXIT_USAGE: u8 = 2;
+/// Exit status: another kmemlabd holds the UIO device's lock.
+const EXIT_DEVICE_BUSY: u8 = 3;
+
 fn main() -> ExitCode {
-    kmemlab::init_tracing();
+    kmemlabd::journal::init_tracing();
+    // Errors printed before the daemon runs: `<3>` first when stderr is the journal.
+    let err = kmemlabd::journal::error_prefix();
     let source = match ConfigSource::from_args(std::env::args_os().skip(1)) {
         Ok(Some(source)) => source,
         Ok(None) => {
@@ -53,15 +67,15 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("kmemlabd: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            eprintln!("{err}kmemlabd: {e}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("kmemlabd: {}", e.report());
-            return ExitCode::from(2);
+            eprintln!("{err}kmemlabd: {}", e.report());
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match kmemlabd::serve(&config, Some(&source)) {
@@ -69,8 +83,13 @@ fn main() -> ExitCode {
             tracing::info!("stopped by {reason:?}");
             ExitCode::SUCCESS
         }
+        // Through tracing, so that journald files them as errors.
+        Err(e @ kmemlab::Error::UioLocked { .. }) => {
+            tracing::error!("{}", e.report());
+            ExitCode::from(EXIT_DEVICE_BUSY)
+        }
         Err(e) => {
-            eprintln!("kmemlabd: {}", e.report());
+            tracing::error!("{}", e.report());
             ExitCode::FAILURE
         }
     }

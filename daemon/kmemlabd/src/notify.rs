@@ -11,7 +11,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
-/// The environment variable systemd sets for `Type=notify` services.
+/// The environment variable systemd sets for `Type=notify` and `notify-reload` services.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 /// Where notifications go, if anywhere.
@@ -86,6 +86,15 @@ impl Notifier {
     /// `STATUS=...`.
     pub fn status(&self, status: &str) {
         self.notify(&format!("STATUS={status}"));
+    }
+
+    /// `RELOADING=1` with `MONOTONIC_USEC=` (CLOCK_MONOTONIC, µs) in one datagram, as
+    /// `Type=notify-reload` wants when a reload starts; `READY=1` ([`Notifier::ready`])
+    /// ends it.
+    pub fn reloading(&self, monotonic_usec: u64) {
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={monotonic_usec}\nSTATUS=reloading"
+        ));
     }
 
     /// `STOPPING=1`.

@@ -25,14 +25,25 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     /// Handles a readable interrupt source: reads counts until it would block. Returns
     /// how many counts were read (0: a spurious wakeup).
     pub fn on_readable(&mut self) -> Result<usize> {
+        let (n, _) = self.on_readable_at_most(usize::MAX)?;
+        Ok(n)
+    }
+
+    /// Reads at most `max` counts, stopping early when the read would block: how many
+    /// were read, and whether the source was drained (the read would block). The event
+    /// loop reads in such batches so that an interrupt storm cannot hold off its signals.
+    pub fn on_readable_at_most(&mut self, max: usize) -> Result<(usize, bool)> {
         let mut n = 0;
-        while let Some(count) = self.irq.read_count()? {
+        while n < max {
+            let Some(count) = self.irq.read_count()? else {
+                return Ok((n, true));
+            };
             // The wake-up time: right after the read returned.
             let wake = (self.monotonic)();
             self.on_count_at(count, wake)?;
             n += 1;
         }
-        Ok(n)
+        Ok((n, false))
     }
 
     /// Handles one count read from the UIO device, woken now.

@@ -21,7 +21,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     /// log is let go. A valid config takes effect at once: a changed plan frees what is
     /// held and starts at its first step; the debounce interval applies from the next
     /// press; `uio_name` and `device` need a restart. An invalid one is an `error` line
-    /// (`"op":"reload"`) and the running config stays. Then a `reload` line.
+    /// (`"op":"reload"`) and the running config stays. Then a `reload` line. A
+    /// `/proc/vmallocinfo` that was refused is tried again at the next vmalloc press.
     pub fn reload(
         &mut self,
         config_file: Option<&Path>,
@@ -48,6 +49,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             }
         }
         let ok = failed.is_none() && log_failed.is_none();
+        // A refused /proc/vmallocinfo is tried again (permissions may have changed).
+        self.vmallocinfo_reader.retry();
         for e in failed.iter().chain(log_failed.iter()) {
             tracing::warn!("reload: {}", e.report());
             self.out.emit(&Event::ReloadError {

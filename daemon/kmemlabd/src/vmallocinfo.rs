@@ -41,10 +41,17 @@ fn area_start(line: &str) -> Option<u64> {
 /// Reads vmallocinfo for the daemon through one buffer and one line kept from press to
 /// press: a lookup allocates nothing but the line it returns, and holds no more than the
 /// buffer and the longest line read, however long the file is.
+///
+/// A refused open (`EACCES`, `EPERM`: the file is root's, `0400`, and kmemlabd runs as
+/// the unit's dynamic user) is remembered: the reader says so once and does not open
+/// the file again until [`VmallocinfoReader::retry`] (a reload), instead of failing an
+/// open on every vmalloc press. Other failures are retried at the next press.
 #[derive(Debug)]
 pub(crate) struct VmallocinfoReader {
     reader: BufReader<Opened>,
     line: String,
+    open: fn(&Path) -> io::Result<File>,
+    refused: bool,
 }
 
 /// The file a [`VmallocinfoReader`] is reading, if any.
@@ -62,15 +69,49 @@ impl Read for Opened {
 
 impl VmallocinfoReader {
     pub(crate) fn new() -> Self {
+        Self::with_open(|path| File::open(path))
+    }
+
+    /// A reader that opens files with `open` (tests count and refuse opens).
+    fn with_open(open: fn(&Path) -> io::Result<File>) -> Self {
         Self {
             reader: BufReader::new(Opened::default()),
             line: String::new(),
+            open,
+            refused: false,
         }
     }
 
-    /// The line of the area that starts at `vaddr` in the vmallocinfo file at `path`.
+    /// Whether an open was refused and the file is no longer tried.
+    #[cfg(test)]
+    fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// Tries the file again at the next lookup (after a reload).
+    pub(crate) fn retry(&mut self) {
+        self.refused = false;
+    }
+
+    /// The line of the area that starts at `vaddr` in the vmallocinfo file at `path`;
+    /// `Ok(None)` without opening it when an earlier open was refused.
     pub(crate) fn area_line(&mut self, path: &Path, vaddr: u64) -> io::Result<Option<&str>> {
-        let file = File::open(path)?;
+        if self.refused {
+            return Ok(None);
+        }
+        let file = match (self.open)(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                self.refused = true;
+                tracing::info!(
+                    "cannot read {}: {e}; the vmallocinfo field stays null, and the file \
+                     is not tried again until a reload (SIGHUP)",
+                    path.display()
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         // Bytes of the previous file that its lookup did not need.
         let stale = self.reader.buffer().len();
         self.reader.consume(stale);
@@ -187,6 +228,32 @@ mod tests {
                 assert!(line.ends_with(want), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn a_refused_open_is_not_tried_again_until_a_retry() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static OPENS: AtomicUsize = AtomicUsize::new(0);
+        let mut r = VmallocinfoReader::with_open(|_| {
+            OPENS.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::from_raw_os_error(13))
+        });
+        let path = Path::new("/proc/vmallocinfo");
+        for _ in 0..5 {
+            assert_eq!(r.area_line(path, 0xffff_8000_8000_0000).unwrap(), None);
+        }
+        assert_eq!(OPENS.load(Ordering::Relaxed), 1);
+        assert!(r.refused());
+        r.retry();
+        assert!(!r.refused());
+        assert_eq!(r.area_line(path, 0).unwrap(), None);
+        assert_eq!(OPENS.load(Ordering::Relaxed), 2);
+        // A missing file is an error each time, tried again each time.
+        let mut r = VmallocinfoReader::new();
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(r.area_line(&tmp.path().join("missing"), 0).is_err());
+        assert!(r.area_line(&tmp.path().join("missing"), 0).is_err());
+        assert!(!r.refused());
     }
 
     #[test]

@@ -18,8 +18,9 @@ fn daemon_fails_clearly_without_the_device() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
+    // Through tracing (so that journald gets its priority): time, level, message.
     assert!(
-        err.contains("kmemlabd: failed to open /nonexistent/kmemlab: "),
+        err.contains(" ERROR failed to open /nonexistent/kmemlab: "),
         "{err}"
     );
     // The JSON stream gets an error line too.
@@ -65,4 +66,52 @@ fn daemon_refuses_a_bad_plan() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// With `$JOURNAL_STREAM` naming its stderr (as systemd sets it), each diagnostic line
+/// carries its syslog priority as a `<N>` prefix; naming another file, it does not.
+#[test]
+fn daemon_prefixes_priorities_for_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |stream: &dyn Fn(&std::fs::Metadata) -> String| {
+        let path = tmp.path().join("stderr");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+            .args(["--device", "/nonexistent/kmemlab"])
+            .env("JOURNAL_STREAM", stream(&meta))
+            .stderr(file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let err = run(&|m| format!("{}:{}", m.dev(), m.ino()));
+    assert_eq!(
+        err,
+        "<3>failed to open /nonexistent/kmemlab: No such file or directory (os error 2)\n"
+    );
+    // Errors printed before the daemon runs get the prefix too.
+    let path = tmp.path().join("stderr-usage");
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+        .args(["--plan", "slab"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let usage = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        usage.starts_with("<3>kmemlabd: invalid plan step 1"),
+        "{usage}"
+    );
+    let err = run(&|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(
+        err.contains(" ERROR failed to open /nonexistent/kmemlab") && !err.starts_with('<'),
+        "{err}"
+    );
 }

@@ -41,7 +41,7 @@ impl Harness {
                 irq_count: initial,
             };
             let mut daemon = Daemon::new(MockDevice::new(), uio, out, start);
-            run(&mut daemon, &mut signals).inspect_err(|e| daemon.fail(e))
+            run(&mut daemon, &mut signals)
         });
         let tid = rx.recv().unwrap();
         Self {
@@ -137,9 +137,13 @@ fn sigint_before_any_interrupt() {
 }
 
 #[test]
-fn uio_failure_ends_with_an_error_line() {
+fn uio_failure_ends_with_error_summary_and_stop() {
     let mut h = Harness::start(0);
     assert_eq!(h.line()["event"], "start");
+    h.expect_enable();
+    h.interrupt(1);
+    h.expect_enable();
+    assert_eq!(h.line()["event"], "alloc");
     // A 2-byte read is not an event count.
     h.uio.write_all(&[1, 0]).unwrap();
     let v = h.line();
@@ -149,5 +153,93 @@ fn uio_failure_ends_with_an_error_line() {
         .as_str()
         .unwrap()
         .starts_with("failed to read the interrupt count from /dev/uio0"));
+    // Then what it held is freed, and the summary and stop lines say it ended.
+    let free = h.line();
+    assert_eq!(
+        (&free["event"], &free["seq"]),
+        (&"free".into(), &Value::Null)
+    );
+    let summary = h.line();
+    assert_eq!(
+        (&summary["event"], &summary["presses"]),
+        (&"summary".into(), &1.into())
+    );
+    let stop = h.line();
+    assert_eq!(
+        (&stop["event"], &stop["reason"]),
+        (&"stop".into(), &"error".into())
+    );
     assert!(h.thread.join().unwrap().is_err());
+}
+
+/// The device going away (the stand-in's other end closed: a read of 0 bytes, as a
+/// vanished device's read fails) is an error line, summary and stop, never silence.
+#[test]
+fn device_gone_ends_with_error_summary_and_stop() {
+    let mut h = Harness::start(3);
+    assert_eq!(h.line()["event"], "start");
+    h.expect_enable();
+    h.uio.shutdown(std::net::Shutdown::Both).unwrap();
+    let events: Vec<String> = (0..3)
+        .map(|_| h.line()["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(events, ["error", "summary", "stop"]);
+    assert!(h.thread.join().unwrap().is_err());
+}
+
+/// An interrupt storm (the UIO stand-in never runs dry while a writer keeps it full)
+/// does not hold off SIGTERM: the daemon stops while the storm goes on. Without the
+/// batches of `UIO_BATCH` reads it would read until the writer gives up.
+#[test]
+fn a_storm_does_not_starve_sigterm() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut h = Harness::start(0);
+    assert_eq!(h.line()["event"], "start");
+    // Drains the daemon's re-enables, so that its writes never block.
+    let mut enables = h.uio.try_clone().unwrap();
+    let drain = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while matches!(enables.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let giving_up = Arc::new(AtomicBool::new(false));
+    let mut storm = h.uio.try_clone().unwrap();
+    let stop_storm = giving_up.clone();
+    let writer = thread::spawn(move || {
+        let mut count = 0u32;
+        let mut chunk = Vec::with_capacity(4 * 1024);
+        while !stop_storm.load(Ordering::Relaxed) {
+            chunk.clear();
+            for _ in 0..1024 {
+                count += 1;
+                chunk.extend(count.to_ne_bytes());
+            }
+            if storm.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    // Well into the storm.
+    for _ in 0..100 {
+        assert!(h.line()["seq"].as_u64().is_some());
+    }
+    pthread_kill(h.tid, Signal::SIGTERM).unwrap();
+    // Lines already written wait in the socket (a few hundred at most); then summary
+    // and stop must come while the writer still keeps the device readable.
+    let mut after = 0;
+    let stop = loop {
+        let v = h.line();
+        if v["event"] == "stop" {
+            break v;
+        }
+        after += 1;
+        assert!(after < 5000, "no stop line 5000 lines after SIGTERM");
+    };
+    assert_eq!(stop["reason"], "SIGTERM");
+    assert_eq!(h.thread.join().unwrap().unwrap(), StopReason::Sigterm);
+    giving_up.store(true, Ordering::Relaxed);
+    h.uio.shutdown(std::net::Shutdown::Both).unwrap();
+    writer.join().unwrap();
+    drain.join().unwrap();
 }

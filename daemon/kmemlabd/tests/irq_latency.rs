@@ -65,7 +65,7 @@ fn irq_to_wake_comes_from_the_mapped_ring() {
         let mut d = Daemon::new(MockDevice::new(), irq, out, start)
             .with_vmallocinfo(None)
             .with_ring(Box::new(map));
-        run(&mut d, &mut signals).inspect_err(|e| d.fail(e))
+        run(&mut d, &mut signals)
     });
     let tid = rx.recv().unwrap();
     let mut lines = BufReader::new(lines);

@@ -1,6 +1,7 @@
 //! systemd readiness: with a notifier on a datagram socket the test owns, `READY=1`
 //! arrives only once the descriptors are registered and the `start` line is written,
-//! `STATUS=` follows each wake-up, SIGUSR1 writes `stats`, SIGHUP reloads, and
+//! `STATUS=` follows each wake-up, SIGUSR1 writes `stats`, SIGHUP reloads (between
+//! `RELOADING=1` with `MONOTONIC_USEC=` and `READY=1`), and
 //! `STOPPING=1` comes before the `summary` and `stop` lines.
 
 use std::fs::File;
@@ -32,6 +33,28 @@ fn line(lines: &mut BufReader<UnixStream>) -> Value {
     lines.read_line(&mut line).unwrap();
     assert!(line.ends_with('\n'), "torn or missing line: {line:?}");
     serde_json::from_str(&line).unwrap()
+}
+
+/// `Type=notify-reload`: `RELOADING=1` and `MONOTONIC_USEC=` (CLOCK_MONOTONIC µs, taken
+/// when the reload began) in one datagram, then `READY=1` once the reload is done.
+fn expect_reload_notifications(notify: &UnixDatagram) {
+    let before = kmemlab::monotonic_ns() / 1000;
+    let reloading = recv(notify);
+    let mut fields = reloading.lines();
+    assert_eq!(fields.next(), Some("RELOADING=1"), "{reloading:?}");
+    let usec: u64 = fields
+        .next()
+        .and_then(|f| f.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC= after RELOADING=1: {reloading:?}"));
+    // Taken after the signal was sent (a little before `before` was read here) and
+    // within the last minute: a CLOCK_MONOTONIC time, in µs.
+    assert!(
+        usec <= before && before - usec < 60_000_000,
+        "{usec} vs {before}"
+    );
+    let ready = recv(notify);
+    assert!(ready.starts_with("READY=1\nSTATUS="), "{ready:?}");
 }
 
 #[test]
@@ -71,7 +94,7 @@ fn ready_after_start_status_per_press_stopping_at_shutdown() {
             source: Some(source),
             reopen: None,
         };
-        run_with(&mut daemon, &mut signals, &hooks).inspect_err(|e| daemon.fail(e))
+        run_with(&mut daemon, &mut signals, &hooks)
     });
     let tid = rx.recv().unwrap();
 
@@ -123,7 +146,7 @@ fn ready_after_start_status_per_press_stopping_at_shutdown() {
     assert_eq!(reload["event"], "reload");
     assert_eq!(reload["ok"], true);
     assert_eq!(reload["changed"], serde_json::json!(["plan"]));
-    assert!(recv(&notify).starts_with("STATUS="));
+    expect_reload_notifications(&notify);
     std::fs::write(&conf, "plan = [\n").unwrap();
     pthread_kill(tid, Signal::SIGHUP).unwrap();
     let err = line(&mut lines);
@@ -134,7 +157,8 @@ fn ready_after_start_status_per_press_stopping_at_shutdown() {
     let reload = line(&mut lines);
     assert_eq!(reload["ok"], false);
     assert_eq!(reload["plan"], "pages:8K:GFP_KERNEL");
-    assert!(recv(&notify).starts_with("STATUS="));
+    // A failed reload ends with READY=1 too: the old config runs on.
+    expect_reload_notifications(&notify);
     uio.write_all(&5u32.to_ne_bytes()).unwrap();
     uio.read_exact(&mut enable).unwrap();
     let v = line(&mut lines);

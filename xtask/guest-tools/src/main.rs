@@ -13,7 +13,8 @@
 //! kmemlab-abi-probe presses N GAP_US        N software presses GAP_US apart
 //! kmemlab-abi-probe keep N                  hold N kmalloc 64 B allocations until killed
 //! kmemlab-abi-probe unbind-live             unbind the device under a mapping and allocations
-//! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices
+//! kmemlab-abi-probe notify-test KMEMLABD    READY=1 only once kmemlabd has its devices;
+//!                                          RELOADING=1 + MONOTONIC_USEC=, READY=1 on SIGHUP
 //! kmemlab-abi-probe as UID GID GROUPS PROG ARGS...  run PROG as that user (no capabilities)
 //! kmemlab-abi-probe heap-map                map0's sysfs addr and size; map it, check the magic
 //! kmemlab-abi-probe trigger-burst N GAP_US  N TRIGGERs, each with its ring record
@@ -609,7 +610,10 @@ fn presses(n: u64, gap_us: u64) -> Result<bool, String> {
 
 /// Starts `daemon` with NOTIFY_SOCKET set to a datagram socket owned here; when READY=1
 /// arrives, checks that the daemon already holds /dev/kmemlab, the UIO device and the
-/// heap mapping and has written its start line; then stops it and waits for STOPPING=1.
+/// heap mapping and has written its start line; sends SIGHUP and checks for RELOADING=1
+/// with MONOTONIC_USEC= (a CLOCK_MONOTONIC time between the signal and its receipt) in
+/// one datagram, then READY=1 once the reload line is written; then stops it and waits
+/// for STOPPING=1.
 fn notify_test(daemon: &str) -> Result<bool, String> {
     use std::os::unix::net::UnixDatagram;
     let sock_path = "/tmp/kmemlab-notify.sock";
@@ -654,6 +658,38 @@ fn notify_test(daemon: &str) -> Result<bool, String> {
         }
         messages.push(msg);
     }
+    // SIGHUP (what Type=notify-reload sends): RELOADING=1 and MONOTONIC_USEC= in one
+    // datagram, then READY=1, and by then the reload line is written.
+    let before_usec = monotonic_usec();
+    // SAFETY: kill(2) with a pid this process started and has not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    let mut reloading = None;
+    let mut reloaded = None;
+    while reloaded.is_none() {
+        let n = sock
+            .recv(&mut buf)
+            .map_err(|e| format!("no READY=1 after SIGHUP: {e}"))?;
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let lines: Vec<&str> = msg.lines().collect();
+        if lines.contains(&"RELOADING=1") {
+            let usec = lines
+                .iter()
+                .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+                .and_then(|v| v.parse::<u64>().ok());
+            let after_usec = monotonic_usec();
+            reloading = Some(usec.is_some_and(|u| before_usec <= u && u <= after_usec));
+        } else if lines.contains(&"READY=1") {
+            reloaded = Some(
+                reloading.is_some()
+                    && std::fs::read_to_string(log)
+                        .unwrap_or_default()
+                        .contains("\"event\":\"reload\""),
+            );
+        }
+        messages.push(msg);
+    }
+    let reloading_with_usec = reloading.unwrap_or(false);
+    let reload_line_before_ready = reloaded.unwrap_or(false);
     // SAFETY: kill(2) with a pid this process started and has not reaped.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     let mut stopping = false;
@@ -671,10 +707,30 @@ fn notify_test(daemon: &str) -> Result<bool, String> {
         "{}",
         serde_json::json!({"ready": true, "device_open_at_ready": kmemlab,
             "uio_open_at_ready": uio, "heap_mapped_at_ready": heap,
-            "start_line_before_ready": started, "stopping": stopping,
+            "start_line_before_ready": started,
+            "reloading_with_monotonic_usec": reloading_with_usec,
+            "reload_line_before_ready": reload_line_before_ready, "stopping": stopping,
             "exit": status.code(), "messages": messages})
     );
-    Ok(kmemlab && uio && heap && started && stopping && status.success())
+    Ok(kmemlab
+        && uio
+        && heap
+        && started
+        && reloading_with_usec
+        && reload_line_before_ready
+        && stopping
+        && status.success())
+}
+
+/// CLOCK_MONOTONIC in µs, as `MONOTONIC_USEC=` carries it.
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec through a valid, exclusive pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 /// A user id, a group id and a comma-separated list of supplementary groups.
