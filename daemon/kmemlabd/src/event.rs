@@ -321,14 +321,28 @@ impl Event {
     }
 }
 
+/// A press line's fields, with `seq`, for the event and output tests.
+#[cfg(test)]
+pub(crate) fn test_press(seq: Option<u64>) -> Press {
+    Press {
+        ts_ns: 5,
+        seq,
+        irq_count: 3,
+        missed: 1,
+        irq_to_wake_ns: Some(4200),
+        source: Some(Source::Button),
+        irq_ktime_ns: Some(1_000_000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io;
 
     use serde_json::{json, Value};
 
+    use super::test_press as press;
     use super::*;
-    use crate::testing::press;
     use kmemlab::device::Device;
     use kmemlab::spec::{Flags, Kind};
     use kmemlab::MockDevice;

@@ -135,8 +135,8 @@ mod tests {
     use kmemlab::MockDevice;
 
     use super::*;
+    use crate::event::test_press as press;
     use crate::event::StopReason;
-    use crate::testing::press;
 
     #[test]
     fn log_file_is_appended() {

@@ -1,6 +1,11 @@
 //! Test doubles of the daemon's unit tests: a scripted interrupt source and an output
 //! that records each line.
 
+mod daemon_tests;
+mod press_tests;
+mod reload_tests;
+mod vmallocinfo_tests;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -13,7 +18,6 @@ use nix::errno::Errno;
 use serde_json::Value;
 
 use crate::daemon::{Daemon, StartInfo};
-use crate::event::{Press, Source};
 use crate::output::EventWriter;
 
 /// What happened, in order, across the interrupt source and the output.
@@ -125,17 +129,4 @@ pub(crate) fn take_lines(log: &Log) -> Vec<String> {
         .into_iter()
         .filter(|l| l.starts_with("line"))
         .collect()
-}
-
-/// A press line's fields, with `seq`, for the event and output tests.
-pub(crate) fn press(seq: Option<u64>) -> Press {
-    Press {
-        ts_ns: 5,
-        seq,
-        irq_count: 3,
-        missed: 1,
-        irq_to_wake_ns: Some(4200),
-        source: Some(Source::Button),
-        irq_ktime_ns: Some(1_000_000),
-    }
 }
