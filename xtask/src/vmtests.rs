@@ -267,7 +267,8 @@ fn press_lines(log: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-fn events<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
+/// The lines of `log` whose `event` is `kind` (for the tests in other files too).
+pub(crate) fn events<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
     log.iter()
         .filter(|v| v.get("event").and_then(Value::as_str) == Some(kind))
         .collect()
@@ -432,7 +433,8 @@ fn hex(v: &Value, key: &str) -> Option<u64> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()
 }
 
-fn num(v: &Value, key: &str) -> Option<u64> {
+/// `v[key]` as a number (for the tests in other files too).
+pub(crate) fn num(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }
 

@@ -6,10 +6,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::vm::{json_lines, section, Artifacts, VmOptions, WAIT_LINES};
-
-fn num(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
+use crate::vmtests::{events, num};
 
 /// The `live_count` of every kind in a `kmemlabctl stats --json` line, summed.
 fn live_total(stats: &Value) -> Option<u64> {
@@ -103,12 +100,6 @@ wait_lines /tmp/d.log '"start"' 1
 /// The daemon's log lines (between `== log` and `== end`).
 fn daemon_log(out: &str) -> Vec<Value> {
     json_lines(&section(out, "log"))
-}
-
-fn events<'a>(log: &'a [Value], event: &str) -> Vec<&'a Value> {
-    log.iter()
-        .filter(|v| v.get("event").and_then(Value::as_str) == Some(event))
-        .collect()
 }
 
 /// `trigger --count 2 --interval 10` under a kmemlabd with debounce 50 ms: two TRIGGER

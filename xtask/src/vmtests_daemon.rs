@@ -5,6 +5,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::vm::{json_lines, section, Artifacts, VmOptions, WAIT_LINES};
+use crate::vmtests::events;
 
 /// kmemlabd's exit status when another kmemlabd holds the UIO device (its `--help`).
 const EXIT_DEVICE_BUSY: i32 = 3;
@@ -14,12 +15,6 @@ fn value_after<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
     lines
         .iter()
         .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix(' '))
-}
-
-fn events<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    log.iter()
-        .filter(|v| v.get("event").and_then(Value::as_str) == Some(kind))
-        .collect()
 }
 
 /// A second kmemlabd on the same device is refused at once: exit status 3, one JSON

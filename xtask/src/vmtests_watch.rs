@@ -4,10 +4,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::vm::{json_lines, section, Artifacts, VmOptions, PRESSES_DONE, PRESS_CUE, WAIT_LINES};
-
-fn num(v: &Value, key: &str) -> Option<u64> {
-    v.get(key).and_then(Value::as_u64)
-}
+use crate::vmtests::num;
 
 fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
