@@ -72,10 +72,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// An ioctl on `/dev/kmemlab` failed; `cmd` names the command.
+    /// An ioctl failed (on `/dev/kmemlab`, or a VFIO descriptor); `cmd` names the
+    /// command.
     #[error("ioctl {cmd} failed")]
     Ioctl {
-        /// The command, e.g. `KMEMLAB_INFO`.
+        /// The command, e.g. `KMEMLAB_INFO`, `VFIO_GROUP_GET_STATUS`.
         cmd: &'static str,
         /// The errno the kernel returned.
         #[source]
@@ -97,6 +98,88 @@ pub enum Error {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// VFIO backend: the kernel has no VFIO container interface (`/dev/vfio/vfio`).
+    #[error(
+        "the kernel has no VFIO: {} does not exist (it needs CONFIG_VFIO with \
+         CONFIG_VFIO_GROUP and CONFIG_VFIO_CONTAINER, CONFIG_VFIO_NOIOMMU, and \
+         CONFIG_VFIO_AMBA or CONFIG_VFIO_PLATFORM)",
+        path.display()
+    )]
+    VfioMissing {
+        /// The container node looked for.
+        path: PathBuf,
+    },
+    /// VFIO backend: no-IOMMU mode is off, or the device has no no-IOMMU group.
+    #[error("vfio no-iommu mode is off: {reason}")]
+    VfioNoiommuOff {
+        /// What shows it, e.g. which file reads `N`.
+        reason: String,
+    },
+    /// VFIO backend: the device is not in sysfs.
+    #[error("no device {device} on bus {bus}: {} does not exist", path.display())]
+    VfioNoDevice {
+        /// The bus, e.g. `amba`.
+        bus: String,
+        /// The device, e.g. `9030000.pl061`.
+        device: String,
+        /// Its sysfs folder.
+        path: PathBuf,
+    },
+    /// VFIO backend: the device is bound to another driver than vfio-amba or
+    /// vfio-platform, or to none.
+    #[error(
+        "{device} is not bound to vfio: its driver is {} (want vfio-amba or vfio-platform)",
+        driver.as_deref().unwrap_or("none")
+    )]
+    VfioNotBound {
+        /// The device, e.g. `9030000.pl061`.
+        device: String,
+        /// The driver it is bound to (the `driver` link's name), if any.
+        driver: Option<String>,
+    },
+    /// VFIO backend: the group or the device is in use (`EBUSY`, or the group's flock is
+    /// held).
+    #[error(
+        "{what} is busy: another process has it open (another kmemlabd, a VMM); one \
+         user per vfio group"
+    )]
+    VfioBusy {
+        /// What was busy, e.g. `/dev/vfio/noiommu-0` or `VFIO_GROUP_GET_DEVICE_FD`.
+        what: String,
+        /// The errno (`EBUSY`, or `EWOULDBLOCK` from the flock).
+        #[source]
+        source: Errno,
+    },
+    /// VFIO backend: the kernel refused with `EPERM`: no-IOMMU mode needs
+    /// `CAP_SYS_RAWIO`.
+    #[error("{what} was refused: vfio no-iommu mode needs CAP_SYS_RAWIO")]
+    VfioPermission {
+        /// What was refused, e.g. `opening /dev/vfio/noiommu-0` or `VFIO_SET_IOMMU`.
+        what: String,
+        /// The errno (`EPERM`).
+        #[source]
+        source: Errno,
+    },
+    /// VFIO backend: the device or the kernel answered something kmemlabd cannot use (an
+    /// API version, a group that is not viable, a region that cannot be mapped, an
+    /// interrupt without eventfd).
+    #[error("vfio device {device}: {reason}")]
+    VfioUnsupported {
+        /// The device, e.g. `9030000.pl061`.
+        device: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// VFIO backend: a register access outside the mapped window, or misaligned.
+    #[error(
+        "register offset {offset:#x} is outside the {len:#x}-byte register window or misaligned"
+    )]
+    Register {
+        /// The register's offset.
+        offset: usize,
+        /// The window's length.
+        len: usize,
     },
     /// Blocking signals or creating the signalfd failed.
     #[error("failed to set up signal handling")]
@@ -188,7 +271,16 @@ impl Error {
             | Error::Map { source, .. }
             | Error::Poll { source }
             | Error::Output { source } => io_errno(source),
-            Error::Ioctl { source, .. } | Error::Signals { source } => *source,
+            Error::Ioctl { source, .. }
+            | Error::Signals { source }
+            | Error::VfioBusy { source, .. }
+            | Error::VfioPermission { source, .. } => *source,
+            Error::VfioMissing { .. }
+            | Error::VfioNoiommuOff { .. }
+            | Error::VfioNoDevice { .. }
+            | Error::VfioNotBound { .. } => Errno::ENODEV,
+            Error::VfioUnsupported { .. } => Errno::EOPNOTSUPP,
+            Error::Register { .. } => Errno::EFAULT,
             Error::AbiMismatch { .. } => Errno::EPROTO,
             Error::UioLocked { .. } => Errno::EWOULDBLOCK,
             Error::LiveFill { source, .. } => source.errno(),

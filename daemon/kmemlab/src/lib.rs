@@ -5,14 +5,16 @@
 //!   `test-util` feature, its `MockDevice` for tests.
 //! - [`uio`]: finding the kmemlab UIO device by name, reading its interrupt count,
 //!   re-enabling its interrupt ([`IrqSource`]) and mapping its heap.
+//! - [`vfio`]: the VFIO backend: the board's PL061 GPIO controller driven from userspace
+//!   through VFIO in no-IOMMU mode, its interrupt as an [`IrqSource`] ([`VfioButton`]).
 //! - [`ring`]: the heap's interrupt ring, for interrupt-to-wake latency.
 //! - [`spec`]: kinds, gfp flags and sizes by name, parsed and formatted one way.
 //! - [`report`]: what the module reports, as JSON objects (`kmemlabctl` prints their text).
 //! - [`clock`]: the wall clock and `CLOCK_MONOTONIC`, in nanoseconds.
 //! - [`error`]: the one error type and its `Result`.
 //!
-//! All `unsafe` code (ioctls, atomic loads from shared memory) lives in the private
-//! `sys` module.
+//! All `unsafe` code (ioctls, atomic loads from shared memory, volatile register
+//! accesses) lives in the private `sys` module.
 
 #![deny(unsafe_code)]
 
@@ -26,6 +28,7 @@ pub mod spec;
 #[allow(unsafe_code)]
 mod sys;
 pub mod uio;
+pub mod vfio;
 
 pub use clock::{monotonic_ns, now_ns};
 #[cfg(any(test, feature = "test-util"))]
@@ -37,6 +40,7 @@ pub use kmemlab_uapi as uapi;
 pub use report::{AllocReport, InfoReport};
 pub use spec::{format_size, parse_size, Flags, Kind};
 pub use uio::{find_uio, IrqSource, Uio, UioInfo, UioMap};
+pub use vfio::{VfioButton, VfioTarget};
 
 /// Where the module's misc device appears.
 pub const DEFAULT_DEVICE: &str = "/dev/kmemlab";

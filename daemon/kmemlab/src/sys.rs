@@ -1,6 +1,7 @@
 //! The only `unsafe` code of the crate: the ioctls of `/dev/kmemlab` and atomic loads
 //! from memory shared with the kernel (the interrupt ring in the mapped heap), each behind
-//! a safe wrapper; an ioctl's error names the failing command.
+//! a safe wrapper; an ioctl's error names the failing command. The VFIO backend's ioctls
+//! and register accesses are in the submodule [`vfio`].
 
 use std::mem::{align_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -13,6 +14,8 @@ use memmap2::MmapRaw;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+
+pub(crate) mod vfio;
 
 /// The raw ioctls. Command numbers come from `kmemlab_uapi`, which computes them once
 /// for both sides; the `_bad` macro variants take that number as it is.
