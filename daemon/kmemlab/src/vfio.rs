@@ -764,9 +764,11 @@ impl IrqControl for VfioIrqLine {
 }
 
 /// A GPIO line's falling edges as an [`IrqSource`]: the device interrupt signals an
-/// eventfd; each read of the eventfd acknowledges the controller and adds to a
-/// cumulative, wrapping 32-bit count (the UIO count's semantics); [`IrqSource::enable`]
-/// unmasks. The eventfd is the descriptor to poll ([`AsRawFd`]).
+/// eventfd; each read of the eventfd acknowledges the controller and adds the eventfd's
+/// value to a cumulative, wrapping 32-bit count (the UIO count's semantics);
+/// [`IrqSource::enable`] unmasks. A signal without the line's bit in `GPIOMIS` is
+/// acknowledged and unmasked but not counted ([`VfioIrq::spurious`]). The eventfd is the
+/// descriptor to poll ([`AsRawFd`]).
 ///
 /// Dropping it turns the line's interrupt off in the controller (`GPIOIE`, then
 /// `GPIOIC`), then disables the device interrupt and detaches the eventfd.
@@ -777,6 +779,7 @@ pub struct VfioIrq<R: Registers, C: IrqControl> {
     ctl: C,
     line: u32,
     count: u32,
+    spurious: u64,
     name: PathBuf,
 }
 
@@ -802,6 +805,7 @@ impl<R: Registers, C: IrqControl> VfioIrq<R, C> {
             ctl,
             line,
             count: 0,
+            spurious: 0,
             name,
         })
     }
@@ -836,6 +840,11 @@ impl<R: Registers, C: IrqControl> VfioIrq<R, C> {
     /// Interrupts counted so far.
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// Signals that came without the line's bit in `GPIOMIS`, not counted.
+    pub fn spurious(&self) -> u64 {
+        self.spurious
     }
 }
 
@@ -880,11 +889,18 @@ impl<R: Registers, C: IrqControl> IrqSource for VfioIrq<R, C> {
                 Ok(n) => {
                     let pending = pl061::ack(&mut self.regs)?;
                     if pending & (1 << self.line) == 0 {
+                        // Not the line's edge (another line's, or the level the
+                        // controller was still driving when the interrupt was
+                        // unmasked): acknowledged, unmasked again, not counted.
+                        self.spurious += 1;
                         tracing::debug!(
-                            "interrupt on {} without line {} pending (GPIOMIS {pending:#x})",
+                            "interrupt on {} without line {} pending (GPIOMIS {pending:#x}); \
+                             not counted",
                             self.name.display(),
                             self.line
                         );
+                        self.ctl.unmask()?;
+                        continue;
                     }
                     // Wrapping, as the UIO count does.
                     self.count = self.count.wrapping_add(n as u32);

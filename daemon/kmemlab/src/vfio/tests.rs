@@ -483,7 +483,7 @@ fn each_interrupt_is_acknowledged_before_the_unmask() {
     interrupt(&mut irq, 2, 0x08);
     assert_eq!(irq.read_count().unwrap(), Some(3));
     assert_eq!(irq.count(), 3);
-    // Another line's interrupt is acknowledged too.
+    // Another line's interrupt with ours is acknowledged with it.
     interrupt(&mut irq, 1, 0x0c);
     assert_eq!(irq.read_count().unwrap(), Some(4));
     assert_eq!(
@@ -495,6 +495,32 @@ fn each_interrupt_is_acknowledged_before_the_unmask() {
             Access::Write(GPIOIC, 0x0c),
         ]
     );
+}
+
+/// A signal without the line's bit (another line's, or a level still high at the
+/// unmask) is acknowledged and unmasked, and is not a count.
+#[test]
+fn a_signal_without_the_lines_bit_is_not_counted() {
+    let (mut irq, log) = fake_irq(3);
+    interrupt(&mut irq, 1, 0x10);
+    assert_eq!(irq.read_count().unwrap(), None);
+    assert_eq!((irq.count(), irq.spurious()), (0, 1));
+    interrupt(&mut irq, 1, 0);
+    assert_eq!(irq.read_count().unwrap(), None);
+    assert_eq!(
+        log.take(),
+        [
+            Access::Read(GPIOMIS, 0x10),
+            Access::Write(GPIOIC, 0x10),
+            Access::Unmask,
+            Access::Read(GPIOMIS, 0),
+            Access::Write(GPIOIC, 0),
+            Access::Unmask,
+        ]
+    );
+    interrupt(&mut irq, 1, 0x08);
+    assert_eq!(irq.read_count().unwrap(), Some(1));
+    assert_eq!(irq.spurious(), 2);
 }
 
 #[test]
