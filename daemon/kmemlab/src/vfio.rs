@@ -780,6 +780,9 @@ pub struct VfioIrq<R: Registers, C: IrqControl> {
     line: u32,
     count: u32,
     spurious: u64,
+    /// A signal was read since the last unmask: VFIO masked the (level) interrupt when it
+    /// signalled, and [`IrqSource::enable`] unmasks it.
+    masked: bool,
     name: PathBuf,
 }
 
@@ -806,6 +809,7 @@ impl<R: Registers, C: IrqControl> VfioIrq<R, C> {
             line,
             count: 0,
             spurious: 0,
+            masked: false,
             name,
         })
     }
@@ -904,6 +908,7 @@ impl<R: Registers, C: IrqControl> IrqSource for VfioIrq<R, C> {
                     }
                     // Wrapping, as the UIO count does.
                     self.count = self.count.wrapping_add(n as u32);
+                    self.masked = true;
                     Ok(Some(self.count))
                 }
                 Err(Errno::EINTR) => continue,
@@ -916,9 +921,16 @@ impl<R: Registers, C: IrqControl> IrqSource for VfioIrq<R, C> {
         }
     }
 
-    /// Unmasks the device interrupt; the controller was acknowledged by the read before.
+    /// Unmasks the device interrupt if a read took a signal since the last unmask (the
+    /// read acknowledged the controller first). Otherwise the interrupt is not masked,
+    /// and the unmask is left out: at the daemon's start, an unmask while an interrupt
+    /// waits unread in the eventfd, not yet acknowledged, would raise it a second time.
     fn enable(&mut self) -> Result<()> {
-        self.ctl.unmask()
+        if self.masked {
+            self.ctl.unmask()?;
+            self.masked = false;
+        }
+        Ok(())
     }
 }
 

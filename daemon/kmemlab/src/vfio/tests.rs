@@ -478,6 +478,8 @@ fn each_interrupt_is_acknowledged_before_the_unmask() {
         ]
     );
     assert_eq!(irq.read_count().unwrap(), None, "the eventfd is drained");
+    irq.enable().unwrap();
+    assert!(log.take().is_empty(), "one unmask per signal");
 
     // Two signals before a read (an edge interrupt's): one read, the count jumps by 2.
     interrupt(&mut irq, 2, 0x08);
@@ -575,6 +577,7 @@ fn errors_of_the_source() {
         ),
         "{err:?}"
     );
+    irq.masked = true;
     let err = irq.enable().unwrap_err();
     assert_eq!(
         err.to_string(),
