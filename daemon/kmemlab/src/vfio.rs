@@ -21,7 +21,8 @@
 //! The ioctls and the volatile register accesses are in the private `sys` module;
 //! the ABI structs in [`abi`]. Host tests cover everything but the ioctls' success (they
 //! need the kernel side); [`VfioIrq`] is generic over its registers and its interrupt
-//! control so that its logic runs against the recording doubles of [`testing`].
+//! control so that its logic runs against the recording doubles of `vfio::testing`
+//! (built for tests and with the `test-util` feature).
 
 pub mod abi;
 pub mod pl061;

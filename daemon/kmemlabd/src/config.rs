@@ -7,19 +7,70 @@
 //! log = "/var/log/kmemlab/kmemlabd.jsonl"   # absent: stdout
 //! uio_name = "kmemlab"
 //! device = "/dev/kmemlab"
+//! backend = "uio"                            # or "vfio"
+//! vfio_bus = "amba"
+//! vfio_device = "9030000.pl061"
+//! vfio_line = 3
 //! ```
 //!
 //! Every key is optional; unknown keys are errors. A flag given on the command line
 //! wins over the file's key, at start and at every reload.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use kmemlab::error::{Error, Result};
+use kmemlab::vfio::VfioTarget;
 use kmemlab::{DEFAULT_DEVICE, DEFAULT_SYSFS_UIO, DEFAULT_UIO_NAME};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::plan::Plan;
+
+/// Where the button's interrupts come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The kmemlab module owns the interrupt and hands it over through its UIO device.
+    #[default]
+    Uio,
+    /// kmemlabd drives the GPIO controller itself through VFIO (no-IOMMU mode); the
+    /// module serves the allocations only.
+    Vfio,
+}
+
+impl Backend {
+    /// `uio` or `vfio`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uio => "uio",
+            Backend::Vfio => "vfio",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uio" => Ok(Backend::Uio),
+            "vfio" => Ok(Backend::Vfio),
+            _ => Err(Error::Invalid {
+                what: "backend",
+                input: s.to_owned(),
+                reason: "want uio or vfio".into(),
+            }),
+        }
+    }
+}
 
 /// What `kmemlabd` is told on its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +87,11 @@ pub struct DaemonConfig {
     pub plan: Plan,
     /// Presses closer than this to the previous accepted press are bounces (0: off).
     pub debounce_ms: u64,
+    /// Where the interrupts come from, UIO by default.
+    pub backend: Backend,
+    /// The VFIO backend's device and line (`amba`, `9030000.pl061`, 3 by default) and
+    /// the sysfs and `/dev` roots.
+    pub vfio: VfioTarget,
 }
 
 /// The default debounce interval, ms.
@@ -50,6 +106,8 @@ impl Default for DaemonConfig {
             log: None,
             plan: Plan::default(),
             debounce_ms: DEFAULT_DEBOUNCE_MS,
+            backend: Backend::default(),
+            vfio: VfioTarget::default(),
         }
     }
 }
@@ -68,6 +126,14 @@ pub struct FileConfig {
     pub uio_name: Option<String>,
     /// `device`: the misc device (read at start only).
     pub device: Option<PathBuf>,
+    /// `backend`: `uio` or `vfio` (read at start only).
+    pub backend: Option<String>,
+    /// `vfio_bus`: the VFIO device's bus in sysfs (read at start only).
+    pub vfio_bus: Option<String>,
+    /// `vfio_device`: the VFIO device's name on its bus (read at start only).
+    pub vfio_device: Option<String>,
+    /// `vfio_line`: the GPIO line of the button, 0 to 7 (read at start only).
+    pub vfio_line: Option<u32>,
 }
 
 impl FileConfig {
@@ -96,6 +162,10 @@ impl FileConfig {
             log: over.log.clone().or(self.log),
             uio_name: over.uio_name.clone().or(self.uio_name),
             device: over.device.clone().or(self.device),
+            backend: over.backend.clone().or(self.backend),
+            vfio_bus: over.vfio_bus.clone().or(self.vfio_bus),
+            vfio_device: over.vfio_device.clone().or(self.vfio_device),
+            vfio_line: over.vfio_line.or(self.vfio_line),
         }
     }
 }
@@ -141,6 +211,23 @@ impl ConfigSource {
                     src.flags.uio_name = Some(parser.value().map_err(e)?.string().map_err(e)?)
                 }
                 Long("device") => src.flags.device = Some(parser.value().map_err(e)?.into()),
+                Long("backend") => {
+                    let backend = parser.value().map_err(e)?.string().map_err(e)?;
+                    // Checked now, for a message that names the flag.
+                    backend.parse::<Backend>().map_err(|err| err.report())?;
+                    src.flags.backend = Some(backend);
+                }
+                Long("vfio-bus") => {
+                    src.flags.vfio_bus = Some(parser.value().map_err(e)?.string().map_err(e)?)
+                }
+                Long("vfio-device") => {
+                    src.flags.vfio_device = Some(parser.value().map_err(e)?.string().map_err(e)?)
+                }
+                Long("vfio-line") => {
+                    let line: u32 = parser.value().map_err(e)?.parse().map_err(e)?;
+                    kmemlab::vfio::pl061::line_bit(line).map_err(|err| err.report())?;
+                    src.flags.vfio_line = Some(line);
+                }
                 Long("plan") => {
                     let plan = parser.value().map_err(e)?.string().map_err(e)?;
                     // Checked now, for a message that names the flag.
@@ -181,6 +268,23 @@ impl ConfigSource {
         if let Some(device) = keys.device {
             config.device = device;
         }
+        let invalid = |key: &str, e: Error| Error::Config {
+            path: self.file.clone().unwrap_or_default(),
+            message: format!("{key}: {}", e.report()),
+        };
+        if let Some(backend) = &keys.backend {
+            config.backend = backend.parse().map_err(|e| invalid("backend", e))?;
+        }
+        if let Some(bus) = keys.vfio_bus {
+            config.vfio.bus = bus;
+        }
+        if let Some(device) = keys.vfio_device {
+            config.vfio.device = device;
+        }
+        if let Some(line) = keys.vfio_line {
+            config.vfio.line = line;
+        }
+        config.vfio.validate().map_err(|e| invalid("vfio", e))?;
         Ok(config)
     }
 }
@@ -271,6 +375,91 @@ mod tests {
         assert!(err
             .report()
             .starts_with("failed to open /no/such/kmemlabd.conf"));
+    }
+
+    #[test]
+    fn backend_flags_and_keys() {
+        let c = src(&[]).load().unwrap();
+        assert_eq!(c.backend, Backend::Uio);
+        assert_eq!(c.vfio, VfioTarget::new("amba", "9030000.pl061", 3));
+        let c = src(&[
+            "--backend",
+            "vfio",
+            "--vfio-bus",
+            "platform",
+            "--vfio-device",
+            "9030000.gpio",
+            "--vfio-line",
+            "5",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(c.backend, Backend::Vfio);
+        assert_eq!(c.vfio, VfioTarget::new("platform", "9030000.gpio", 5));
+
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("kmemlabd.conf");
+        std::fs::write(
+            &path,
+            "backend = \"vfio\"\nvfio_bus = \"amba\"\nvfio_device = \"x.pl061\"\n\
+             vfio_line = 2\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = src(&["--config", p]).load().unwrap();
+        assert_eq!(c.backend, Backend::Vfio);
+        assert_eq!(c.vfio, VfioTarget::new("amba", "x.pl061", 2));
+        let c = src(&["--config", p, "--backend", "uio", "--vfio-line", "3"])
+            .load()
+            .unwrap();
+        assert_eq!((c.backend, c.vfio.line), (Backend::Uio, 3));
+        assert_eq!(Backend::Vfio.to_string(), "vfio");
+        assert_eq!(serde_json::to_string(&Backend::Uio).unwrap(), "\"uio\"");
+    }
+
+    /// A bad backend or line given as a flag is a usage error that names it.
+    #[test]
+    fn bad_backend_flags_are_usage_errors() {
+        assert_eq!(
+            ConfigSource::from_args(["--backend", "vfio2"]).unwrap_err(),
+            "invalid backend \"vfio2\": want uio or vfio"
+        );
+        assert_eq!(
+            ConfigSource::from_args(["--vfio-line", "8"]).unwrap_err(),
+            "invalid gpio line \"8\": a pl061 has lines 0 to 7"
+        );
+        assert!(ConfigSource::from_args(["--vfio-line", "-1"]).is_err());
+        assert!(ConfigSource::from_args(["--backend"]).is_err());
+    }
+
+    #[test]
+    fn bad_backend_keys_are_config_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("kmemlabd.conf");
+        for (text, want) in [
+            (
+                "backend = \"VFIO\"\n",
+                "backend: invalid backend \"VFIO\": want uio or vfio",
+            ),
+            ("backend = 1\n", "invalid type"),
+            (
+                "vfio_line = 9\n",
+                "vfio: invalid gpio line \"9\": a pl061 has lines 0 to 7",
+            ),
+            (
+                "vfio_device = \"../x\"\n",
+                "vfio: invalid vfio device \"../x\"",
+            ),
+            ("vfio_bus = \"\"\n", "vfio: invalid vfio bus \"\""),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = src(&["--config", path.to_str().unwrap()])
+                .load()
+                .unwrap_err();
+            let msg = err.report();
+            assert!(msg.contains(want), "{text:?}: {msg}");
+            assert!(msg.starts_with("invalid config "), "{msg}");
+        }
     }
 
     #[test]

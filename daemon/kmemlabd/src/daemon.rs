@@ -11,8 +11,8 @@ use kmemlab::error::{Error, Result};
 use kmemlab::ring::RingMemory;
 use kmemlab::uio::IrqSource;
 
-use crate::config::DaemonConfig;
-use crate::event::{monotonic_ns, now_ns, Event, Press, StopReason};
+use crate::config::{Backend, DaemonConfig};
+use crate::event::{monotonic_ns, now_ns, Event, Press, StopReason, VfioStart};
 use crate::output::EventWriter;
 use crate::plan::{Plan, PlanRunner};
 use crate::stats::{Counters, Stats};
@@ -21,7 +21,8 @@ use crate::vmallocinfo::{VmallocinfoReader, VMALLOCINFO};
 /// What the `start` line names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartInfo {
-    /// The UIO device node.
+    /// The UIO device node (UIO backend; with [`Daemon::with_vfio`] the line's `uio` is
+    /// null and this is not used).
     pub uio: String,
     /// The misc device node.
     pub device: String,
@@ -39,6 +40,7 @@ pub struct Daemon<D, I, W: Write> {
     pub(crate) presses: u64,
     pub(crate) runner: PlanRunner,
     pub(crate) ring: Option<Box<dyn RingMemory>>,
+    pub(crate) vfio: Option<VfioStart>,
     pub(crate) monotonic: fn() -> u64,
     pub(crate) vmallocinfo: Option<PathBuf>,
     pub(crate) vmallocinfo_reader: VmallocinfoReader,
@@ -60,6 +62,7 @@ impl<D: fmt::Debug, I: fmt::Debug, W: Write + fmt::Debug> fmt::Debug for Daemon<
             .field("presses", &self.presses)
             .field("runner", &self.runner)
             .field("ring", &self.ring.as_ref().map(|r| r.len()))
+            .field("vfio", &self.vfio)
             .field("vmallocinfo", &self.vmallocinfo)
             .field("config", &self.config)
             .field("bounces", &self.bounces)
@@ -84,6 +87,7 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             presses: 0,
             runner: PlanRunner::new(Plan::default()),
             ring: None,
+            vfio: None,
             monotonic: monotonic_ns,
             vmallocinfo: Some(VMALLOCINFO.into()),
             vmallocinfo_reader: VmallocinfoReader::new(),
@@ -130,6 +134,14 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
         self
     }
 
+    /// Names the VFIO backend's device in the `start` line (`"backend":"vfio"`, `uio`
+    /// null): the interrupts come from a VFIO device, not from the module's UIO device.
+    #[must_use]
+    pub fn with_vfio(mut self, vfio: VfioStart) -> Self {
+        self.vfio = Some(vfio);
+        self
+    }
+
     /// Takes wake-up times from `clock` (CLOCK_MONOTONIC ns) instead of the system's.
     #[must_use]
     pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
@@ -153,7 +165,16 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
         self.out.emit(&Event::Start {
             ts_ns: now_ns(),
             pid: std::process::id(),
-            uio: self.start.uio.clone(),
+            backend: if self.vfio.is_some() {
+                Backend::Vfio
+            } else {
+                Backend::Uio
+            },
+            uio: match self.vfio {
+                Some(_) => None,
+                None => Some(self.start.uio.clone()),
+            },
+            vfio: self.vfio.clone(),
             device: self.start.device.clone(),
             abi_version: info.abi_version,
             irq_count: self.start.irq_count,

@@ -7,7 +7,8 @@
 //! carrying the press fields: `seq` (the daemon's press number, from 1), `irq_count`
 //! (the UIO count read), `missed` (interrupts coalesced into this read),
 //! `irq_to_wake_ns` (the kernel's timestamp of the interrupt, from the heap's ring,
-//! to the daemon's wake-up, both CLOCK_MONOTONIC; null when the ring has no record),
+//! to the daemon's wake-up, both CLOCK_MONOTONIC; null when the ring has no record, and
+//! always with the VFIO backend, where no kernel timestamp reaches the daemon),
 //! and from that same record of the event that made the count `irq_count`: `source`
 //! (`button` or `trigger`) and `irq_ktime_ns` (the kernel's timestamp), both null
 //! without a record. At shutdown the allocation still held is freed with a `free` line
@@ -16,7 +17,7 @@
 //! (`hidden`), `phys` and `dma` without CAP_SYS_ADMIN (`phys_hidden`).
 //!
 //! ```text
-//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"uio":"/dev/uio0","device":"/dev/kmemlab","abi_version":2,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
+//! {"event":"start","ts_ns":1767225600000000000,"pid":81,"backend":"uio","uio":"/dev/uio0","vfio":null,"device":"/dev/kmemlab","abi_version":2,"irq_count":0,"plan":"kmalloc:1:GFP_ATOMIC,vmalloc:1:GFP_KERNEL,dma_coherent:1K:GFP_ATOMIC","ring":true}
 //! {"event":"alloc","ts_ns":1767225601000000000,"seq":1,"irq_count":1,"missed":0,"irq_to_wake_ns":48210,"source":"button","irq_ktime_ns":86400000000000,"handle":1,"kind":"kmalloc","size":1,"usable_size":8,"gfp":["GFP_ATOMIC"],"vaddr":"0xffff000002a1c3e8","phys":"0x42a1c3e8","dma":null,"pages":1,"phys_segments":1,"zeroed":false,"alloc_ns":380,"hidden":false,"phys_hidden":false,"persist":false,"vmallocinfo":null}
 //! {"event":"free","ts_ns":1767225602000000000,"seq":2,"irq_count":2,"missed":0,"irq_to_wake_ns":39120,"source":"trigger","irq_ktime_ns":86401000000000,"handle":1,"kind":"kmalloc","size":1,"free_ns":210}
 //! {"event":"error","ts_ns":1767225603000000000,"seq":3,"irq_count":3,"missed":0,"irq_to_wake_ns":40110,"source":"button","irq_ktime_ns":86402000000000,"op":"alloc","error":"ENOMEM","message":"ioctl KMEMLAB_ALLOC failed: ENOMEM: Out of memory","kind":"vmalloc","size":1,"gfp":["GFP_KERNEL"],"handle":null}
@@ -47,6 +48,7 @@ use kmemlab::error::{Error, Result};
 use kmemlab::report::AllocReport;
 use serde::Serialize;
 
+use crate::config::Backend;
 use crate::stats::Counters;
 
 pub use kmemlab::clock::{monotonic_ns, now_ns};
@@ -133,6 +135,21 @@ pub enum Clock {
     Wake,
 }
 
+/// What the `start` line says of the VFIO backend's device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VfioStart {
+    /// The no-IOMMU group node, e.g. `/dev/vfio/noiommu-0`.
+    pub group: String,
+    /// The bus in sysfs, e.g. `amba`.
+    pub bus: String,
+    /// The device, e.g. `9030000.pl061`.
+    pub device: String,
+    /// Its driver, `vfio-amba` or `vfio-platform`.
+    pub driver: String,
+    /// The GPIO line of the button.
+    pub line: u32,
+}
+
 /// One line of the daemon's JSON stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -143,8 +160,12 @@ pub enum Event {
         ts_ns: u64,
         /// The daemon's process id.
         pid: u32,
-        /// The UIO device node, e.g. `/dev/uio0`.
-        uio: String,
+        /// Where the interrupts come from: `uio` or `vfio`.
+        backend: Backend,
+        /// The UIO device node, e.g. `/dev/uio0`; null with the VFIO backend.
+        uio: Option<String>,
+        /// The VFIO device and line; null with the UIO backend.
+        vfio: Option<VfioStart>,
         /// The misc device node, e.g. `/dev/kmemlab`.
         device: String,
         /// The module's ABI version (INFO).
@@ -153,7 +174,8 @@ pub enum Event {
         irq_count: u32,
         /// The plan, as `--plan` would give it.
         plan: String,
-        /// Whether the interrupt ring is mapped (else `irq_to_wake_ns` is always null).
+        /// Whether the interrupt ring is mapped (else `irq_to_wake_ns` is always null; it
+        /// is never mapped with the VFIO backend).
         ring: bool,
     },
     /// A press allocated its step.
@@ -260,7 +282,7 @@ pub enum Event {
         /// Keys whose value changed and took effect (`plan`, `debounce_ms`, `log`).
         changed: Vec<&'static str>,
         /// Keys that changed but take effect only at the next start (`uio_name`,
-        /// `device`).
+        /// `device`, `backend`, `vfio_bus`, `vfio_device`, `vfio_line`).
         restart_needed: Vec<&'static str>,
         /// Whether the output was reopened (the log file, or stdout).
         log_reopened: bool,
@@ -359,7 +381,9 @@ mod tests {
         let ev = Event::Start {
             ts_ns: 1_767_225_600_000_000_000,
             pid: 81,
-            uio: "/dev/uio0".into(),
+            backend: Backend::Uio,
+            uio: Some("/dev/uio0".into()),
+            vfio: None,
             device: "/dev/kmemlab".into(),
             abi_version: 1,
             irq_count: 0,
@@ -369,8 +393,43 @@ mod tests {
         assert_eq!(
             ev.to_line().unwrap(),
             "{\"event\":\"start\",\"ts_ns\":1767225600000000000,\"pid\":81,\
-             \"uio\":\"/dev/uio0\",\"device\":\"/dev/kmemlab\",\"abi_version\":1,\
+             \"backend\":\"uio\",\"uio\":\"/dev/uio0\",\"vfio\":null,\
+             \"device\":\"/dev/kmemlab\",\"abi_version\":1,\
              \"irq_count\":0,\"plan\":\"vmalloc:1:GFP_KERNEL\",\"ring\":true}\n"
+        );
+    }
+
+    #[test]
+    fn start_shape_with_vfio() {
+        let ev = Event::Start {
+            ts_ns: 1,
+            pid: 81,
+            backend: Backend::Vfio,
+            uio: None,
+            vfio: Some(VfioStart {
+                group: "/dev/vfio/noiommu-0".into(),
+                bus: "amba".into(),
+                device: "9030000.pl061".into(),
+                driver: "vfio-amba".into(),
+                line: 3,
+            }),
+            device: "/dev/kmemlab".into(),
+            abi_version: 3,
+            irq_count: 0,
+            plan: "vmalloc:1:GFP_KERNEL".into(),
+            ring: false,
+        };
+        assert_eq!(
+            parse(&ev),
+            json!({
+                "event": "start", "ts_ns": 1, "pid": 81, "backend": "vfio", "uio": null,
+                "vfio": {
+                    "group": "/dev/vfio/noiommu-0", "bus": "amba",
+                    "device": "9030000.pl061", "driver": "vfio-amba", "line": 3
+                },
+                "device": "/dev/kmemlab", "abi_version": 3, "irq_count": 0,
+                "plan": "vmalloc:1:GFP_KERNEL", "ring": false
+            })
         );
     }
 

@@ -1,5 +1,6 @@
-//! The event loop: the UIO descriptor and a signalfd in one `mio::Poll`, and [`serve`],
-//! which opens the devices and runs it.
+//! The event loop: the interrupt source's descriptor (the UIO device, or the VFIO
+//! backend's eventfd) and a signalfd in one `mio::Poll`, and [`serve`], which opens the
+//! devices and runs it.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Write};
@@ -9,14 +10,15 @@ use std::time::Duration;
 use kmemlab::device::{Device, KmemlabDevice};
 use kmemlab::error::{Error, Result};
 use kmemlab::uio::{find_uio, IrqSource, Uio};
+use kmemlab::vfio::VfioButton;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::config::{ConfigSource, DaemonConfig};
+use crate::config::{Backend, ConfigSource, DaemonConfig};
 use crate::daemon::{Daemon, StartInfo};
-use crate::event::{monotonic_ns, now_ns, Event, StopReason};
+use crate::event::{monotonic_ns, now_ns, Event, StopReason, VfioStart};
 use crate::notify::Notifier;
 use crate::output::{open_output, EventWriter, Reopen};
 
@@ -271,12 +273,39 @@ where
 }
 
 /// kmemlabd from start to finish: blocks the signals, opens the output, `/dev/kmemlab`
-/// and the UIO device, maps the heap and runs the loop, notifying `$NOTIFY_SOCKET` if
-/// set. `source` is re-read on SIGHUP. A failure after the output is open is also
-/// written as an `error` line (see [`run_with`] for the lines after a start).
+/// and the interrupt source of `config.backend` (the UIO device and its heap, or the VFIO
+/// device), and runs the loop, notifying `$NOTIFY_SOCKET` if set. `source` is re-read on
+/// SIGHUP. A failure after the output is open is also written as an `error` line (see
+/// [`run_with`] for the lines after a start).
 pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<StopReason> {
     let mut signals = Signals::new()?;
-    let mut out = EventWriter::new(open_output(config.log.as_deref())?);
+    let out = EventWriter::new(open_output(config.log.as_deref())?);
+    let hooks = Hooks {
+        notifier: Notifier::from_env(),
+        source: source.cloned(),
+        reopen: Some(open_output),
+    };
+    match config.backend {
+        Backend::Uio => serve_uio(config, out, &mut signals, &hooks),
+        Backend::Vfio => serve_vfio(config, out, &mut signals, &hooks),
+    }
+}
+
+/// Writes an `error` line for a failure to open the devices, and returns the failure.
+fn opening_failed<W: Write, T>(out: &mut EventWriter<W>, e: Error) -> Result<T> {
+    if let Err(e2) = out.emit(&Event::error(now_ns(), &e)) {
+        tracing::error!("{}", e2.report());
+    }
+    Err(e)
+}
+
+/// The UIO backend: the module's UIO device gives the interrupts, its heap the ring.
+fn serve_uio<W: Write>(
+    config: &DaemonConfig,
+    mut out: EventWriter<W>,
+    signals: &mut Signals,
+    hooks: &Hooks<W>,
+) -> Result<StopReason> {
     let opened = (|| {
         let device = KmemlabDevice::open(&config.device)?;
         let info = find_uio(&config.sysfs_uio, &config.uio_name)?;
@@ -294,12 +323,7 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
     })();
     let (device, uio) = match opened {
         Ok(opened) => opened,
-        Err(e) => {
-            if let Err(e2) = out.emit(&Event::error(now_ns(), &e)) {
-                tracing::error!("{}", e2.report());
-            }
-            return Err(e);
-        }
+        Err(e) => return opening_failed(&mut out, e),
     };
     tracing::info!(
         "using {} and {} (count {})",
@@ -330,10 +354,65 @@ pub fn serve(config: &DaemonConfig, source: Option<&ConfigSource>) -> Result<Sto
     if let Some(map) = ring {
         daemon = daemon.with_ring(Box::new(map));
     }
-    let hooks = Hooks {
-        notifier: Notifier::from_env(),
-        source: source.cloned(),
-        reopen: Some(open_output),
+    run_with(&mut daemon, signals, hooks)
+}
+
+/// The VFIO backend: kmemlabd drives the GPIO controller through VFIO and takes each
+/// interrupt from an eventfd; `/dev/kmemlab` serves the allocations only (the module's
+/// node is then its software device, with no interrupt and no UIO device).
+///
+/// What the UIO path does that does not apply here: no UIO device is looked up, and no
+/// heap is mapped, so there is no interrupt ring: `irq_to_wake_ns`, `source` and
+/// `irq_ktime_ns` are null (no kernel timestamp of the interrupt reaches the daemon
+/// through the eventfd), and debounce uses the wake-up times. The one-instance lock is a
+/// `flock` on the VFIO group node instead of the UIO node (the group also opens only
+/// once). The count starts at 0: it is the daemon's own, not the kernel's.
+fn serve_vfio<W: Write>(
+    config: &DaemonConfig,
+    mut out: EventWriter<W>,
+    signals: &mut Signals,
+    hooks: &Hooks<W>,
+) -> Result<StopReason> {
+    let opened = (|| {
+        // The device first: the controller is programmed only once it opened.
+        let device = KmemlabDevice::open(&config.device)?;
+        let button = VfioButton::open(&config.vfio)?;
+        if !button.is_locked() {
+            tracing::warn!(
+                "this kernel has no file locking (CONFIG_FILE_LOCKING=n, flock: ENOSYS): \
+                 running without the lock on {}",
+                button.vfio().location().group.display()
+            );
+        }
+        Ok((device, button))
+    })();
+    let (device, button) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return opening_failed(&mut out, e),
     };
-    run_with(&mut daemon, &mut signals, &hooks)
+    let location = button.vfio().location().clone();
+    tracing::info!(
+        "using {} and {} line {} through vfio ({}, {})",
+        device.path().display(),
+        config.vfio.device,
+        config.vfio.line,
+        location.group.display(),
+        location.driver
+    );
+    let start = StartInfo {
+        uio: String::new(),
+        device: device.path().display().to_string(),
+        irq_count: button.count(),
+    };
+    let vfio = VfioStart {
+        group: location.group.display().to_string(),
+        bus: config.vfio.bus.clone(),
+        device: config.vfio.device.clone(),
+        driver: location.driver,
+        line: config.vfio.line,
+    };
+    let mut daemon = Daemon::new(device, button, out, start)
+        .with_config(config)
+        .with_vfio(vfio);
+    run_with(&mut daemon, signals, hooks)
 }

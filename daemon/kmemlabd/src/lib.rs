@@ -14,7 +14,13 @@
 //! - [`journal`]: diagnostics on stderr, with journald priorities under systemd.
 //! - [`stats`]: the counts and latency histograms of `stats` and `summary` lines.
 //!
-//! The device, UIO and the ring are the [`kmemlab`] library's.
+//! The device, UIO, VFIO and the ring are the [`kmemlab`] library's.
+//!
+//! Two backends give the interrupts ([`config::Backend`]): `uio`, the module's UIO
+//! device (its count, and the heap's ring for `irq_to_wake_ns`), and `vfio`, the board's
+//! PL061 GPIO controller driven by kmemlabd through VFIO in no-IOMMU mode
+//! ([`kmemlab::VfioButton`]: an eventfd, a count of the daemon's own, no ring, so
+//! `irq_to_wake_ns` is null). Presses, plans and lines are the same for both.
 //!
 //! How presses are handled:
 //!
@@ -36,8 +42,9 @@
 //!   `STATUS=` after each batch of reads; `RELOADING=1` with `MONOTONIC_USEC=` when a
 //!   SIGHUP reload begins and `READY=1` when it is done (`Type=notify-reload`);
 //!   `STOPPING=1` when a stop signal arrives.
-//! - One kmemlabd per device: it takes an exclusive `flock` on the UIO node; a second one
-//!   exits with status 3. An interrupt storm is read in batches of
+//! - One kmemlabd per device: it takes an exclusive `flock` on the UIO node (on the VFIO
+//!   group node with the VFIO backend, which also opens only once); a second one exits
+//!   with status 3. An interrupt storm is read in batches of
 //!   [`event_loop::UIO_BATCH`] with the signals looked at in between. A fatal error (the
 //!   device unbound) is an `error` line, then `summary` and `stop`, and a non-zero exit.
 
@@ -58,9 +65,9 @@ pub mod stats;
 mod testing;
 pub mod vmallocinfo;
 
-pub use config::{ConfigSource, DaemonConfig, FileConfig};
+pub use config::{Backend, ConfigSource, DaemonConfig, FileConfig};
 pub use daemon::{Daemon, StartInfo};
-pub use event::{monotonic_ns, now_ns, Clock, Event, Op, Press, Source, StopReason};
+pub use event::{monotonic_ns, now_ns, Clock, Event, Op, Press, Source, StopReason, VfioStart};
 pub use event_loop::{run, run_with, serve, Hooks, Request, Signals};
 pub use notify::Notifier;
 pub use output::{open_output, EventWriter};

@@ -20,8 +20,8 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
     /// The output is reopened first, even when the config is invalid, so that a rotated
     /// log is let go. A valid config takes effect at once: a changed plan frees what is
     /// held and starts at its first step; the debounce interval applies from the next
-    /// press; `uio_name` and `device` need a restart. An invalid one is an `error` line
-    /// (`"op":"reload"`) and the running config stays. Then a `reload` line. A
+    /// press; `uio_name`, `device`, `backend` and the `vfio_*` keys need a restart. An
+    /// invalid one is an `error` line (`"op":"reload"`) and the running config stays. Then a `reload` line. A
     /// `/proc/vmallocinfo` that was refused is tried again at the next vmalloc press.
     pub fn reload(
         &mut self,
@@ -81,6 +81,20 @@ impl<D: Device, I: IrqSource, W: Write> Daemon<D, I, W> {
             restart_needed.push("device");
             new.device = self.config.device.clone();
         }
+        if new.backend != self.config.backend {
+            restart_needed.push("backend");
+            new.backend = self.config.backend;
+        }
+        for (key, changed) in [
+            ("vfio_bus", new.vfio.bus != self.config.vfio.bus),
+            ("vfio_device", new.vfio.device != self.config.vfio.device),
+            ("vfio_line", new.vfio.line != self.config.vfio.line),
+        ] {
+            if changed {
+                restart_needed.push(key);
+            }
+        }
+        new.vfio = self.config.vfio.clone();
         self.config = new;
         self.out.emit(&Event::Reload {
             ts_ns: now_ns(),

@@ -68,6 +68,62 @@ fn daemon_refuses_a_bad_plan() {
     assert!(out.stdout.is_empty());
 }
 
+#[test]
+fn daemon_refuses_a_bad_backend() {
+    for (args, want) in [
+        (
+            &["--backend", "pci"][..],
+            "kmemlabd: invalid backend \"pci\": want uio or vfio",
+        ),
+        (
+            &["--backend", "vfio", "--vfio-line", "8"][..],
+            "kmemlabd: invalid gpio line \"8\": a pl061 has lines 0 to 7",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.starts_with(want), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // In the config file: exit status 2 too, naming the file and the key.
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("kmemlabd.conf");
+    std::fs::write(&conf, "backend = \"vfio \"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+        .arg("--config")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("backend: invalid backend \"vfio \": want uio or vfio"),
+        "{err}"
+    );
+}
+
+/// With the VFIO backend the allocations still need /dev/kmemlab: it is opened first, and
+/// the controller is not touched when it is missing.
+#[test]
+fn vfio_backend_fails_clearly_without_the_device() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kmemlabd"))
+        .args(["--backend", "vfio", "--device", "/nonexistent/kmemlab"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out.stdout);
+    assert_eq!(v["event"], "error");
+    assert_eq!(v["error"], "ENOENT");
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("failed to open /nonexistent/kmemlab"));
+}
+
 /// With `$JOURNAL_STREAM` naming its stderr (as systemd sets it), each diagnostic line
 /// carries its syslog priority as a `<N>` prefix; naming another file, it does not.
 #[test]

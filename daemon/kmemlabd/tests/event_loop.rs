@@ -77,6 +77,8 @@ fn presses_then_sigterm() {
     assert_eq!(start["event"], "start");
     assert_eq!(start["abi_version"], kmemlab::uapi::ABI_VERSION);
     assert_eq!(start["uio"], "/dev/uio0");
+    assert_eq!(start["backend"], "uio");
+    assert!(start["vfio"].is_null());
     assert_eq!(start["pid"], std::process::id());
     assert_eq!(start["irq_count"], 0);
     h.expect_enable();

@@ -7,7 +7,8 @@ use std::io;
 
 use kmemlab::{AllocReport, Device, Error, Flags, Kind, MockDevice};
 use kmemlabd::event::Op;
-use kmemlabd::{Clock, Event, Press, Source, Stats, StopReason};
+use kmemlabd::event::VfioStart;
+use kmemlabd::{Backend, Clock, Event, Press, Source, Stats, StopReason};
 use serde_json::Value;
 
 fn validator() -> jsonschema::Validator {
@@ -82,12 +83,32 @@ fn examples() -> Vec<Event> {
         Event::Start {
             ts_ns: 1_767_225_600_000_000_000,
             pid: 81,
-            uio: "/dev/uio0".into(),
+            backend: Backend::Uio,
+            uio: Some("/dev/uio0".into()),
+            vfio: None,
             device: "/dev/kmemlab".into(),
             abi_version: kmemlab::uapi::ABI_VERSION,
             irq_count: 0,
             plan: kmemlabd::Plan::default().to_string(),
             ring: true,
+        },
+        Event::Start {
+            ts_ns: 1_767_225_600_000_000_000,
+            pid: 82,
+            backend: Backend::Vfio,
+            uio: None,
+            vfio: Some(VfioStart {
+                group: "/dev/vfio/noiommu-0".into(),
+                bus: "amba".into(),
+                device: "9030000.pl061".into(),
+                driver: "vfio-amba".into(),
+                line: 3,
+            }),
+            device: "/dev/kmemlab".into(),
+            abi_version: kmemlab::uapi::ABI_VERSION,
+            irq_count: 0,
+            plan: kmemlabd::Plan::default().to_string(),
+            ring: false,
         },
         Event::Alloc {
             press: press(Some(1)),
@@ -265,7 +286,7 @@ fn lines_that_break_the_contract_fail() {
         assert!(!v.is_valid(&bad), "{bad}");
     }
     // Addresses are lower-case 0x hex or null.
-    let mut bad = good[1].clone();
+    let mut bad = good[2].clone();
     bad["vaddr"] = "0xFFFF".into();
     assert!(!v.is_valid(&bad));
     bad["vaddr"] = "ffff".into();
@@ -293,15 +314,42 @@ fn lines_that_break_the_contract_fail() {
         bad["irq_ktime_ns"] = (-1).into();
         assert!(!v.is_valid(&bad), "{bad}");
     }
-    let mut bad = good[1].clone();
+    let mut bad = good[2].clone();
     bad.as_object_mut().unwrap().remove("phys_hidden");
     assert!(!v.is_valid(&bad));
     // Both sources and no record at all are valid.
-    assert_eq!(good[1]["source"], "button");
-    assert_eq!(good[4]["source"], "trigger");
-    assert_eq!(good[3]["source"], Value::Null);
-    assert_eq!(good[4]["phys_hidden"], true);
-    assert_eq!(good[4]["hidden"], false);
+    assert_eq!(good[2]["source"], "button");
+    assert_eq!(good[5]["source"], "trigger");
+    assert_eq!(good[4]["source"], Value::Null);
+    assert_eq!(good[5]["phys_hidden"], true);
+    assert_eq!(good[5]["hidden"], false);
+    // The start line's backend and its device agree.
+    let (uio, vfio) = (&good[0], &good[1]);
+    assert_eq!(
+        (uio["backend"].as_str(), vfio["backend"].as_str()),
+        (Some("uio"), Some("vfio"))
+    );
+    for (line, key, value) in [
+        (uio, "uio", Value::Null),
+        (uio, "vfio", vfio["vfio"].clone()),
+        (uio, "backend", "pci".into()),
+        (vfio, "uio", "/dev/uio0".into()),
+        (vfio, "vfio", Value::Null),
+        (vfio, "ring", true.into()),
+    ] {
+        let mut bad = line.clone();
+        bad[key] = value;
+        assert!(!v.is_valid(&bad), "{bad}");
+    }
+    let mut bad = vfio.clone();
+    bad["vfio"]["line"] = 8.into();
+    assert!(!v.is_valid(&bad), "{bad}");
+    // A start line of a kmemlabd older than the backends (the kmemlabctl fixture's)
+    // has neither key and is a uio one.
+    let mut old = uio.clone();
+    old.as_object_mut().unwrap().remove("backend");
+    old.as_object_mut().unwrap().remove("vfio");
+    assert!(v.is_valid(&old), "{old}");
 }
 
 /// Validates a real log: `KMEMLAB_SCHEMA_CHECK=FILE cargo test -p kmemlabd --test schema --

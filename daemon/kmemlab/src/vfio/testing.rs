@@ -1,11 +1,11 @@
 //! Test doubles of the VFIO backend: registers and an interrupt control that record
 //! every access, in order, into one shared log, so that tests can check sequences across
-//! both (the acknowledgement before the unmask).
+//! both (the acknowledgement before the unmask). Both are `Send` and share their state
+//! with their clones, so a test can drive a daemon thread's source from outside.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::errno::Errno;
 
@@ -28,12 +28,28 @@ pub enum Access {
 }
 
 /// The log that [`FakeRegs`] and [`FakeControl`] share.
-pub type Log = Rc<RefCell<Vec<Access>>>;
+#[derive(Clone, Debug, Default)]
+pub struct Log(Arc<Mutex<Vec<Access>>>);
 
-/// Registers in memory: a read returns the last value set or written (0 at first).
-#[derive(Debug, Default)]
+impl Log {
+    /// The accesses so far, emptying the log.
+    pub fn take(&self) -> Vec<Access> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn push(&self, access: Access) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(access);
+    }
+}
+
+/// Registers in memory: a read returns the last value set or written (0 at first). A
+/// clone shares the registers and the log.
+#[derive(Clone, Debug, Default)]
 pub struct FakeRegs {
-    values: HashMap<usize, u32>,
+    values: Arc<Mutex<HashMap<usize, u32>>>,
     log: Log,
     fail_at: Option<usize>,
 }
@@ -47,7 +63,7 @@ impl FakeRegs {
     /// Registers that write into `log`.
     pub fn with_log(log: &Log) -> Self {
         Self {
-            log: Rc::clone(log),
+            log: log.clone(),
             ..Self::default()
         }
     }
@@ -60,13 +76,21 @@ impl FakeRegs {
     }
 
     /// Sets a register as the hardware would, without logging it.
-    pub fn set(&mut self, offset: usize, value: u32) {
-        self.values.insert(offset, value);
+    pub fn set(&self, offset: usize, value: u32) {
+        self.values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(offset, value);
     }
 
     /// The register's current value, without logging it.
     pub fn get(&self, offset: usize) -> u32 {
-        self.values.get(&offset).copied().unwrap_or(0)
+        self.values
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&offset)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The accesses so far (of every user of the log), emptying the log.
@@ -89,14 +113,14 @@ impl Registers for FakeRegs {
     fn read32(&mut self, offset: usize) -> Result<u32> {
         self.check(offset)?;
         let value = self.get(offset);
-        self.log.borrow_mut().push(Access::Read(offset, value));
+        self.log.push(Access::Read(offset, value));
         Ok(value)
     }
 
     fn write32(&mut self, offset: usize, value: u32) -> Result<()> {
         self.check(offset)?;
-        self.values.insert(offset, value);
-        self.log.borrow_mut().push(Access::Write(offset, value));
+        self.set(offset, value);
+        self.log.push(Access::Write(offset, value));
         Ok(())
     }
 }
@@ -114,7 +138,7 @@ impl FakeControl {
     /// A control that writes into `log`.
     pub fn with_log(log: &Log) -> Self {
         Self {
-            log: Rc::clone(log),
+            log: log.clone(),
             fail_unmask: false,
         }
     }
@@ -122,9 +146,7 @@ impl FakeControl {
 
 impl IrqControl for FakeControl {
     fn set_trigger(&mut self, eventfd: BorrowedFd<'_>) -> Result<()> {
-        self.log
-            .borrow_mut()
-            .push(Access::SetTrigger(eventfd.as_raw_fd()));
+        self.log.push(Access::SetTrigger(eventfd.as_raw_fd()));
         Ok(())
     }
 
@@ -135,12 +157,12 @@ impl IrqControl for FakeControl {
                 source: Errno::EINVAL,
             });
         }
-        self.log.borrow_mut().push(Access::Unmask);
+        self.log.push(Access::Unmask);
         Ok(())
     }
 
     fn disable(&mut self) -> Result<()> {
-        self.log.borrow_mut().push(Access::Disable);
+        self.log.push(Access::Disable);
         Ok(())
     }
 }

@@ -62,3 +62,24 @@ fn reload_swaps_plan_and_debounce_or_keeps_them() {
     assert_eq!(d.config().debounce_ms, 20);
     assert_eq!(d.runner().plan().to_string(), "pages:8K:GFP_KERNEL");
 }
+
+#[test]
+fn the_backend_and_its_device_need_a_restart() {
+    let (d, _log, lines) = daemon_with(MockDevice::new(), 0, &[]);
+    let mut d = d.with_config(&DaemonConfig::default());
+    let mut new = DaemonConfig {
+        backend: crate::config::Backend::Vfio,
+        ..DaemonConfig::default()
+    };
+    new.vfio.device = "9040000.pl061".into();
+    new.vfio.line = 4;
+    d.reload(None, Some(Ok(new)), None).unwrap();
+    let v = lines.borrow().last().unwrap().clone();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["changed"], serde_json::json!([]));
+    assert_eq!(
+        v["restart_needed"],
+        serde_json::json!(["backend", "vfio_device", "vfio_line"])
+    );
+    assert_eq!(d.config(), &DaemonConfig::default());
+}
