@@ -103,7 +103,7 @@ pub enum Error {
     #[error(
         "the kernel has no VFIO: {} does not exist (it needs CONFIG_VFIO with \
          CONFIG_VFIO_GROUP and CONFIG_VFIO_CONTAINER, CONFIG_VFIO_NOIOMMU, and \
-         CONFIG_VFIO_AMBA or CONFIG_VFIO_PLATFORM)",
+         CONFIG_VFIO_AMBA or CONFIG_VFIO_PLATFORM; as modules, loaded)",
         path.display()
     )]
     VfioMissing {

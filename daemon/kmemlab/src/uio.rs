@@ -20,13 +20,14 @@ use nix::fcntl::{fcntl, FcntlArg, Flock, FlockArg, OFlag};
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// A source of interrupts the daemon waits on: the UIO device, or a test double.
+/// A source of interrupts the daemon waits on: the UIO device, the VFIO backend's
+/// eventfd ([`crate::vfio::VfioIrq`]), or a test double.
 pub trait IrqSource {
     /// Reads the interrupt count if it changed since the last read; `Ok(None)` when
     /// nothing new is there (the descriptor would block). Retries on `EINTR`.
     fn read_count(&mut self) -> Result<Option<u32>>;
 
-    /// Re-enables the interrupt (writes a native-endian `1u32`).
+    /// Re-enables the interrupt (UIO: writes a native-endian `1u32`; VFIO: unmasks it).
     fn enable(&mut self) -> Result<()>;
 }
 

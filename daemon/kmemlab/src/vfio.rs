@@ -699,6 +699,14 @@ impl VfioRegion {
         self.raw.len() == 0
     }
 
+    /// The mapping as `sys`'s volatile accesses take it: `map_region` maps it read-write.
+    fn shared(&self) -> sys::Shared<'_> {
+        sys::Shared {
+            map: &self.raw,
+            writable: true,
+        }
+    }
+
     fn out_of_window(&self, offset: usize) -> Error {
         Error::Register {
             offset,
@@ -709,11 +717,12 @@ impl VfioRegion {
 
 impl Registers for VfioRegion {
     fn read32(&mut self, offset: usize) -> Result<u32> {
-        sys::vfio::mmio_read32(&self.raw, offset).ok_or_else(|| self.out_of_window(offset))
+        sys::vfio::mmio_read32(self.shared(), offset).ok_or_else(|| self.out_of_window(offset))
     }
 
     fn write32(&mut self, offset: usize, value: u32) -> Result<()> {
-        sys::vfio::mmio_write32(&self.raw, offset, value).ok_or_else(|| self.out_of_window(offset))
+        sys::vfio::mmio_write32(self.shared(), offset, value)
+            .ok_or_else(|| self.out_of_window(offset))
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use memmap2::MmapRaw;
 
-use super::check;
+use super::{check, Shared};
 use crate::error::Result;
 use crate::vfio::abi::{
     VfioDeviceInfo, VfioGroupStatus, VfioIrqInfo, VfioIrqSet, VfioIrqSetEventfd, VfioRegionInfo,
@@ -217,28 +217,31 @@ fn register_at(map: &MmapRaw, offset: usize) -> Option<*mut u32> {
 
 /// Reads the 32-bit register at `offset` of the device mapping `map` with one volatile
 /// load. `None` when it lies outside the mapping or is misaligned.
-pub(crate) fn mmio_read32(map: &MmapRaw, offset: usize) -> Option<u32> {
-    let p = register_at(map, offset)?;
+pub(crate) fn mmio_read32(map: Shared<'_>, offset: usize) -> Option<u32> {
+    let p = register_at(map.map, offset)?;
     // SAFETY:
     // - `p` is 4-aligned and its 4 bytes lie inside the mapping (checked by
     //   `register_at`); the mapping stays mapped while `map` is borrowed (`MmapRaw`
-    //   unmaps only on drop).
+    //   unmaps only on drop), and it is readable (every `MmapRaw` of the crate is).
     // - It is a shared mapping of a device's register window, which is not Rust-owned
-    //   memory: no reference to it exists (the crate hands out no pointer into it), so a
-    //   volatile load of a `u32`, for which every bit pattern is valid, is the access
+    //   memory: no reference to it exists (`VfioRegion` hands out no pointer into it), so
+    //   a volatile load of a `u32`, for which every bit pattern is valid, is the access
     //   (vfio-platform maps it uncached, `pgprot_noncached`,
     //   drivers/vfio/platform/vfio_platform_common.c:561).
     Some(unsafe { p.read_volatile() })
 }
 
 /// Writes `value` to the 32-bit register at `offset` of the device mapping `map` with one
-/// volatile store. `None` (and no write) when it lies outside the mapping or is
-/// misaligned; the mapping must be writable (`VfioRegion` maps it read-write).
-pub(crate) fn mmio_write32(map: &MmapRaw, offset: usize, value: u32) -> Option<()> {
-    let p = register_at(map, offset)?;
+/// volatile store. `None` (and no write) when it lies outside the mapping, is misaligned,
+/// or the mapping is not writable.
+pub(crate) fn mmio_write32(map: Shared<'_>, offset: usize, value: u32) -> Option<()> {
+    if !map.writable {
+        return None;
+    }
+    let p = register_at(map.map, offset)?;
     // SAFETY: as for `mmio_read32`: 4 aligned bytes inside a live shared mapping that no
-    // Rust reference covers; `MmapRaw` mapped it `PROT_READ | PROT_WRITE` (its only
-    // constructor the crate uses, `map_raw`), so the store is allowed. Device registers
+    // Rust reference covers; it was mapped `PROT_READ | PROT_WRITE` (`writable`, checked
+    // above, records how its owner mapped it), so the store is allowed. Device registers
     // have side effects: the store happens exactly once, as a volatile access does.
     unsafe { p.write_volatile(value) };
     Some(())
@@ -314,15 +317,30 @@ mod tests {
     fn register_accesses_are_bounded_and_aligned() {
         let f = tempfile::tempfile().unwrap();
         f.set_len(0x1000).unwrap();
-        let map = MmapOptions::new().len(0x1000).map_raw(&f).unwrap();
-        assert_eq!(mmio_read32(&map, 0x418), Some(0));
-        assert_eq!(mmio_write32(&map, 0x418, 0x08), Some(()));
-        assert_eq!(mmio_read32(&map, 0x418), Some(0x08));
-        assert_eq!(mmio_read32(&map, 0xffc), Some(0));
-        assert_eq!(mmio_read32(&map, 0x1000), None);
-        assert_eq!(mmio_read32(&map, 0xffe), None);
-        assert_eq!(mmio_read32(&map, 0x402), None);
-        assert_eq!(mmio_write32(&map, 0x1000, 1), None);
-        assert_eq!(mmio_write32(&map, usize::MAX - 1, 1), None);
+        let raw = MmapOptions::new().len(0x1000).map_raw(&f).unwrap();
+        let map = Shared {
+            map: &raw,
+            writable: true,
+        };
+        assert_eq!(mmio_read32(map, 0x418), Some(0));
+        assert_eq!(mmio_write32(map, 0x418, 0x08), Some(()));
+        assert_eq!(mmio_read32(map, 0x418), Some(0x08));
+        assert_eq!(mmio_read32(map, 0xffc), Some(0));
+        assert_eq!(mmio_read32(map, 0x1000), None);
+        assert_eq!(mmio_read32(map, 0xffe), None);
+        assert_eq!(mmio_read32(map, 0x402), None);
+        assert_eq!(mmio_write32(map, 0x1000, 1), None);
+        assert_eq!(mmio_write32(map, usize::MAX - 1, 1), None);
+        // A read-only mapping is never written.
+        let ro = MmapOptions::new()
+            .len(0x1000)
+            .map_raw_read_only(&f)
+            .unwrap();
+        let ro = Shared {
+            map: &ro,
+            writable: false,
+        };
+        assert_eq!(mmio_write32(ro, 0x418, 0), None);
+        assert_eq!(mmio_read32(ro, 0x418), Some(0x08));
     }
 }
