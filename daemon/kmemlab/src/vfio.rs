@@ -61,9 +61,11 @@ pub const DEFAULT_VFIO_LINE: u32 = 3;
 /// The drivers that give a device to VFIO: `vfio-amba` (drivers/vfio/platform/
 /// vfio_amba.c:139) and `vfio-platform` (vfio_platform.c:118).
 pub const VFIO_DRIVERS: [&str; 2] = ["vfio-amba", "vfio-platform"];
-/// The region with the registers, and the interrupt index, of a vfio-amba/-platform
-/// device with one of each.
+/// The region of the registers: a vfio-amba or vfio-platform device's regions are its
+/// memory resources in order, and the PL061 has one.
 const REGION: u32 = 0;
+/// The interrupt index: a vfio-amba or vfio-platform device's interrupts in order, and
+/// the PL061 has one.
 const IRQ_INDEX: u32 = 0;
 
 /// Which device to drive, and where sysfs and `/dev` are.
@@ -132,7 +134,8 @@ impl VfioTarget {
             .join("module/vfio/parameters/enable_unsafe_noiommu_mode")
     }
 
-    /// The node of no-IOMMU group `id`, `/dev/vfio/noiommu-<id>` (drivers/vfio/group.c:565).
+    /// The node of no-IOMMU group `id`, `/dev/vfio/noiommu-<id>`
+    /// (drivers/vfio/group.c:565).
     pub fn group_path(&self, id: u32) -> PathBuf {
         self.dev_root.join(format!("vfio/noiommu-{id}"))
     }
@@ -511,7 +514,7 @@ fn open_node(path: &Path) -> Result<File> {
 pub struct Vfio {
     device: File,
     group: File,
-    /// Held open for the group's sake: the container's IOMMU lives as long as it.
+    /// The container the group is in, kept open as long as the group.
     _container: File,
     lock: Option<Flock<File>>,
     info: VfioDeviceInfo,
