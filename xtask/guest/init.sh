@@ -39,11 +39,22 @@ if [ "$MODULE" = 1 ]; then
 fi
 
 LOG=/tmp/kmemlabd.log
+DAEMON_ARGS=
+if [ "$BACKEND" = vfio ] && [ "$DAEMON" = 1 ]; then
+    # The PL061 goes to vfio-amba: VFIO's no-IOMMU mode on (the board has no IOMMU; it
+    # taints the kernel), then the controller handed over by the packaged script.
+    stage vfio-bind
+    echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode ||
+        fail "cannot turn on VFIO's no-IOMMU mode"
+    kmemlab-vfio-bind > /tmp/vfio-bind.out 2>&1 ||
+        fail "kmemlab-vfio-bind: $(cat /tmp/vfio-bind.out)"
+    DAEMON_ARGS="--backend vfio"
+fi
 if [ "$DAEMON" = 1 ]; then
     stage daemon
     # kmemlabd logs to stdout, as under systemd; tee keeps the log, the loop
     # shows each line to the host as it is written.
-    ( kmemlabd 2>/tmp/kmemlabd.err & echo $! > /run/kmemlabd.pid; wait ) \
+    ( kmemlabd $DAEMON_ARGS 2>/tmp/kmemlabd.err & echo $! > /run/kmemlabd.pid; wait ) \
         | tee "$LOG" | while IFS= read -r line; do echo "@@JSON $line"; done &
     FOLLOW=$!
 fi

@@ -288,6 +288,16 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
         0o644,
     )?;
     install(
+        &systemd.join("kmemlabd-vfio.service"),
+        &stage.join("usr/lib/systemd/system/kmemlabd-vfio.service"),
+        0o644,
+    )?;
+    install(
+        &systemd.join("kmemlab-vfio-bind"),
+        &stage.join("usr/sbin/kmemlab-vfio-bind"),
+        0o755,
+    )?;
+    install(
         &systemd.join("60-kmemlab.rules"),
         &stage.join("usr/lib/udev/rules.d/60-kmemlab.rules"),
         0o644,
@@ -468,6 +478,11 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         ("/usr/bin/kmemlabctl".to_owned(), 0o755),
         (pkgs.module_path.clone(), 0o644),
         ("/usr/lib/systemd/system/kmemlabd.service".to_owned(), 0o644),
+        (
+            "/usr/lib/systemd/system/kmemlabd-vfio.service".to_owned(),
+            0o644,
+        ),
+        ("/usr/sbin/kmemlab-vfio-bind".to_owned(), 0o755),
         ("/usr/lib/udev/rules.d/60-kmemlab.rules".to_owned(), 0o644),
         ("/usr/lib/modules-load.d/kmemlab.conf".to_owned(), 0o644),
         // A conffile stays as .dpkg-new until the package is configured.

@@ -16,6 +16,7 @@ mod vmtests_c;
 mod vmtests_cli;
 mod vmtests_daemon;
 mod vmtests_profile;
+mod vmtests_vfio;
 mod vmtests_watch;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ commands:
                           cached trixie root (kmod-helper/debian/build-for-debian.sh)
   userspace               build kmemlabd and kmemlabctl (static arm64, and host)
   vm [--presses N] [--no-daemon] [--timeout SECS] [--cpus N] [--verbose] [--extra FILE]...
-     [--kernel KERNEL] [--debug-kernel] [--overlay DTSO] [-- CMD...]
+     [--kernel KERNEL] [--debug-kernel] [--overlay DTSO] [--backend uio|vfio] [-- CMD...]
                           boot the board, press the button N times, run CMD;
                           --extra packs FILE into the guest as /usr/bin/<its name>;
                           --kernel test (the default), debug, debian-arm64
@@ -53,7 +54,9 @@ commands:
                           no device tree: kmemlab.ko software_device=1, and each press
                           is a TRIGGER made in the guest);
                           --debug-kernel is --kernel debug; --overlay replaces
-                          dts/qemu-virt.dtso
+                          dts/qemu-virt.dtso; --backend vfio gives the PL061 to
+                          vfio-amba (no overlay, kmemlab.ko software_device=1,
+                          no-IOMMU mode on) and runs kmemlabd --backend vfio
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
   dist --debian RELEASE [--module KO]
                           the same for Debian's kernel RELEASE (7.3.4+deb13-arm64):
@@ -333,6 +336,10 @@ fn parse_vm(args: &[String]) -> Result<(VmOptions, GuestKernel)> {
             "--verbose" | "-v" => opts.verbose = true,
             "--debug-kernel" => kernel = GuestKernel::Test(Flavor::Debug),
             "--kernel" => kernel = GuestKernel::parse(it.next().context("--kernel needs a name")?)?,
+            "--backend" => {
+                opts.backend =
+                    vm::Backend::parse(it.next().context("--backend needs uio or vfio")?)?
+            }
             "--overlay" => {
                 let path = PathBuf::from(it.next().context("--overlay needs a .dtso file")?);
                 if !path.is_file() {
@@ -385,6 +392,7 @@ fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
                 memory_mb: TEST_KERNEL_MEMORY_MB,
                 preload: Vec::new(),
                 kmemleak: *flavor != Flavor::Bench,
+                vfio: true,
                 machine: Machine::VirtArm64,
                 module_args: String::new(),
                 work,
@@ -421,6 +429,7 @@ fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
                 memory_mb: debian::MEMORY_MB,
                 preload: vec![kernel.uio],
                 kmemleak: false,
+                vfio: false,
                 machine,
                 module_args,
                 work,
@@ -584,7 +593,7 @@ fn test_debug_kernel() -> Result<()> {
 /// step says so.
 fn service_file_tests() -> Result<()> {
     let tc = setup::setup()?;
-    step("systemd: systemd-analyze verify kmemlabd.service");
+    step("systemd: systemd-analyze verify on the units");
     build::userspace_host()?;
     let root = tc
         .cache
@@ -603,58 +612,72 @@ fn service_file_tests() -> Result<()> {
             repo_root().join("target/release/kmemlabd"),
             root.join("usr/bin/kmemlabd"),
         )?;
-        let unit = std::fs::read_to_string(repo_root().join("systemd/kmemlabd.service"))?;
-        let directives: Vec<&str> = unit
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.contains('='))
-            .collect();
-        ensure!(
-            directives.contains(&"Type=notify-reload")
-                && !directives.iter().any(|l| l.starts_with("ExecReload=")),
-            "kmemlabd.service: want Type=notify-reload and no ExecReload= (systemd sends \
-             SIGHUP and waits for RELOADING=1 and READY=1)"
-        );
-        let version = systemd_version()?;
-        let unit = if version < 253 {
-            step(format!(
-                "systemd {version} predates Type=notify-reload (253): verifying the unit \
-                 with Type=notify in its place"
-            ));
-            unit.replace("\nType=notify-reload\n", "\nType=notify\n")
-        } else {
-            unit
-        };
-        std::fs::write(root.join("etc/systemd/system/kmemlabd.service"), unit)?;
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(format!("--root={}", root.display()))
-            .arg("kmemlabd.service")
-            .output()
-            .context("failed to run systemd-analyze")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() || !text.trim().is_empty() {
-            bail!("systemd-analyze verify kmemlabd.service:\n{text}");
-        }
-        let security = util::output(
-            Command::new("systemd-analyze")
-                .args(["security", "--offline=true"])
-                .arg(format!("--root={}", root.display()))
-                .arg("kmemlabd.service"),
+        std::fs::create_dir_all(root.join("usr/sbin"))?;
+        std::fs::copy(
+            repo_root().join("systemd/kmemlab-vfio-bind"),
+            root.join("usr/sbin/kmemlab-vfio-bind"),
         )?;
-        if let Some(line) = security.lines().find(|l| l.contains("Overall exposure")) {
-            step(format!(
-                "systemd-analyze security: {}",
-                line.trim_start_matches('→').trim()
-            ));
+        for name in ["kmemlabd.service", "kmemlabd-vfio.service"] {
+            verify_unit(&root, name)?;
         }
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&root);
     result
+}
+
+/// `systemd-analyze verify` (silent) and `security` of one of the units in `root`.
+fn verify_unit(root: &Path, name: &str) -> Result<()> {
+    step(format!("systemd: systemd-analyze verify {name}"));
+    let unit = std::fs::read_to_string(repo_root().join(format!("systemd/{name}")))?;
+    let directives: Vec<&str> = unit
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect();
+    ensure!(
+        directives.contains(&"Type=notify-reload")
+            && !directives.iter().any(|l| l.starts_with("ExecReload=")),
+        "{name}: want Type=notify-reload and no ExecReload= (systemd sends \
+             SIGHUP and waits for RELOADING=1 and READY=1)"
+    );
+    let version = systemd_version()?;
+    let unit = if version < 253 {
+        step(format!(
+            "systemd {version} predates Type=notify-reload (253): verifying the unit \
+                 with Type=notify in its place"
+        ));
+        unit.replace("\nType=notify-reload\n", "\nType=notify\n")
+    } else {
+        unit
+    };
+    std::fs::write(root.join("etc/systemd/system").join(name), unit)?;
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg(name)
+        .output()
+        .context("failed to run systemd-analyze")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !text.trim().is_empty() {
+        bail!("systemd-analyze verify {name}:\n{text}");
+    }
+    let security = util::output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=true"])
+            .arg(format!("--root={}", root.display()))
+            .arg(name),
+    )?;
+    if let Some(line) = security.lines().find(|l| l.contains("Overall exposure")) {
+        step(format!(
+            "systemd-analyze security {name}: {}",
+            line.trim_start_matches('→').trim()
+        ));
+    }
+    Ok(())
 }
 
 /// The version of the host's `systemd-analyze` (`systemd 252 (252.38-1~deb12u1)`: 252).

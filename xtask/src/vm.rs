@@ -61,6 +61,7 @@ impl Machine {
 pub const TEST_KERNEL_MEMORY_MB: u32 = 256;
 const INIT: &str = include_str!("../guest/init.sh");
 const STOP_DAEMON: &str = include_str!("../guest/stop-kmemlabd");
+const VFIO_BIND: &str = include_str!("../../systemd/kmemlab-vfio-bind");
 
 /// What goes into the guest.
 #[derive(Clone, Debug)]
@@ -80,6 +81,9 @@ pub struct Artifacts {
     pub preload: Vec<PathBuf>,
     /// Whether the kernel has kmemleak (the test kernels; Debian's has not).
     pub kmemleak: bool,
+    /// Whether the kernel has VFIO with no-IOMMU mode and vfio-amba (the test kernels;
+    /// Debian's arm64 kernel has neither).
+    pub vfio: bool,
     /// The machine QEMU emulates.
     pub machine: Machine,
     /// Parameters for kmemlab.ko's insmod at boot (`software_device=1` on the PC).
@@ -112,6 +116,39 @@ pub struct VmOptions {
     pub extra: Vec<PathBuf>,
     /// The device-tree overlay applied to the board's DTB.
     pub overlay: PathBuf,
+    /// Where kmemlabd takes its presses from.
+    pub backend: Backend,
+}
+
+/// kmemlabd's source of presses in the guest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// The kmemlab node of the overlay takes the PL061's interrupt; kmemlabd waits on
+    /// the module's UIO device.
+    #[default]
+    Uio,
+    /// The PL061 belongs to vfio-amba: the board's device tree has no kmemlab node (no
+    /// overlay), kmemlab.ko makes its software device (`software_device=1`) for the
+    /// allocations, and at boot the guest turns on VFIO's no-IOMMU mode, hands the PL061
+    /// to VFIO with kmemlab-vfio-bind and starts `kmemlabd --backend vfio`.
+    Vfio,
+}
+
+impl Backend {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "uio" => Ok(Self::Uio),
+            "vfio" => Ok(Self::Vfio),
+            other => bail!("unknown backend `{other}`: uio or vfio"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uio => "uio",
+            Self::Vfio => "vfio",
+        }
+    }
 }
 
 impl Default for VmOptions {
@@ -127,6 +164,7 @@ impl Default for VmOptions {
             verbose: false,
             extra: Vec::new(),
             overlay: repo_root().join("dts/qemu-virt.dtso"),
+            backend: Backend::Uio,
         }
     }
 }
@@ -197,8 +235,9 @@ wait_lines() {
 }
 "#;
 
-/// The board's device tree with the overlay from dts/ applied.
-fn device_tree(art: &Artifacts, overlay_src: &Path, cpus: u32) -> Result<PathBuf> {
+/// The board's device tree with the overlay from dts/ applied (QEMU's own, without a
+/// kmemlab node, when `overlay_src` is None).
+fn device_tree(art: &Artifacts, overlay_src: Option<&Path>, cpus: u32) -> Result<PathBuf> {
     let work = &art.work;
     let base = work.join("virt.dtb");
     run(Command::new(QEMU)
@@ -210,6 +249,9 @@ fn device_tree(art: &Artifacts, overlay_src: &Path, cpus: u32) -> Result<PathBuf
         .args(["-display", "none"])
         .stdout(Stdio::null())
         .stderr(Stdio::null()))?;
+    let Some(overlay_src) = overlay_src else {
+        return Ok(base);
+    };
     // QEMU's DTB is built without -@; give it the one symbol the overlay uses, as a
     // board DTB compiled with -@ would have.
     run(Command::new("fdtput")
@@ -229,6 +271,19 @@ fn device_tree(art: &Artifacts, overlay_src: &Path, cpus: u32) -> Result<PathBuf
         .arg(&patched)
         .arg(&overlay))?;
     Ok(patched)
+}
+
+/// kmemlab.ko's parameters at boot: the machine's, and the software device where the
+/// PL061 belongs to VFIO (the board's device tree then has no kmemlab node).
+fn module_args(art: &Artifacts, opts: &VmOptions) -> String {
+    let mut args = art.module_args.clone();
+    if opts.backend == Backend::Vfio && !args.contains("software_device=1") {
+        if !args.is_empty() {
+            args.push(' ');
+        }
+        args.push_str("software_device=1");
+    }
+    args
 }
 
 fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
@@ -269,6 +324,7 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
     cpio.file_from("usr/bin/kmemlabctl", 0o755, &art.kmemlabctl)?;
     cpio.file_from("usr/bin/kmemlab-abi-probe", 0o755, &art.abi_probe)?;
     cpio.file("usr/bin/stop-kmemlabd", 0o755, STOP_DAEMON.as_bytes());
+    cpio.file("usr/bin/kmemlab-vfio-bind", 0o755, VFIO_BIND.as_bytes());
     for path in &opts.extra {
         let name = path
             .file_name()
@@ -289,11 +345,12 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
         "etc/kmemlab-vm.conf",
         0o644,
         format!(
-            "DAEMON={}\nMODULE={}\nPRELOAD=\"{}\"\nMODULE_ARGS=\"{}\"\n",
+            "DAEMON={}\nMODULE={}\nPRELOAD=\"{}\"\nMODULE_ARGS=\"{}\"\nBACKEND={}\n",
             u8::from(opts.daemon && opts.module),
             u8::from(opts.module),
             preload.join(" "),
-            art.module_args
+            module_args(art, opts),
+            opts.backend.name()
         )
         .as_bytes(),
     );
@@ -468,6 +525,15 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
             art.machine.name()
         );
     }
+    if opts.backend == Backend::Vfio && !art.machine.has_board() {
+        bail!(
+            "--backend vfio drives the arm64 board's PL061; the {} has none",
+            art.machine.name()
+        );
+    }
+    if opts.backend == Backend::Vfio && opts.overlay != VmOptions::default().overlay {
+        bail!("--backend vfio boots without an overlay (the PL061 belongs to VFIO)");
+    }
     if !art.machine.has_board() && opts.overlay != VmOptions::default().overlay {
         bail!(
             "--overlay patches the arm64 board's device tree; the {} has none",
@@ -479,7 +545,8 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
     let _ = fs::remove_file(&qmp_path);
     let (qemu, mut command) = match art.machine {
         Machine::VirtArm64 => {
-            let dtb = device_tree(art, &opts.overlay, opts.cpus)?;
+            let overlay = (opts.backend == Backend::Uio).then_some(opts.overlay.as_path());
+            let dtb = device_tree(art, overlay, opts.cpus)?;
             let mut cmd = Command::new(QEMU);
             cmd.args(MACHINE)
                 .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])

@@ -185,6 +185,16 @@ const TESTS: &[(&str, Needs, VmTest)] = &[
         Needs::Board,
         crate::vmtests_daemon::sigterm_in_a_storm_stops_within_a_second,
     ),
+    (
+        "vfio_presses_give_one_step_each",
+        Needs::Board,
+        crate::vmtests_vfio::vfio_presses_give_one_step_each,
+    ),
+    (
+        "vfio_refusals_are_clear",
+        Needs::Board,
+        crate::vmtests_vfio::vfio_refusals_are_clear,
+    ),
 ];
 
 /// What [`run_all`] did.

@@ -27,6 +27,7 @@
 
 mod stress;
 mod v2;
+mod vfio;
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -782,11 +783,12 @@ fn main() -> ExitCode {
         ["bench-interrupt"] => v2::bench_interrupt(),
         ["close-during-batch"] => v2::close_during_batch(),
         ["tmpfs-node", dir] => v2::tmpfs_node(dir),
+        ["vfio-regs"] => vfio::regs(),
         _ => Err(
             "usage: kmemlab-abi-probe errnos | hold N KIND SIZE | fuzz THREADS CALLS SEED | \
                   load THREADS SECS SEED | as-user UID GID GROUP,GROUP | \
                   as UID GID GROUP,GROUP PROGRAM ARGS... | heap-map | trigger-burst N GAP_US | \
-                  quotas | addrs | bench-interrupt | close-during-batch | tmpfs-node DIR \
+                  quotas | addrs | bench-interrupt | close-during-batch | tmpfs-node DIR | vfio-regs \
                   (see the source's header for the rest)"
                 .to_owned(),
         ),
