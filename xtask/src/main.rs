@@ -381,8 +381,9 @@ fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
     let art = match kernel {
         GuestKernel::Test(flavor) => {
             let user = build::userspace(&tc)?;
+            let kernel = build::kernel(&tc, *flavor)?;
             Artifacts {
-                image: build::kernel(&tc, *flavor)?.image,
+                image: kernel.image,
                 module: build::module(&tc, None, *flavor)?,
                 kmemlabd: user.kmemlabd,
                 kmemlabctl: user.kmemlabctl,
@@ -390,7 +391,9 @@ fn prepare(kernel: &GuestKernel) -> Result<Artifacts> {
                 busybox: tc.busybox,
                 cmdline: flavor.cmdline().to_owned(),
                 memory_mb: TEST_KERNEL_MEMORY_MB,
-                preload: Vec::new(),
+                // The PL061's driver is a module in the test kernels (see
+                // test-kernel.config).
+                preload: vec![kernel.dir.join(vm::PL061_MODULE)],
                 kmemleak: *flavor != Flavor::Bench,
                 vfio: true,
                 machine: Machine::VirtArm64,
