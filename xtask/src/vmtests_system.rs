@@ -67,9 +67,10 @@ fn run(system: &System, name: &str, cmd: &str) -> Result<SystemOutcome> {
     Ok(outcome)
 }
 
-/// After `dpkg -i` and a reboot: systemd-modules-load loaded kmemlab.ko (modules-load.d),
-/// the postinst made the system group kmemlab, and udev's rule gave /dev/kmemlab and the
-/// UIO node to it, mode 0660, with the /dev/kmemlab-uio link to the UIO node.
+/// After `dpkg -i` and a reboot: kmemlab.ko is loaded, the postinst made the system group
+/// kmemlab, and udev's rule gave /dev/kmemlab and the UIO node to it, mode 0660, with the
+/// /dev/kmemlab-uio link to the UIO node; unloaded, systemd-modules-load loads it again
+/// (the package's modules-load.d file).
 fn install_boot(system: &System) -> Result<()> {
     let out = run(
         system,
@@ -79,7 +80,13 @@ fn install_boot(system: &System) -> Result<()> {
          echo '== nodes'; stat -L -c '%n %G %a %F' /dev/kmemlab /dev/$(uio_dev)
          echo '== link'; readlink /dev/kmemlab-uio
          echo '== group'; getent group kmemlab
-         echo '== modules-load'; journalctl -b -u systemd-modules-load.service -o cat --no-pager
+         echo '== modules-load.d'; cat /usr/lib/modules-load.d/kmemlab.conf
+         echo '== modules-load'; systemctl show -p ActiveState,Result systemd-modules-load
+         echo '== boot log'; journalctl -b -o cat --no-pager | grep -i kmemlab
+         modprobe -r kmemlab
+         echo '== unloaded'; lsmod
+         systemctl restart systemd-modules-load
+         echo '== reloaded'; lsmod
          echo '== end'",
     )?;
     let text = &out.cmd_output;
@@ -90,11 +97,30 @@ fn install_boot(system: &System) -> Result<()> {
     {
         fail("lsmod lists no kmemlab")?;
     }
-    if !section(text, "modules-load")
+    // At boot udev may load the module first (its OF alias matches the board's node), so
+    // modules-load.d is checked on its own: unloaded, systemd-modules-load loads it again.
+    let loaded = |name: &str| {
+        section(text, name)
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some("kmemlab"))
+    };
+    if !section(text, "modules-load.d")
         .iter()
-        .any(|l| l.contains("kmemlab"))
+        .any(|l| l.trim() == "kmemlab")
     {
-        fail("systemd-modules-load logged nothing about kmemlab")?;
+        fail("/usr/lib/modules-load.d/kmemlab.conf does not name kmemlab")?;
+    }
+    let units = section(text, "modules-load");
+    if !units.iter().any(|l| l.trim() == "ActiveState=active")
+        || !units.iter().any(|l| l.trim() == "Result=success")
+    {
+        fail("systemd-modules-load.service did not succeed at boot")?;
+    }
+    if loaded("unloaded") {
+        fail("modprobe -r did not unload kmemlab")?;
+    }
+    if !loaded("reloaded") {
+        fail("systemctl restart systemd-modules-load did not load kmemlab")?;
     }
     let uio = section(text, "uio")
         .first()

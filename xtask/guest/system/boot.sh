@@ -4,6 +4,8 @@
 # the button PRESSES times and run the command as root. Lines for the host start
 # with `@@`; the command's output comes back as `@@OUT` lines after it ended.
 run=/run/xtask
+# systemd starts the console with terminal control sequences: keep them off the `@@` lines.
+echo
 . $run/vm.conf
 . $run/lib.sh
 if [ ! -e /var/lib/kmemlab-vm/installed ]; then
