@@ -619,7 +619,15 @@ fn check_stop(text: &str) -> Result<String> {
             && prop(&stop, "ExecMainStatus") == Some("0"),
         "systemctl stop did not end the daemon with status 0"
     );
-    let lines = json_lines(&section(text, "stop-journal"));
+    // ExecMainStatus=0 alone is weak (ExecMainCode is 0 too after the stop, not
+    // CLD_EXITED), so the daemon's own last diagnostic, which kmemlabd writes just before
+    // it returns exit status 0 (daemon/kmemlabd/src/main.rs), is required too.
+    let journal = section(text, "stop-journal");
+    ensure!(
+        journal.iter().any(|l| l.trim() == "stopped by Sigterm"),
+        "the daemon did not log `stopped by Sigterm` (its exit 0 path)"
+    );
+    let lines = json_lines(&journal);
     let n = lines.len();
     ensure!(
         n >= 2 && event(&lines[n - 2]) == "summary" && event(&lines[n - 1]) == "stop",
@@ -637,7 +645,8 @@ fn check_stop(text: &str) -> Result<String> {
         "an allocation is live after the stop"
     );
     Ok(
-        "summary (2 presses, live 0) and stop (SIGTERM) lines, ExecMainStatus=0, nothing live"
+        "summary (2 presses, live 0) and stop (SIGTERM) lines, `stopped by Sigterm`, \
+         ExecMainStatus=0, nothing live"
             .to_owned(),
     )
 }
