@@ -651,16 +651,21 @@ fn check_stop(text: &str) -> Result<String> {
     )
 }
 
-/// `dpkg -r`: of the package's files (`dpkg -L`, directories aside) only the conffile
-/// stays, the unit is gone (LoadState not-found) and nothing uses the module; `dpkg
-/// --purge` removes the conffile and /etc/kmemlab, and no file is left in group kmemlab.
-/// The module stays loaded and the group stays (the package's postrm only reloads
-/// systemd): reported, not required.
+/// `dpkg -r` (after `systemctl enable`, as on a board that starts kmemlabd at boot): of
+/// the package's files (`dpkg -L`, directories aside) only the conffile stays, the unit
+/// is gone (LoadState not-found), the prerm unloaded kmemlab.ko and the postrm's depmod
+/// took it out of the module maps; `dpkg --purge` removes the conffile, /etc/kmemlab,
+/// the daemon's logs and the enable link: nothing named kmemlab is left on the disk, and
+/// no file in group kmemlab. The group itself stays (see dist.rs's postrm): reported.
 fn check_remove(text: &str) -> Result<String> {
     let files = section(text, "files");
     ensure!(
         files.contains(&"/usr/bin/kmemlabd") && files.contains(&"/etc/kmemlab/kmemlabd.conf"),
         "dpkg -L kmemlab does not list the daemon and the conffile"
+    );
+    ensure!(
+        section(text, "enable").contains(&"enable exit 0"),
+        "systemctl enable kmemlabd failed"
     );
     ensure!(
         section(text, "remove").contains(&"dpkg -r exit 0"),
@@ -683,17 +688,22 @@ fn check_remove(text: &str) -> Result<String> {
         prop(&after, "LoadState") == Some("not-found"),
         "systemd still knows kmemlabd.service after dpkg -r"
     );
-    let module = after
-        .iter()
-        .find(|l| l.starts_with("kmemlab ") || l.starts_with("no kmemlab module"))
-        .context("no lsmod line")?;
-    let loaded = module.starts_with("kmemlab ");
-    if loaded {
-        ensure!(
-            module.split_whitespace().nth(2) == Some("0"),
-            "the module is still in use after the stop and dpkg -r: {module}"
-        );
+    if let Some(module) = after.iter().find(|l| l.starts_with("kmemlab ")) {
+        bail!("kmemlab.ko is still loaded after dpkg -r: {module}");
     }
+    ensure!(
+        after.iter().any(|l| l.trim() == "no kmemlab module loaded"),
+        "no lsmod line after dpkg -r"
+    );
+    let maps = after
+        .iter()
+        .find_map(|l| l.strip_prefix("module maps naming kmemlab:"))
+        .context("no module maps line")?
+        .trim();
+    ensure!(
+        maps.is_empty(),
+        "after dpkg -r the module maps still name kmemlab: {maps}"
+    );
     ensure!(
         section(text, "purge").contains(&"dpkg --purge exit 0"),
         "dpkg --purge failed"
@@ -711,15 +721,20 @@ fn check_remove(text: &str) -> Result<String> {
         purged.iter().any(|l| l.trim() == "owned by group kmemlab:"),
         "files in group kmemlab are left after the purge"
     );
+    let named = purged
+        .iter()
+        .find_map(|l| l.strip_prefix("named kmemlab:"))
+        .context("no `named kmemlab` line")?
+        .trim();
+    ensure!(
+        named.is_empty(),
+        "after dpkg --purge these are still named kmemlab: {named}"
+    );
     let group = purged.iter().any(|l| l.trim() == "group kmemlab stays");
     Ok(format!(
-        "dpkg -r left only the conffile, unit not-found; dpkg --purge left none of the \
-         package's files; module {}; group kmemlab {}",
-        if loaded {
-            "still loaded, unused"
-        } else {
-            "unloaded"
-        },
+        "dpkg -r left only the conffile, unit not-found, module unloaded and out of the \
+         module maps; dpkg --purge left nothing named kmemlab (logs and enable link \
+         included) and no file in the group; group kmemlab {}",
         if group { "stays" } else { "removed" }
     ))
 }

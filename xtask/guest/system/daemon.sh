@@ -70,6 +70,9 @@ press && pressed 8
 echo '== new-pid'; journalctl -u kmemlabd _PID=$new -o cat --no-pager
 echo '== after-presses'; kmemlabctl stats --json
 echo '== security'; systemd-analyze security kmemlabd --no-pager | tail -n 3
+echo '== enable'
+# Enabled, as a board that starts it at boot has it: the purge must take the link away.
+systemctl enable kmemlabd; echo "enable exit $?"
 echo '== stop'
 systemctl stop kmemlabd; echo "stop exit $?"
 show -p ActiveState,Result,ExecMainCode,ExecMainStatus
@@ -85,6 +88,7 @@ while read -r f; do { [ -e "$f" ] || [ -L "$f" ]; } && echo "left $f"; done </ru
 echo "status $(dpkg-query -W -f '${db:Status-Abbrev}' kmemlab)"
 show -p LoadState
 lsmod | grep -E '^kmemlab ' || echo 'no kmemlab module loaded'
+echo "module maps naming kmemlab: $(grep -l kmemlab /lib/modules/$(uname -r)/modules.* 2>/dev/null | tr '\n' ' ')"
 echo '== purge'
 dpkg --purge kmemlab; echo "dpkg --purge exit $?"
 echo '== after-purge'
@@ -94,4 +98,5 @@ echo "status $(dpkg-query -W -f '${db:Status-Abbrev}' kmemlab 2>&1)"
 getent group kmemlab && echo "group kmemlab stays"
 echo "owned by group kmemlab: $(find / -xdev -group kmemlab 2>/dev/null | tr '\n' ' ')"
 echo "named kmemlab: $(find / -xdev -name '*kmemlab*' ! -path '/var/lib/kmemlab-vm*' 2>/dev/null | tr '\n' ' ')"
+echo "uio: $(lsmod | grep -E '^uio ' || echo 'not loaded')"
 echo '== end'
