@@ -271,7 +271,9 @@ impl System {
     fn run_disk(&self, work: &Path, opts: &SystemOptions) -> Result<PathBuf> {
         let dir = work.join("run");
         fs::create_dir_all(&dir)?;
-        fs::copy(&self.deb, dir.join("kmemlab.deb"))
+        // Under its own name: boot.sh installs it with the README's `dpkg -i` line.
+        let deb = self.deb.file_name().context("the .deb has no file name")?;
+        fs::copy(&self.deb, dir.join(deb))
             .with_context(|| format!("failed to copy {}", self.deb.display()))?;
         fs::write(dir.join("boot.sh"), BOOT_SH)?;
         fs::write(dir.join("lib.sh"), LIB_SH)?;

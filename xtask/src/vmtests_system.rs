@@ -22,6 +22,26 @@ type Check = fn(&str) -> Result<String>;
 /// the README's "On a real board" states the same.
 pub const SECURITY_EXPOSURE: &str = "0.6 SAFE";
 
+/// After the install and the reboot (install_boot): the package's state, and the
+/// README's checks of it.
+const INSTALL_SCRIPT: &str = "echo '== lsmod'; lsmod
+echo '== uio'; uio_dev
+echo '== nodes'; stat -L -c '%n %G %a %F' /dev/kmemlab /dev/$(uio_dev)
+echo '== link'; readlink /dev/kmemlab-uio
+echo '== readme-nodes'; stat -L -c '%n %G %a %F' /dev/kmemlab /dev/kmemlab-uio
+echo '== interrupts'; grep kmemlab /proc/interrupts
+echo '== info'; kmemlabctl info; echo \"info exit $?\"
+echo '== group'; getent group kmemlab
+echo '== modules-load.d'; cat /usr/lib/modules-load.d/kmemlab.conf
+echo '== modules-load'; systemctl show -p ActiveState,Result systemd-modules-load
+echo '== boot log'; journalctl -b -o cat --no-pager | grep -i kmemlab
+modprobe -r kmemlab
+echo '== unloaded'; lsmod
+systemctl restart systemd-modules-load
+echo '== reloaded'; lsmod
+echo '== end'
+";
+
 /// The daemon's life in one boot (guest/system/daemon.sh).
 const DAEMON_SCRIPT: &str = include_str!("../guest/system/daemon.sh");
 
@@ -83,23 +103,7 @@ fn run(system: &System, name: &str, cmd: &str) -> Result<SystemOutcome> {
 /// /dev/kmemlab-uio link to the UIO node; unloaded, systemd-modules-load loads it again
 /// (the package's modules-load.d file).
 fn install_boot(system: &System) -> Result<()> {
-    let out = run(
-        system,
-        "install_boot",
-        "echo '== lsmod'; lsmod
-         echo '== uio'; uio_dev
-         echo '== nodes'; stat -L -c '%n %G %a %F' /dev/kmemlab /dev/$(uio_dev)
-         echo '== link'; readlink /dev/kmemlab-uio
-         echo '== group'; getent group kmemlab
-         echo '== modules-load.d'; cat /usr/lib/modules-load.d/kmemlab.conf
-         echo '== modules-load'; systemctl show -p ActiveState,Result systemd-modules-load
-         echo '== boot log'; journalctl -b -o cat --no-pager | grep -i kmemlab
-         modprobe -r kmemlab
-         echo '== unloaded'; lsmod
-         systemctl restart systemd-modules-load
-         echo '== reloaded'; lsmod
-         echo '== end'",
-    )?;
+    let out = run(system, "install_boot", INSTALL_SCRIPT)?;
     let text = &out.cmd_output;
     let fail = |what: &str| -> Result<()> { bail!("{what}; the guest printed:\n{text}") };
     if !section(text, "lsmod")
@@ -147,6 +151,24 @@ fn install_boot(system: &System) -> Result<()> {
     }
     if section(text, "link").first().map(|l| l.trim()) != Some(uio.as_str()) {
         fail(&format!("/dev/kmemlab-uio does not point at {uio}"))?;
+    }
+    // The README's check, through the two names a user knows.
+    let readme = section(text, "readme-nodes");
+    for node in ["/dev/kmemlab", "/dev/kmemlab-uio"] {
+        let want = format!("{node} kmemlab 660 character special file");
+        if !readme.iter().any(|l| l.trim() == want) {
+            fail(&format!("no `{want}`"))?;
+        }
+    }
+    if !section(text, "interrupts")
+        .iter()
+        .any(|l| l.split_whitespace().last() == Some("kmemlab"))
+    {
+        fail("/proc/interrupts has no kmemlab line")?;
+    }
+    let info = section(text, "info");
+    if !info.iter().any(|l| l.trim() == "info exit 0") {
+        fail("kmemlabctl info failed")?;
     }
     let group = section(text, "group");
     let gid: Option<u32> = group
@@ -737,4 +759,48 @@ fn check_remove(text: &str) -> Result<String> {
          included) and no file in the group; group kmemlab {}",
         if group { "stays" } else { "removed" }
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DAEMON_SCRIPT, INSTALL_SCRIPT, SECURITY_EXPOSURE};
+
+    const README: &str = include_str!("../../README.md");
+    const BOOT_SH: &str = include_str!("../guest/system/boot.sh");
+    const HEADING: &str = "### Install it and run kmemlabd";
+
+    /// The README's list of commands for a board: (command, its comment), comment lines
+    /// aside.
+    fn readme_commands() -> Vec<(&'static str, &'static str)> {
+        let section = &README[README.find(HEADING).expect("no such README section")..];
+        let block = &section[section.find("```sh\n").expect("no sh block") + 6..];
+        let block = &block[..block.find("```").expect("unterminated block")];
+        block
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| match l.find(" #") {
+                Some(i) => (l[..i].trim(), l[i + 2..].trim()),
+                None => (l.trim(), ""),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_board_commands_are_the_system_tests_commands() {
+        let scripts = [BOOT_SH, INSTALL_SCRIPT, DAEMON_SCRIPT].concat();
+        let commands = readme_commands();
+        assert!(commands.len() >= 15, "too few commands: {commands:?}");
+        for (cmd, _) in &commands {
+            assert!(
+                scripts.contains(cmd),
+                "README's `{cmd}` is not run by the system tests (boot.sh, INSTALL_SCRIPT, \
+                 daemon.sh)"
+            );
+        }
+        let security = commands
+            .iter()
+            .find(|(c, _)| c.starts_with("systemd-analyze security"))
+            .expect("no systemd-analyze security line");
+        assert_eq!(security.1, SECURITY_EXPOSURE);
+    }
 }

@@ -10,10 +10,10 @@ echo
 . $run/lib.sh
 if [ ! -e /var/lib/kmemlab-vm/installed ]; then
     echo "@@STAGE install"
-    dpkg -i $run/kmemlab.deb >/run/kmemlab-install.log 2>&1
+    (cd $run && dpkg -i ./kmemlab_*_arm64.deb) >/run/kmemlab-install.log 2>&1
     rc=$?
     sed 's/^/@@INSTALL /' /run/kmemlab-install.log
-    [ $rc -eq 0 ] || { echo "@@FAIL dpkg -i kmemlab.deb exited with $rc"; systemctl poweroff; exit 1; }
+    [ $rc -eq 0 ] || { echo "@@FAIL dpkg -i exited with $rc"; systemctl poweroff; exit 1; }
     mkdir -p /var/lib/kmemlab-vm
     touch /var/lib/kmemlab-vm/installed
     sync

@@ -13,9 +13,9 @@ conf=/etc/kmemlab/kmemlabd.conf
 systemctl start kmemlabd || { systemctl status kmemlabd; exit 1; }
 echo '== started'; show -p Type,ActiveState,SubState,StatusText
 for i in 1 2 3; do press && pressed $i; done
-echo '== pressed'; show -p ActiveState,StatusText
+echo '== pressed'; systemctl show kmemlabd -p ActiveState,StatusText
 echo '== journal'; journalctl -u kmemlabd -o cat --no-pager
-echo '== report'; journalctl -u kmemlabd -o json --no-pager | kmemlabctl report -
+echo '== report'; journalctl -u kmemlabd -o json | kmemlabctl report -
 pid=$(show -p MainPID --value)
 echo '== identity'; show -p User,Group,DynamicUser,SupplementaryGroups,DevicePolicy,DeviceAllow
 grep -E '^(Uid|Gid|Groups):' /proc/$pid/status
