@@ -187,14 +187,55 @@ exit 0
     )
 }
 
-const POSTRM: &str = "#!/bin/sh
-# kmemlab postrm: the group stays (files elsewhere may use it); the unit goes.
+/// The prerm: on removal (not on upgrade), nothing of the package keeps running: the
+/// unit is stopped and the module unloaded. `rmmod`, not `modprobe -r`, which would also
+/// unload `uio` when nothing else uses it, though the package did not load it. Skipped
+/// in a chroot, where /sys/module is the host's.
+const PRERM: &str = "#!/bin/sh
+# kmemlab prerm: on removal, stop kmemlabd and unload kmemlab.ko (an upgrade keeps both).
 set -e
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || true
+if [ \"$1\" = remove ]; then
+    if [ -d /run/systemd/system ]; then
+        systemctl stop kmemlabd.service || true
+    fi
+    if ! ischroot -t && [ -e /sys/module/kmemlab ]; then
+        rmmod kmemlab || echo \"kmemlab: the module is in use and stays loaded until it is unused and unloaded (rmmod kmemlab) or the next boot\" >&2
+    fi
 fi
 exit 0
 ";
+
+/// The postrm: the module's dependency map, udev's rules and systemd's units without
+/// the package's files; on purge also the daemon's logs (Debian Policy 10.8: removed on
+/// purge, not on removal) and an `systemctl enable`'s link. The group stays: files
+/// elsewhere (a copy of a log, a user's script) may still carry its gid, and a group id
+/// given again to another group would hand them over.
+fn postrm(release: &str) -> String {
+    format!(
+        "#!/bin/sh
+# kmemlab postrm: forget the module, the udev rule and the unit; on purge, the logs.
+set -e
+case \"$1\" in
+remove|purge)
+    if command -v depmod >/dev/null && [ -d \"$DPKG_ROOT/lib/modules/{release}\" ]; then
+        depmod -a {release} || true
+    fi
+    if command -v udevadm >/dev/null; then
+        udevadm control --reload-rules || true
+    fi
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload || true
+    fi
+    ;;
+esac
+if [ \"$1\" = purge ]; then
+    rm -rf \"$DPKG_ROOT/var/log/kmemlab\" \"$DPKG_ROOT/var/log/private/kmemlab\"
+    rm -f \"$DPKG_ROOT/etc/systemd/system/multi-user.target.wants/kmemlabd.service\"
+fi
+exit 0
+"
+    )
+}
 
 /// kmemlab.ko built for Debian's kernel `release` (`cargo xtask module --debian`, in
 /// the debian-build branch's `debian.rs`).
@@ -400,7 +441,8 @@ pub fn dist(tc: &Toolchain, target: Target) -> Result<Packages> {
     );
     write(&stage.join("DEBIAN/control"), &control, 0o644)?;
     write(&stage.join("DEBIAN/postinst"), &postinst(&release), 0o755)?;
-    write(&stage.join("DEBIAN/postrm"), POSTRM, 0o755)?;
+    write(&stage.join("DEBIAN/prerm"), PRERM, 0o755)?;
+    write(&stage.join("DEBIAN/postrm"), &postrm(&release), 0o755)?;
     let md5sums = output(Command::new("sh").current_dir(&stage).args([
         "-c",
         "find . -type f ! -path './DEBIAN/*' -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 md5sum",
@@ -518,6 +560,8 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
         ),
         ("/usr/share/lintian/overrides/kmemlab".to_owned(), 0o644),
         ("/var/lib/dpkg/info/kmemlab.postinst".to_owned(), 0o755),
+        ("/var/lib/dpkg/info/kmemlab.prerm".to_owned(), 0o755),
+        ("/var/lib/dpkg/info/kmemlab.postrm".to_owned(), 0o755),
     ]
     .into_iter()
     .chain(
@@ -619,6 +663,34 @@ pub fn install_test(pkgs: &Packages, work: &Path) -> Result<()> {
     ensure!(
         log.contains(&format!("depmod -a {}", pkgs.release)),
         "postinst did not run depmod for {}:\n{log}",
+        pkgs.release
+    );
+
+    // The postrm's purge, in the dpkg root ($DPKG_ROOT): the logs that systemd's
+    // LogsDirectory= made for the dynamic user go, the module map is made again.
+    let logs = rootfs.join("var/log/private/kmemlab");
+    fs::create_dir_all(&logs)?;
+    fs::write(logs.join("kmemlabd.jsonl"), "{}\n")?;
+    let link = rootfs.join("var/log/kmemlab");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("private/kmemlab", &link)?;
+    fs::create_dir_all(rootfs.join("lib/modules").join(&pkgs.release))?;
+    fs::write(&calls, "")?;
+    run(Command::new("sh")
+        .arg(rootfs.join("var/lib/dpkg/info/kmemlab.postrm"))
+        .arg("purge")
+        .env("PATH", format!("{}:/usr/bin:/bin", stubs.display()))
+        .env("CALLS", &calls)
+        .env("DPKG_ROOT", &rootfs))?;
+    let log = fs::read_to_string(&calls)?;
+    ensure!(
+        !logs.exists() && link.symlink_metadata().is_err(),
+        "postrm purge left the daemon's logs in {}",
+        rootfs.join("var/log").display()
+    );
+    ensure!(
+        log.contains(&format!("depmod -a {}", pkgs.release)),
+        "postrm did not run depmod for {} (the map would still name kmemlab.ko):\n{log}",
         pkgs.release
     );
     Ok(())

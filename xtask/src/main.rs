@@ -9,6 +9,7 @@ mod hardening;
 mod initramfs;
 mod setup;
 mod stock;
+mod system;
 mod util;
 mod vm;
 mod vmtests;
@@ -16,6 +17,7 @@ mod vmtests_c;
 mod vmtests_cli;
 mod vmtests_daemon;
 mod vmtests_profile;
+mod vmtests_system;
 mod vmtests_vfio;
 mod vmtests_watch;
 
@@ -57,6 +59,13 @@ commands:
                           dts/qemu-virt.dtso; --backend vfio gives the PL061 to
                           vfio-amba (no overlay, kmemlab.ko software_device=1,
                           no-IOMMU mode on) and runs kmemlabd --backend vfio
+  vm --system debian [--presses N] [--timeout SECS] [--cpus N] [--verbose] [-- CMD...]
+                          boot a real Debian trixie arm64 system (systemd, udev,
+                          journald; image made once and cached) with Debian's
+                          7.3.4+deb13-arm64 kernel, `dpkg -i` the package of
+                          `dist --debian 7.3.4+deb13-arm64`, reboot (modules-load.d
+                          loads kmemlab), press the button N times, run CMD as root
+                          (`press` in CMD presses once)
   dist [--kdir DIR]       tarball and Debian arm64 package, module built for DIR
   dist --debian RELEASE [--module KO]
                           the same for Debian's kernel RELEASE (7.3.4+deb13-arm64):
@@ -88,6 +97,9 @@ commands:
                           VM tests; on Debian's amd64 kernel (software device): the
                           VM tests that need no button and no device tree
                           (--kernel debian-arm64 or debian-amd64: only that one)
+  test --system           the system tests: the package installed with dpkg in a
+                          real Debian arm64 system (vm --system debian), the module
+                          loaded at boot, udev's nodes, kmemlabd under systemd
 
 The cache lives in $KMEMLAB_CACHE (default ~/.cache/kmemlab).
 KMEMLAB_TESTS=name,name runs only the VM tests whose names contain one of these.";
@@ -165,6 +177,11 @@ fn real_main() -> Result<ExitCode> {
             let u = build::userspace(&tc)?;
             build::userspace_host()?;
             println!("{}\n{}", u.kmemlabd.display(), u.kmemlabctl.display());
+        }
+        "vm" if rest.iter().any(|a| a == "--system") => {
+            let (release, opts) = system::parse_args(rest)?;
+            let status = system::vm(&setup::setup()?, &release, &opts)?;
+            return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
         }
         "vm" => {
             let (opts, kernel) = parse_vm(rest)?;
@@ -260,6 +277,7 @@ fn real_main() -> Result<ExitCode> {
                 ),
                 kernel @ GuestKernel::Debian(_) => test_debian_kernels(&[kernel])?,
             },
+            [flag] if flag == "--system" => vmtests_system::run_all(&setup::setup()?)?,
             [flag] if flag == "--vm-only" => {
                 let art = prepare(&GuestKernel::Test(Flavor::Test))?;
                 let result = vmtests::run_all(&art).result;
@@ -268,7 +286,8 @@ fn real_main() -> Result<ExitCode> {
             }
             _ => bail!(
                 "usage: cargo xtask test [--host-only | --vm-only | --debug-kernel | \
-                 --kernel KERNEL | --dts | --service | --packages [--debian-module KO]]"
+                 --kernel KERNEL | --dts | --service | --packages [--debian-module KO] | \
+                 --system]"
             ),
         },
         "-h" | "--help" | "help" => println!("{USAGE}"),

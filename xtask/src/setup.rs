@@ -55,6 +55,9 @@ const APT_PACKAGES: &[&str] = &[
     "systemd",
     "file",
     "debootstrap",
+    // `vm --system`: the image's disk (mkfs.ext4 -d) and its copy-on-write copies.
+    "e2fsprogs",
+    "qemu-utils",
 ];
 
 /// Where set-up put things.

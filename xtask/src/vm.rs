@@ -22,10 +22,10 @@ use anyhow::{bail, Context, Result};
 use crate::initramfs::Cpio;
 use crate::util::{repo_root, run, step};
 
-const QEMU: &str = "qemu-system-aarch64";
+pub(crate) const QEMU: &str = "qemu-system-aarch64";
 /// The board. `-nic none`: Debian's QEMU 7.2 lacks the virtio-net option ROM the
 /// default NIC asks for, and the guest needs no network.
-const MACHINE: &[&str] = &["-M", "virt", "-cpu", "cortex-a53", "-nic", "none"];
+pub(crate) const MACHINE: &[&str] = &["-M", "virt", "-cpu", "cortex-a53", "-nic", "none"];
 /// The PC for Debian's amd64 kernel (TCG: this host's KVM runs no stock guest).
 /// `thread=single`: with QEMU 7.2's multi-threaded TCG, Debian's kernel died at boot
 /// with an `int3` Oops in a function being live-patched (text_poke on one vCPU while
@@ -238,11 +238,21 @@ wait_lines() {
 /// The board's device tree with the overlay from dts/ applied (QEMU's own, without a
 /// kmemlab node, when `overlay_src` is None).
 fn device_tree(art: &Artifacts, overlay_src: Option<&Path>, cpus: u32) -> Result<PathBuf> {
-    let work = &art.work;
+    board_device_tree(&art.work, art.memory_mb, overlay_src, cpus)
+}
+
+/// The virt board's device tree for `memory_mb` and `cpus`, with the overlay
+/// `overlay_src` applied (or none), written into `work`.
+pub fn board_device_tree(
+    work: &Path,
+    memory_mb: u32,
+    overlay_src: Option<&Path>,
+    cpus: u32,
+) -> Result<PathBuf> {
     let base = work.join("virt.dtb");
     run(Command::new(QEMU)
         .args(MACHINE)
-        .args(["-m", &format!("{}M", art.memory_mb)])
+        .args(["-m", &format!("{memory_mb}M")])
         .args(["-smp", &cpus.to_string()])
         .arg("-machine")
         .arg(format!("dumpdtb={}", base.display()))
@@ -379,25 +389,63 @@ fn initramfs(art: &Artifacts, opts: &VmOptions) -> Result<PathBuf> {
 }
 
 /// A running guest and its console.
-struct Guest {
-    child: Child,
+pub(crate) struct Guest {
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     tail: VecDeque<String>,
-    stage: String,
+    pub(crate) stage: String,
     verbose: bool,
     qmp: Option<Qmp>,
     qmp_path: PathBuf,
 }
 
-enum Wait<T> {
+pub(crate) enum Wait<T> {
     Found(T),
     Continue,
 }
 
 impl Guest {
+    /// Starts reading the console of `child` (QEMU with `-serial stdio`); QMP at
+    /// `qmp_path`, connected on first use.
+    pub(crate) fn new(mut child: Child, qmp_path: PathBuf, verbose: bool) -> Result<Self> {
+        let stdout = child.stdout.take().context("QEMU stdout")?;
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Drain anything left so QEMU never blocks on a full pipe.
+            let _ = reader.read_to_end(&mut Vec::new());
+        });
+        Ok(Self {
+            child,
+            stdin,
+            lines: rx,
+            tail: VecDeque::new(),
+            stage: "boot".to_owned(),
+            verbose,
+            qmp: None,
+            qmp_path,
+        })
+    }
+
     /// Waits for a console line that `f` accepts, at most `bound`.
-    fn wait_for<T>(
+    pub(crate) fn wait_for<T>(
         &mut self,
         what: &str,
         bound: Duration,
@@ -453,7 +501,7 @@ impl Guest {
         self.tail.push_back(line);
     }
 
-    fn tail_text(&self) -> String {
+    pub(crate) fn tail_text(&self) -> String {
         let mut s = String::from("\n--- console tail ---\n");
         for l in &self.tail {
             s.push_str(l);
@@ -462,7 +510,7 @@ impl Guest {
         s
     }
 
-    fn qmp(&mut self) -> Result<&mut Qmp> {
+    pub(crate) fn qmp(&mut self) -> Result<&mut Qmp> {
         if self.qmp.is_none() {
             self.qmp = Some(Qmp::connect(&self.qmp_path)?);
         }
@@ -478,7 +526,7 @@ impl Drop for Guest {
 }
 
 /// A minimal QMP client: enough for `system_powerdown`.
-struct Qmp {
+pub(crate) struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
@@ -525,7 +573,7 @@ impl Qmp {
         }
     }
 
-    fn execute(&mut self, command: &str) -> Result<()> {
+    pub(crate) fn execute(&mut self, command: &str) -> Result<()> {
         writeln!(self.writer, "{{\"execute\": \"{command}\"}}").context("QMP write")?;
         self.read_until("\"return\"")?;
         Ok(())
@@ -582,7 +630,7 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         Machine::VirtArm64 => "ttyAMA0",
         Machine::PcAmd64 => "ttyS0",
     };
-    let mut child = command
+    let child = command
         .args(["-m", &format!("{}M", art.memory_mb)])
         .args(["-smp", &opts.cpus.to_string()])
         .arg("-no-reboot")
@@ -602,39 +650,7 @@ pub fn run_vm(art: &Artifacts, opts: &VmOptions) -> Result<VmOutcome> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("failed to start {qemu}"))?;
-    let stdout = child.stdout.take().context("QEMU stdout")?;
-    let stdin = child.stdin.take();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned();
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        // Drain anything left so QEMU never blocks on a full pipe.
-        let _ = reader.read_to_end(&mut Vec::new());
-    });
-    let mut guest = Guest {
-        child,
-        stdin,
-        lines: rx,
-        tail: VecDeque::new(),
-        stage: "boot".to_owned(),
-        verbose: opts.verbose,
-        qmp: None,
-        qmp_path,
-    };
+    let mut guest = Guest::new(child, qmp_path, opts.verbose)?;
 
     // Boot, module loaded, daemon running.
     guest.wait_for("@@READY", Duration::from_secs(120), |_, l| {
