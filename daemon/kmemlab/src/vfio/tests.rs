@@ -1,8 +1,16 @@
+use std::fs;
 use std::os::unix::fs::symlink;
+use std::path::PathBuf;
 
+use super::abi::{
+    VfioGroupStatus, VFIO_DEVICE_FLAGS_AMBA, VFIO_DEVICE_FLAGS_PLATFORM, VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE,
+    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+};
 use super::pl061::{GPIOIC, GPIOIE, GPIOMIS};
 use super::testing::{Access, FakeControl, FakeRegs, Log};
 use super::*;
+use crate::uio::IrqSource;
 
 /// A sysfs and `/dev` tree as a kernel with VFIO, no-IOMMU mode on and the PL061 bound
 /// to vfio-amba in no-IOMMU group 0 shows it.
