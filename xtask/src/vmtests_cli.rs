@@ -158,7 +158,7 @@ echo '== end'"#
     );
     let since = num(bounces[0], "since_last_ns").context("bounce without since_last_ns")?;
     ensure!(
-        since >= 300_000_000 && since < 5_000_000_000,
+        (300_000_000..5_000_000_000).contains(&since),
         "the bounce came {since} ns after the step: not 300 ms or more (the interval), \
          or not within the 5 s debounce"
     );
