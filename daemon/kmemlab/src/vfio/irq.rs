@@ -71,14 +71,14 @@ impl IrqControl for VfioIrqLine {
 #[derive(Debug)]
 pub struct VfioIrq<R: Registers, C: IrqControl> {
     eventfd: EventFd,
-    pub(super) regs: R,
+    regs: R,
     ctl: C,
     line: u32,
-    pub(super) count: u32,
+    count: u32,
     spurious: u64,
     /// A signal was read since the last unmask: VFIO masked the (level) interrupt when it
     /// signalled, and [`IrqSource::enable`] unmasks it.
-    pub(super) masked: bool,
+    masked: bool,
     name: PathBuf,
 }
 
@@ -256,3 +256,6 @@ impl<R: Registers, C: IrqControl> AsRawFd for VfioIrq<R, C> {
         self.eventfd.as_raw_fd()
     }
 }
+
+#[cfg(test)]
+mod tests;
