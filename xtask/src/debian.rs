@@ -27,7 +27,7 @@ pub const AMD64_RELEASE: &str = "7.3.4+deb13-amd64";
 /// Guest memory for Debian's kernel (256 MiB is too little for its size and CMA).
 pub const MEMORY_MB: u32 = 1024;
 /// The Debian release whose compiler built those kernels (rustc 1.85.1, GCC 14).
-const TRIXIE: &str = "trixie";
+pub const TRIXIE: &str = "trixie";
 /// What the trixie root holds: the kernel's compilers (native, arm64 and, for arm64's
 /// 32-bit vDSO, armhf), pahole for BTF, and the kernel build's tools.
 const ROOT_PACKAGES: &[&str] = &[

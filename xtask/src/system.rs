@@ -34,7 +34,7 @@ use crate::util::{output, repo_root, run, run_logged, short_hash, step};
 use crate::vm::{self, Guest, Wait};
 
 /// The Debian release of the system (the one whose compiler built the kernel).
-const SUITE: &str = "trixie";
+const SUITE: &str = debian::TRIXIE;
 /// What debootstrap installs besides minbase. dbus: `systemctl` needs the system bus;
 /// libbpf1: without it systemd disables its cgroup BPF features, and the unit's
 /// `DevicePolicy=`, `IPAddressDeny=` and `Restrict*=` would not mean what they say;

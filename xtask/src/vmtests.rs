@@ -262,7 +262,7 @@ fn boot(art: &Artifacts, opts: VmOptions) -> Result<VmOutcome> {
     Ok(outcome)
 }
 
-fn parse_log(outcome: &VmOutcome) -> Result<Vec<Value>> {
+pub(crate) fn parse_log(outcome: &VmOutcome) -> Result<Vec<Value>> {
     outcome
         .log
         .iter()
@@ -271,7 +271,7 @@ fn parse_log(outcome: &VmOutcome) -> Result<Vec<Value>> {
 }
 
 /// The lines written for a press: every line that carries the daemon's press number.
-fn press_lines(log: &[Value]) -> Vec<&Value> {
+pub(crate) fn press_lines(log: &[Value]) -> Vec<&Value> {
     log.iter()
         .filter(|v| v.get("seq").is_some_and(|s| !s.is_null()))
         .collect()
@@ -444,6 +444,11 @@ fn hex(v: &Value, key: &str) -> Option<u64> {
 }
 
 /// `v[key]` as a number (for the tests in other files too).
+/// The string `key` of a log line (for the tests in other files too).
+pub(crate) fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
 pub(crate) fn num(v: &Value, key: &str) -> Option<u64> {
     v.get(key).and_then(Value::as_u64)
 }

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::vm::{section, Artifacts, Backend, VmOptions, PRESSES_DONE, PRESS_CUE};
-use crate::vmtests::{boot_checked, events, num};
+use crate::vmtests::{boot_checked, events, num, parse_log, press_lines, text};
 
 /// The button's line on the PL061 and its bit in the interrupt registers.
 const LINE_BIT: u64 = 1 << 3;
@@ -30,10 +30,6 @@ fn reg(lines: &[&str], name: &str) -> Option<u64> {
         let v = l.trim().strip_prefix(name)?.strip_prefix("=0x")?;
         u64::from_str_radix(v, 16).ok()
     })
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
 }
 
 /// Six presses through VFIO give the seed plan's six steps, one each, in order, none
@@ -78,21 +74,14 @@ pub fn vfio_presses_give_one_step_each(art: &Artifacts) -> Result<()> {
         },
     )?;
     let out = &outcome.cmd_output;
-    let log: Vec<Value> = outcome
-        .log
-        .iter()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("not a JSON line: {l}")))
-        .collect::<Result<_>>()?;
+    let log = parse_log(&outcome)?;
     let start = events(&log, "start");
     ensure!(
         start.len() == 1 && text(start[0], "backend") == Some("vfio"),
         "want one start line with backend vfio:\n{}",
         outcome.log.join("\n")
     );
-    let presses: Vec<&Value> = log
-        .iter()
-        .filter(|v| v.get("seq").is_some_and(|s| !s.is_null()))
-        .collect();
+    let presses = press_lines(&log);
     let steps: Vec<(&str, &str)> = presses
         .iter()
         .map(|v| {
@@ -244,11 +233,7 @@ pub fn vfio_refusals_are_clear(art: &Artifacts) -> Result<()> {
         section(out, "driver").first().map(|l| l.trim()) == Some("pl061_gpio"),
         "the PL061 left pl061_gpio after refusals:\n{out}"
     );
-    let log: Vec<Value> = outcome
-        .log
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let log = parse_log(&outcome)?;
     ensure!(
         events(&log, "stop").len() == 1 && events(&log, "start").len() == 1,
         "the UIO daemon did not run through the refusals:\n{}",

@@ -4,11 +4,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use crate::vm::{json_lines, section, Artifacts, VmOptions, PRESSES_DONE, PRESS_CUE, WAIT_LINES};
-use crate::vmtests::num;
-
-fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
+use crate::vmtests::{num, text};
 
 /// (count, source, kernel timestamp) of a line.
 type Seen = (Option<u64>, Option<String>, Option<u64>);
